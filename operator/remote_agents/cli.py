@@ -1,0 +1,86 @@
+"""The `remote-agents` command. Each subcommand imports its implementation lazily so that
+`remote-agents cluster up` does not pay for importing Kopf or the E2B SDK."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _cluster_build(args: argparse.Namespace) -> int:
+    from remote_agents.cluster import build
+
+    try:
+        build.build(force=args.force)
+    except build.BuildError as error:
+        print(f"cluster build failed: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cluster_up(args: argparse.Namespace) -> int:
+    from remote_agents.cluster import build, control_plane
+
+    try:
+        cluster = control_plane.up(control_plane.state_dir(args.state_dir))
+    except (build.BuildError, control_plane.ControlPlaneError) as error:
+        print(f"cluster up failed: {error}", file=sys.stderr)
+        return 1
+    print(f"KUBECONFIG={cluster.kubeconfig}")
+    return 0
+
+
+def _cluster_down(args: argparse.Namespace) -> int:
+    from remote_agents.cluster import control_plane
+
+    control_plane.down(control_plane.state_dir(args.state_dir))
+    return 0
+
+
+def _e2b_local(args: argparse.Namespace) -> int:
+    from remote_agents.e2b_local import server
+
+    return server.main(args)
+
+
+def _add_cluster(sub: argparse._SubParsersAction) -> None:
+    cluster = sub.add_parser("cluster", help="a real local Kubernetes control plane")
+    actions = cluster.add_subparsers(dest="cluster_command", required=True)
+    build = actions.add_parser("build", help="build and cache etcd, kube-apiserver, kube-controller-manager")
+    build.add_argument("--force", action="store_true", help="rebuild even when cached")
+    build.set_defaults(func=_cluster_build)
+    for name, func, text in (("up", _cluster_up, "start it (builds first if needed)"),
+                             ("down", _cluster_down, "stop everything `up` started")):
+        parser = actions.add_parser(name, help=text)
+        parser.add_argument("--state-dir", help="where its data, logs and kubeconfig live")
+        parser.set_defaults(func=func)
+
+
+def _add_e2b_local(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("e2b-local", help="a local E2B-compatible sandbox server (foreground)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=49982)
+    parser.add_argument("--api-key", default=None, help="key clients must send (default: e2b_local_dev_key)")
+    parser.add_argument("--state-dir", default=None)
+    parser.add_argument("--latency", action="append", default=[], metavar="OP=SECONDS")
+    parser.add_argument("--error-rate", action="append", default=[], metavar="OP=FRACTION")
+    parser.add_argument("--max-running", type=int, default=20, help="concurrently running sandboxes (429 above)")
+    parser.add_argument("--max-timeout", type=int, default=3600, help="maximum sandbox timeout in seconds")
+    parser.set_defaults(func=_e2b_local)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="remote-agents", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_cluster(sub)
+    _add_e2b_local(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
