@@ -43,6 +43,43 @@ def _e2b_local(args: argparse.Namespace) -> int:
     return server.main(args)
 
 
+def _operator(args: argparse.Namespace) -> int:
+    from remote_agents.controller import main as operator_main
+
+    return operator_main.run(args)
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from remote_agents.api import crds
+
+    directory = Path(args.dir)
+    if args.check:
+        stale = crds.stale(directory)
+        if stale:
+            print(f"stale CRDs in {directory}: {', '.join(stale)}; run `remote-agents crds` and commit",
+                  file=sys.stderr)
+            return 1
+        print(f"{directory} is up to date")
+        return 0
+    for path in crds.write(directory):
+        print(path)
+    return 0
+
+
+def _add_operator(sub: argparse._SubParsersAction) -> None:
+    from remote_agents.controller.main import add_arguments
+
+    parser = sub.add_parser("operator", help="run the operator (kubeconfig from the environment)")
+    add_arguments(parser)
+    parser.set_defaults(func=_operator)
+    crds = sub.add_parser("crds", help="write the CRDs generated from the typed models")
+    crds.add_argument("--dir", default="crds")
+    crds.add_argument("--check", action="store_true", help="fail if the files differ from the models")
+    crds.set_defaults(func=_crds)
+
+
 def _add_cluster(sub: argparse._SubParsersAction) -> None:
     cluster = sub.add_parser("cluster", help="a real local Kubernetes control plane")
     actions = cluster.add_subparsers(dest="cluster_command", required=True)
@@ -74,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_cluster(sub)
     _add_e2b_local(sub)
+    _add_operator(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The remoteagents.io API: typed models and the CRDs generated from them."""

@@ -1,0 +1,112 @@
+"""The CustomResourceDefinitions, generated from the typed models. `crds/` holds their YAML;
+`remote-agents crds --check` (run by the tests) fails when it is stale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from remote_agents.api import models
+from remote_agents.api.schema import structural_schema
+
+CATEGORY = "remoteagents"
+
+
+def _ready_column() -> dict[str, Any]:
+    return {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'}
+
+
+def _age_column() -> dict[str, Any]:
+    return {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+
+def _crd(kind: str, plural: str, short: str, model: type[BaseModel], columns: list[dict[str, Any]],
+         scale: dict[str, str] | None = None) -> dict[str, Any]:
+    schema = structural_schema(model)
+    schema["properties"]["status"].pop("default", None)
+    subresources: dict[str, Any] = {"status": {}}
+    if scale:
+        subresources["scale"] = scale
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{models.GROUP}"},
+        "spec": {
+            "group": models.GROUP,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": kind.lower(),
+                      "shortNames": [short], "categories": [CATEGORY]},
+            "versions": [{
+                "name": models.VERSION, "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "required": ["spec"],
+                    "properties": {
+                        "apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                        "metadata": {"type": "object"},
+                        "spec": schema["properties"]["spec"],
+                        "status": schema["properties"]["status"],
+                    },
+                }},
+                "subresources": subresources,
+                "additionalPrinterColumns": columns,
+            }],
+        },
+    }
+
+
+def definitions() -> list[dict[str, Any]]:
+    return [
+        _crd("RemoteAgent", "remoteagents", "ra", models.RemoteAgent, [
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            _ready_column(),
+            {"name": "Sandbox", "type": "string", "jsonPath": ".status.sandboxID"},
+            {"name": "Revision", "type": "string", "jsonPath": ".status.shortRevision"},
+            {"name": "Paused", "type": "boolean", "jsonPath": ".spec.paused", "priority": 1},
+            {"name": "Repo", "type": "string", "jsonPath": ".spec.source.repo", "priority": 1},
+            _age_column(),
+        ]),
+        _crd("AgentPool", "agentpools", "apool", models.AgentPool, [
+            {"name": "Desired", "type": "integer", "jsonPath": ".spec.replicas"},
+            {"name": "Current", "type": "integer", "jsonPath": ".status.replicas"},
+            {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+            {"name": "Updated", "type": "integer", "jsonPath": ".status.updatedReplicas"},
+            {"name": "Paused", "type": "integer", "jsonPath": ".status.pausedReplicas"},
+            _age_column(),
+        ], scale={"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+                  "labelSelectorPath": ".status.selector"}),
+        _crd("AgentTask", "agenttasks", "atask", models.AgentTask, [
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Agent", "type": "string", "jsonPath": ".status.agent"},
+            {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
+            _age_column(),
+        ]),
+    ]
+
+
+def render(crd: dict[str, Any]) -> str:
+    header = "# Generated from operator/remote_agents/api/models.py by `remote-agents crds`. Do not edit.\n"
+    return header + yaml.safe_dump(crd, sort_keys=False, width=120)
+
+
+def file_name(crd: dict[str, Any]) -> str:
+    return f"{crd['metadata']['name']}.yaml"
+
+
+def write(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for crd in definitions():
+        path = directory / file_name(crd)
+        path.write_text(render(crd))
+        written.append(path)
+    return written
+
+
+def stale(directory: Path) -> list[str]:
+    """Names of CRD files in `directory` that differ from what the models generate."""
+    return [file_name(crd) for crd in definitions()
+            if not (directory / file_name(crd)).is_file() or (directory / file_name(crd)).read_text() != render(crd)]

@@ -1,0 +1,214 @@
+"""Start and stop etcd + kube-apiserver + kube-controller-manager on loopback, in the background.
+
+Everything lives in one state directory: data, logs, key material, the admin kubeconfig and a
+`state.json` with the pids and ports, so `up` is idempotent and `down` stops exactly what it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from remote_agents.cluster import build, pki
+
+HEALTH_TIMEOUT_SECONDS = 120
+# Only what a cluster without nodes needs: ownerReference cascades, namespace deletion, default SAs.
+CONTROLLERS = "garbage-collector-controller,namespace-controller,serviceaccount-controller"
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be started; the message says which component and why."""
+
+
+@dataclass
+class Cluster:
+    state_dir: str
+    kubeconfig: str
+    api_port: int
+    etcd_port: int
+    pids: dict[str, int]
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+
+def state_dir(explicit: str | None = None) -> Path:
+    if explicit:
+        return Path(explicit).resolve()
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "remote-agents" / "cluster"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still answers kill(0): look at its state.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _ready(server: str, ca_cert: Path, token: str) -> bool:
+    context = ssl.create_default_context(cafile=str(ca_cert))
+    request = urllib.request.Request(f"{server}/readyz", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _load(directory: Path) -> Cluster | None:
+    try:
+        return Cluster(**json.loads((directory / "state.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _write_kubeconfig(path: Path, server: str, keys: pki.Pki) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "remote-agents-local",
+                      "cluster": {"server": server, "certificate-authority": str(keys.ca_cert)}}],
+        "users": [{"name": "admin", "user": {"token": keys.admin_token}}],
+        "contexts": [{"name": "remote-agents-local",
+                      "context": {"cluster": "remote-agents-local", "user": "admin"}}],
+        "current-context": "remote-agents-local",
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+
+
+def _start(name: str, args: list[str], logs: Path) -> int:
+    with open(logs / f"{name}.log", "ab") as log:
+        # A session of its own: the component outlives this command and ignores the terminal's ^C.
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    return process.pid
+
+
+def _log_tail(logs: Path, name: str) -> str:
+    try:
+        return "\n".join((logs / f"{name}.log").read_text(errors="replace").splitlines()[-15:])
+    except OSError:
+        return "(no log)"
+
+
+def _wait(cluster: Cluster, keys: pki.Pki, logs: Path) -> None:
+    deadline = time.monotonic() + HEALTH_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        for name, pid in cluster.pids.items():
+            if not _alive(pid):
+                raise ControlPlaneError(f"{name} exited during start-up; last lines of its log:\n"
+                                        f"{_log_tail(logs, name)}")
+        if _ready(cluster.server, keys.ca_cert, keys.admin_token):
+            return
+        time.sleep(0.5)
+    raise ControlPlaneError(f"kube-apiserver was not ready within {HEALTH_TIMEOUT_SECONDS}s; "
+                            f"its log:\n{_log_tail(logs, 'kube-apiserver')}")
+
+
+def running(directory: Path) -> Cluster | None:
+    """The cluster recorded in `directory` if all its processes live and the API answers."""
+    cluster = _load(directory)
+    if cluster is None or not all(_alive(pid) for pid in cluster.pids.values()):
+        return None
+    keys = pki.ensure(directory / "pki")
+    return cluster if _ready(cluster.server, keys.ca_cert, keys.admin_token) else None
+
+
+def up(directory: Path) -> Cluster:
+    existing = running(directory)
+    if existing is not None:
+        return existing
+    down(directory)  # whatever half of a previous run is still around
+    binaries = build.build()
+    directory.mkdir(parents=True, exist_ok=True)
+    logs = directory / "logs"
+    logs.mkdir(exist_ok=True)
+    keys = pki.ensure(directory / "pki")
+    etcd_port, etcd_peer_port, api_port = _free_port(), _free_port(), _free_port()
+    server = f"https://127.0.0.1:{api_port}"
+    kubeconfig = directory / "kubeconfig"
+    _write_kubeconfig(kubeconfig, server, keys)
+    pids = {"etcd": _start("etcd", [
+        str(binaries.etcd), "--data-dir", str(directory / "etcd"),
+        "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
+        "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
+        "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer_port}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer_port}",
+        "--initial-cluster", f"default=http://127.0.0.1:{etcd_peer_port}",
+        "--unsafe-no-fsync", "--quota-backend-bytes", str(4 * 1024**3),
+    ], logs)}
+    pids["kube-apiserver"] = _start("kube-apiserver", [
+        str(binaries.kube_apiserver),
+        "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
+        "--bind-address", "127.0.0.1", "--secure-port", str(api_port),
+        "--tls-cert-file", str(keys.serving_cert), "--tls-private-key-file", str(keys.serving_key),
+        "--client-ca-file", str(keys.ca_cert), "--token-auth-file", str(keys.token_file),
+        "--authorization-mode", "RBAC",
+        "--service-cluster-ip-range", "10.0.0.0/24", "--allow-privileged=true",
+        "--disable-admission-plugins", "ServiceAccount",
+        "--service-account-issuer", f"{server}/",
+        "--service-account-key-file", str(keys.service_account_key),
+        "--service-account-signing-key-file", str(keys.service_account_key),
+        "--endpoint-reconciler-type", "none",
+    ], logs)
+    cluster = Cluster(state_dir=str(directory), kubeconfig=str(kubeconfig), api_port=api_port,
+                      etcd_port=etcd_port, pids=pids)
+    (directory / "state.json").write_text(json.dumps(asdict(cluster)))
+    _wait(cluster, keys, logs)
+    pids["kube-controller-manager"] = _start("kube-controller-manager", [
+        str(binaries.kube_controller_manager), "--kubeconfig", str(kubeconfig),
+        "--controllers", CONTROLLERS, "--use-service-account-credentials=false",
+        "--leader-elect=false", "--secure-port", "0",
+        "--service-account-private-key-file", str(keys.service_account_key),
+        "--root-ca-file", str(keys.ca_cert),
+    ], logs)
+    (directory / "state.json").write_text(json.dumps(asdict(cluster)))
+    time.sleep(1)
+    if not _alive(pids["kube-controller-manager"]):
+        raise ControlPlaneError("kube-controller-manager exited during start-up; last lines of its log:\n"
+                                f"{_log_tail(logs, 'kube-controller-manager')}")
+    return cluster
+
+
+def down(directory: Path, grace_seconds: float = 10) -> None:
+    """Stop the processes recorded in `directory` (controller-manager first, etcd last)."""
+    cluster = _load(directory)
+    if cluster is None:
+        return
+    for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+        pid = cluster.pids.get(name)
+        if pid is None or not _alive(pid):
+            continue
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    (directory / "state.json").unlink(missing_ok=True)

@@ -1,0 +1,61 @@
+"""kstatus conditions (Ready, Reconciling, Stalled) computed from an outcome. Pure.
+
+A condition's lastTransitionTime moves only when its status flips, and the whole status is
+compared before writing, so a reconcile that changes nothing writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a reconcile concluded: ready or not, still working or stuck, and why."""
+
+    ready: bool
+    reason: str
+    message: str
+    reconciling: bool = False
+    stalled: bool = False
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _condition(kind: str, is_true: bool, reason: str, message: str, generation: int,
+               previous: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    status = "True" if is_true else "False"
+    before = previous.get(kind)
+    changed = before is None or before.get("status") != status
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": now_rfc3339() if changed else before.get("lastTransitionTime", now_rfc3339()),
+    }
+
+
+def conditions_for(outcome: Outcome, generation: int, previous: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    by_type = {c.get("type"): c for c in previous or []}
+    ready_reason = outcome.reason if not outcome.ready else (outcome.reason or "Ready")
+    return [
+        _condition("Ready", outcome.ready, ready_reason, outcome.message, generation, by_type),
+        _condition("Reconciling", outcome.reconciling, outcome.reason if outcome.reconciling else "Idle",
+                   outcome.message if outcome.reconciling else "", generation, by_type),
+        _condition("Stalled", outcome.stalled, outcome.reason if outcome.stalled else "Healthy",
+                   outcome.message if outcome.stalled else "", generation, by_type),
+    ]
+
+
+def same_status(current: dict[str, Any], desired: dict[str, Any]) -> bool:
+    """True when writing `desired` would change nothing visible (ignoring transition times)."""
+    def comparable(status: dict[str, Any]) -> dict[str, Any]:
+        conditions = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status.get("conditions") or []]
+        return {**{k: v for k, v in status.items() if v is not None}, "conditions": conditions}
+    return comparable({**current, **desired}) == comparable(current)

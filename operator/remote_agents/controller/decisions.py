@@ -1,0 +1,178 @@
+"""What to do for one RemoteAgent, given what is desired and what E2B shows. Pure: no I/O, no Kopf.
+
+The reconciler turns an `AgentPlan` into E2B calls in order; after a crash anywhere, planning
+again from a fresh look at E2B (sandboxes found by the object's uid) converges to one sandbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from remote_agents.api.models import RemoteAgentSpec
+from remote_agents.controller.e2b_gateway import CONFIG_KEY, ObservedSandbox
+
+AGENT_HOME = "/home/user/agent"
+
+
+@dataclass(frozen=True)
+class Kill:
+    sandbox_id: str
+    reason: str  # Duplicate | ConfigChanged | Deleted
+
+
+@dataclass(frozen=True)
+class Create:
+    idempotency_key: str
+    replaces_lost: str | None = None  # the sandbox E2B lost, if that is why we create
+
+
+# Resume, Pause and Checkout act on the agent's current sandbox: the kept one, or the one just created.
+@dataclass(frozen=True)
+class Resume:
+    pass
+
+
+@dataclass(frozen=True)
+class Pause:
+    pass
+
+
+@dataclass(frozen=True)
+class Checkout:
+    revision: str  # fetch + checkout + setup
+
+
+Action = Kill | Create | Resume | Pause | Checkout
+
+
+@dataclass(frozen=True)
+class AgentPlan:
+    actions: list[Action] = field(default_factory=list)
+    keep: str | None = None  # the sandbox that stays (None when one is about to be created)
+    waiting_for_revision: bool = False  # the ref could not be resolved yet and nothing is checked out
+
+
+def config_hash(spec: RemoteAgentSpec) -> str:
+    """Hash of the spec fields a running sandbox cannot take in place (template, env, credentials).
+    It references Secrets by name only: no secret value ever goes into it."""
+    relevant = {
+        "template": spec.template,
+        "env": [variable.model_dump(by_alias=True, exclude_none=True) for variable in spec.env],
+        "e2bKey": spec.e2b_api_key_secret_ref.model_dump(by_alias=True) if spec.e2b_api_key_secret_ref else None,
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def idempotency_key(uid: str, previous_sandbox_id: str | None) -> str:
+    """Stable for one incarnation: a retried or repeated create after a crash returns the same
+    sandbox; after a loss or a config change the previous sandbox id makes a fresh key."""
+    digest = hashlib.sha256(f"{uid}/{previous_sandbox_id or ''}".encode()).hexdigest()[:32]
+    return f"ra-{digest}"
+
+
+def workdir(spec: RemoteAgentSpec) -> str:
+    path = spec.source.path.strip("/")
+    return f"{AGENT_HOME}/{path}" if path else AGENT_HOME
+
+
+def _pick_keeper(sandboxes: list[ObservedSandbox], recorded_id: str | None, wanted_hash: str) -> ObservedSandbox:
+    for sandbox in sandboxes:
+        if sandbox.sandbox_id == recorded_id:
+            return sandbox
+    # No record (crash before status was written): prefer a current config, then the oldest.
+    return sorted(sandboxes, key=lambda s: (s.metadata.get(CONFIG_KEY) != wanted_hash, s.started_at))[0]
+
+
+def plan_agent(*, uid: str, spec: RemoteAgentSpec, recorded_sandbox_id: str | None, recorded_revision: str | None,
+               sandboxes: list[ObservedSandbox], target_revision: str | None) -> AgentPlan:
+    """Plan for a live (not deleting) agent. `sandboxes` are all E2B sandboxes tagged with `uid`."""
+    wanted_hash = config_hash(spec)
+    actions: list[Action] = []
+    keeper = _pick_keeper(sandboxes, recorded_sandbox_id, wanted_hash) if sandboxes else None
+    actions += [Kill(s.sandbox_id, "Duplicate") for s in sandboxes if keeper and s.sandbox_id != keeper.sandbox_id]
+
+    if keeper is not None and keeper.metadata.get(CONFIG_KEY) != wanted_hash:
+        actions.append(Kill(keeper.sandbox_id, "ConfigChanged"))
+        previous, keeper = keeper.sandbox_id, None
+    else:
+        previous = recorded_sandbox_id
+
+    revision = target_revision or (recorded_revision if keeper is not None else None)
+    if keeper is None:
+        lost = recorded_sandbox_id if not sandboxes else None
+        if target_revision is None:
+            return AgentPlan(actions=actions, keep=None, waiting_for_revision=True)
+        actions.append(Create(idempotency_key(uid, previous), replaces_lost=lost))
+        actions.append(Checkout(target_revision))
+        if spec.paused:
+            actions.append(Pause())
+        return AgentPlan(actions=actions, keep=None)
+
+    fresh_adoption = keeper.sandbox_id != recorded_sandbox_id  # we do not know what it has checked out
+    needs_checkout = revision is not None and (fresh_adoption or revision != recorded_revision)
+    if spec.paused:
+        if keeper.state == "running":
+            if needs_checkout:
+                actions.append(Checkout(revision))
+            actions.append(Pause())
+        elif needs_checkout and fresh_adoption:
+            # A paused sandbox we adopt after a crash: bring it up to date once, then pause it again.
+            actions += [Resume(), Checkout(revision), Pause()]
+        return AgentPlan(actions=actions, keep=keeper.sandbox_id)
+
+    if keeper.state == "paused":
+        actions.append(Resume())
+    if needs_checkout:
+        actions.append(Checkout(revision))
+    return AgentPlan(actions=actions, keep=keeper.sandbox_id, waiting_for_revision=revision is None)
+
+
+def plan_deletion(*, deletion_policy: str, sandboxes: list[ObservedSandbox]) -> list[Action]:
+    if deletion_policy == "Orphan":
+        return []
+    return [Kill(s.sandbox_id, "Deleted") for s in sandboxes]
+
+
+def needs_timeout_refresh(sandbox: ObservedSandbox, now_epoch: float, timeout_seconds: int) -> bool:
+    """Refresh when less than half of the configured lifetime is left: two chances per lifetime."""
+    return sandbox.state == "running" and sandbox.end_at.timestamp() - now_epoch < timeout_seconds / 2
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """What the fleet-wide checks need to know of one RemoteAgent (kept in memory from watch events)."""
+
+    uid: str
+    namespace: str
+    name: str
+    paused: bool
+    sandbox_id: str | None
+    revision: str | None
+    repo: str
+    ref: str
+    config_hash: str
+    timeout_seconds: int
+    own_api_key: bool  # its sandboxes live in another E2B account: not in the fleet-wide list
+    deleting: bool
+
+
+def drift(view: AgentView, observed: list[ObservedSandbox]) -> str | None:
+    """Why an agent needs a reconcile, judged from the fleet-wide list alone; None when it is fine."""
+    if view.deleting or view.own_api_key or view.sandbox_id is None:
+        return None
+    if not observed:
+        return "SandboxLost"
+    if len(observed) > 1:
+        return "DuplicateSandboxes"
+    sandbox = observed[0]
+    if sandbox.sandbox_id != view.sandbox_id:
+        return "UnrecordedSandbox"
+    if sandbox.metadata.get(CONFIG_KEY) != view.config_hash:
+        return "ConfigChanged"
+    if view.paused and sandbox.state == "running":
+        return "ShouldBePaused"
+    if not view.paused and sandbox.state == "paused":
+        return "ShouldBeRunning"
+    return None

@@ -1,0 +1,118 @@
+"""Checks across all agents at once: one E2B list per health interval finds lost, duplicated,
+wrongly paused or unknown sandboxes and refreshes timeouts; a slower loop resolves each tracked
+branch once and pokes the agents whose code is behind. Both only *request* reconciles."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from remote_agents.api.models import RemoteAgentSpec
+from remote_agents.controller import decisions, git_source
+from remote_agents.controller.agent_reconciler import PLURAL
+from remote_agents.controller.e2b_gateway import CLUSTER_KEY, E2BError, ObservedSandbox, SandboxGateway
+from remote_agents.controller.kube import Kube
+from remote_agents.controller.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+
+def view_of(body: Mapping[str, Any]) -> decisions.AgentView:
+    spec = RemoteAgentSpec.model_validate(body["spec"])
+    status = body.get("status") or {}
+    meta = body["metadata"]
+    return decisions.AgentView(
+        uid=meta["uid"], namespace=meta["namespace"], name=meta["name"], paused=spec.paused,
+        sandbox_id=status.get("sandboxID"), revision=status.get("revision"), repo=spec.source.repo,
+        ref=spec.source.ref, config_hash=decisions.config_hash(spec), timeout_seconds=spec.sandbox_timeout_seconds,
+        own_api_key=spec.e2b_api_key_secret_ref is not None or spec.source.credentials_secret_ref is not None,
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+class Fleet:
+    def __init__(self, gateway: SandboxGateway, kube: Kube, settings: OperatorSettings, cluster_id: str):
+        self.gateway = gateway
+        self.kube = kube
+        self.settings = settings
+        self.cluster_id = cluster_id
+        self.agents: dict[str, decisions.AgentView] = {}
+        self._orphans_first_seen: dict[str, float] = {}
+        self.orphans_killed = 0
+
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        uid = body["metadata"]["uid"]
+        if event_type == "DELETED":
+            self.agents.pop(uid, None)
+            return
+        try:
+            self.agents[uid] = view_of(body)
+        except ValueError:
+            self.agents.pop(uid, None)  # a spec the schema let through but we cannot parse: handlers report it
+
+    async def _request(self, view: decisions.AgentView, why: str) -> None:
+        log.info("requesting reconcile of %s/%s: %s", view.namespace, view.name, why)
+        await self.kube.request_reconcile(PLURAL, view.namespace, view.name)
+
+    async def check_sandboxes(self) -> None:
+        sandboxes = await self.gateway.list({CLUSTER_KEY: self.cluster_id})
+        by_uid: dict[str, list[ObservedSandbox]] = defaultdict(list)
+        for sandbox in sandboxes:
+            by_uid[sandbox.uid or ""].append(sandbox)
+        now = time.time()
+        for view in list(self.agents.values()):
+            observed = by_uid.get(view.uid, [])
+            reason = decisions.drift(view, observed)
+            if reason:
+                await self._request(view, reason)
+            elif observed and decisions.needs_timeout_refresh(observed[0], now, view.timeout_seconds):
+                await self.gateway.set_timeout(observed[0].sandbox_id, view.timeout_seconds)
+        await self._sweep_orphans([s for s in sandboxes if s.uid not in self.agents], now)
+
+    async def _sweep_orphans(self, untracked: list[ObservedSandbox], now: float) -> None:
+        """Kill sandboxes tagged with this cluster whose object is gone, once they stay untracked
+        for the grace period (covers the operator's own start-up, before every object is seen)."""
+        seen = {s.sandbox_id for s in untracked}
+        self._orphans_first_seen = {k: v for k, v in self._orphans_first_seen.items() if k in seen}
+        for sandbox in untracked:
+            first = self._orphans_first_seen.setdefault(sandbox.sandbox_id, now)
+            if now - first >= self.settings.orphan_grace_seconds:
+                log.warning("killing orphaned sandbox %s (object %s/%s no longer exists)", sandbox.sandbox_id,
+                            sandbox.metadata.get("remoteagents.io/namespace"), sandbox.metadata.get("remoteagents.io/name"))
+                await self.gateway.kill(sandbox.sandbox_id)
+                self._orphans_first_seen.pop(sandbox.sandbox_id, None)
+                self.orphans_killed += 1
+
+    async def poll_refs(self) -> None:
+        tracked: dict[tuple[str, str], list[decisions.AgentView]] = defaultdict(list)
+        for view in self.agents.values():
+            if view.revision and not view.deleting and not view.own_api_key and view.ref != view.revision:
+                tracked[(view.repo, view.ref)].append(view)
+        for (repo, ref), views in tracked.items():
+            try:
+                commit = await git_source.resolve(repo, ref, None, self.settings.git_timeout_seconds)
+            except (git_source.GitUnavailable, git_source.RefNotFound) as error:
+                log.info("ref poll of %s@%s failed: %s", repo, ref, error)
+                continue
+            for view in views:
+                if view.revision != commit:
+                    await self._request(view, f"{ref} moved to {commit[:12]}")
+
+    async def run(self) -> None:
+        """Both loops, forever (cancelled at shutdown). A failed round is logged and retried next interval."""
+        await asyncio.gather(self._every(self.settings.health_interval_seconds, self.check_sandboxes),
+                             self._every(self.settings.ref_poll_interval_seconds, self.poll_refs))
+
+    async def _every(self, interval: float, check) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await check()
+            except (E2BError, OSError) as error:
+                log.warning("%s failed: %s", check.__name__, error)
+            except Exception:  # keep the loop alive whatever one round hit; it is logged with its trace
+                log.exception("%s failed", check.__name__)

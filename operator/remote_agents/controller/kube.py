@@ -1,0 +1,73 @@
+"""The few Kubernetes API calls the reconcilers make outside Kopf's own patching: reading
+Secrets, writing status as work progresses, poking an object to be reconciled, and children."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from remote_agents.api.models import GROUP, VERSION
+from remote_agents.controller.conditions import now_rfc3339
+
+RECONCILE_REQUEST_ANNOTATION = f"{GROUP}/reconcile-requested-at"
+
+
+class SecretMissing(Exception):
+    """A referenced Secret or key does not exist (the message names which, never a value)."""
+
+
+def load_config() -> None:
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+
+
+class Kube:
+    def __init__(self) -> None:
+        client = kubernetes.client.ApiClient()
+        self.core = kubernetes.client.CoreV1Api(client)
+        self.custom = kubernetes.client.CustomObjectsApi(client)
+
+    async def secret_value(self, namespace: str, name: str, key: str, optional: bool = False) -> str | None:
+        try:
+            secret = await asyncio.to_thread(self.core.read_namespaced_secret, name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                if optional:
+                    return None
+                raise SecretMissing(f"Secret {namespace}/{name} not found") from None
+            raise
+        data = secret.data or {}
+        if key not in data:
+            if optional:
+                return None
+            raise SecretMissing(f"key {key!r} not found in Secret {namespace}/{name}")
+        return base64.b64decode(data[key]).decode()
+
+    async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            await asyncio.to_thread(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,
+                                    plural, name, {"status": status})
+        except ApiException as error:
+            if error.status != 404:  # deleted meanwhile: nothing to report on
+                raise
+
+    async def request_reconcile(self, plural: str, namespace: str, name: str) -> None:
+        """Touch an annotation so Kopf hands the object to its update handler (a level-triggered poke)."""
+        body = {"metadata": {"annotations": {RECONCILE_REQUEST_ANNOTATION: now_rfc3339()}}}
+        try:
+            await asyncio.to_thread(self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, plural,
+                                    name, body)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def cluster_id(self) -> str:
+        """The uid of kube-system: stable for the life of the cluster, unique across clusters."""
+        namespace = await asyncio.to_thread(self.core.read_namespace, "kube-system")
+        return namespace.metadata.uid

@@ -1,0 +1,41 @@
+"""Wiring: the one set of long-lived collaborators (Kubernetes client, E2B gateway, reconcilers,
+fleet checks) that the Kopf handlers delegate to."""
+
+from __future__ import annotations
+
+from remote_agents.controller.agent_reconciler import AgentReconciler, EventSink
+from remote_agents.controller.e2b_gateway import SandboxGateway
+from remote_agents.controller.fleet import Fleet
+from remote_agents.controller.kube import Kube, load_config
+from remote_agents.controller.settings import OperatorSettings
+
+
+class Runtime:
+    def __init__(self, settings: OperatorSettings):
+        self.settings = settings
+        self.kube: Kube
+        self.gateway: SandboxGateway
+        self.agents: AgentReconciler
+        self.fleet: Fleet
+
+    async def start(self, emit: EventSink) -> None:
+        load_config()
+        self.kube = Kube()
+        cluster_id = self.settings.cluster_id or await self.kube.cluster_id()
+        self.gateway = SandboxGateway(self.settings.gateway)
+        self.agents = AgentReconciler(self.gateway, self.kube, self.settings, cluster_id, emit)
+        self.fleet = Fleet(self.gateway, self.kube, self.settings, cluster_id)
+
+
+_current: Runtime | None = None
+
+
+def install(current: Runtime) -> None:
+    global _current
+    _current = current
+
+
+def runtime() -> Runtime:
+    if _current is None:
+        raise RuntimeError("the operator runtime is not installed (start it with `remote-agents operator`)")
+    return _current

@@ -1,0 +1,25 @@
+from pathlib import Path
+
+from remote_agents.api import crds
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_committed_crds_match_the_models():
+    assert crds.stale(ROOT / "crds") == [], "crds/ is stale: run `remote-agents crds` and commit"
+
+
+def test_schemas_are_structural():
+    def walk(node, path):
+        assert "$ref" not in node and "anyOf" not in node and "title" not in node, path
+        for name, child in node.get("properties", {}).items():
+            walk(child, f"{path}.{name}")
+        if "items" in node:
+            walk(node["items"], f"{path}[]")
+    for crd in crds.definitions():
+        walk(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"], crd["metadata"]["name"])
+
+
+def test_pool_has_scale_subresource():
+    pool = next(c for c in crds.definitions() if c["spec"]["names"]["kind"] == "AgentPool")
+    assert pool["spec"]["versions"][0]["subresources"]["scale"]["labelSelectorPath"] == ".status.selector"
