@@ -1,0 +1,115 @@
+"""The one ASGI app on the port: requests with an `E2b-Sandbox-Id` header go to that
+sandbox's envd (Connect RPC services or plain HTTP), all others to the control plane."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+
+from e2b.envd.filesystem.filesystem_connect import FilesystemASGIApplication
+from e2b.envd.process.process_connect import ProcessASGIApplication
+from remote_agents.e2b_local.control_api import ControlApi
+from remote_agents.e2b_local.envd_filesystem import FilesystemService
+from remote_agents.e2b_local.envd_http import EnvdHttp
+from remote_agents.e2b_local.envd_process import ProcessService
+from remote_agents.e2b_local.faults import RETRY_AFTER_SECONDS, Faults
+from remote_agents.e2b_local.sandboxes import SandboxManager
+from remote_agents.e2b_local.store import RUNNING
+
+log = logging.getLogger("e2b_local")
+EXPIRY_CHECK_SECONDS = 0.25
+
+
+async def _send_json(send, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+    payload = json.dumps(body).encode()
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class LocalE2BApp:
+    def __init__(self, manager: SandboxManager, api_key: str, faults: Faults) -> None:
+        self.manager = manager
+        self.faults = faults
+        self.control = ControlApi(manager, api_key, faults).app()
+        self.process = ProcessASGIApplication(ProcessService(manager))
+        self.filesystem = FilesystemASGIApplication(FilesystemService(manager))
+        self.envd_http = EnvdHttp(manager).app()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        started = time.monotonic()
+        status = [0]
+
+        async def logged_send(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                log.info("%s %s%s -> %s (%.0f ms)", scope["method"], scope["path"],
+                         f" sandbox={sandbox_id}" if sandbox_id else "", status[0],
+                         (time.monotonic() - started) * 1000)
+            await send(message)
+
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        sandbox_id = headers.get("e2b-sandbox-id")
+        if sandbox_id:
+            await self._envd(scope, receive, logged_send, sandbox_id, headers)
+        elif scope["path"] == "/health":
+            await _send_json(logged_send, 200, {"status": "ok"})
+        else:
+            await self.control(scope, receive, logged_send)
+
+    async def _envd(self, scope, receive, send, sandbox_id: str, headers: dict[str, str]) -> None:
+        await self.faults.delay("envd")
+        injected = self.faults.injected_status("envd")
+        if injected is not None:
+            await _send_json(send, injected, {"code": injected, "message": "injected envd failure"},
+                             {"Retry-After": RETRY_AFTER_SECONDS})
+            return
+        record = self.manager.store.sandboxes.get(sandbox_id)
+        if record is None or record.state != RUNNING:
+            # What E2B's edge proxy answers for a paused/killed/unknown sandbox.
+            await _send_json(send, 502, {"sandboxId": sandbox_id, "message": "The sandbox was not found", "code": 502})
+            return
+        token = headers.get("x-access-token")
+        if token is not None and token != record.access_token:
+            await _send_json(send, 401, {"code": 401, "message": "invalid access token"})
+            return
+        path = scope["path"]
+        if path.startswith(self.process.path + "/"):
+            await self.process(scope, receive, send)
+        elif path.startswith(self.filesystem.path + "/"):
+            await self.filesystem(scope, receive, send)
+        else:
+            await self.envd_http(scope, receive, send)
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_CHECK_SECONDS)
+            try:
+                await self.manager.expire()
+            except Exception:  # a failed expiry must not stop all future ones
+                log.exception("timeout handling failed")
+
+    async def _lifespan(self, receive, send) -> None:
+        task = None
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                task = asyncio.get_running_loop().create_task(self._expiry_loop())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                self.manager.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,211 @@
+"""The control-plane REST API (X-API-KEY auth), shaped like the SDK's generated client expects."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl, unquote
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from remote_agents.e2b_local.config import ENVD_VERSION
+from remote_agents.e2b_local.faults import RETRY_AFTER_SECONDS, Faults
+from remote_agents.e2b_local.sandboxes import ApiError, SandboxManager
+from remote_agents.e2b_local.store import PAUSED, RUNNING, SandboxRecord, iso
+
+log = logging.getLogger("e2b_local.api")
+CLIENT_ID = "e2b-local"
+DEFAULT_PAGE = 100
+# What every sandbox reports; nothing is enforced, the SDK just requires the fields.
+CPU_COUNT, MEMORY_MB, DISK_MB = 2, 512, 10240
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"code": status, "message": message}, status_code=status, headers=headers)
+
+
+def sandbox_json(record: SandboxRecord) -> dict:
+    return {
+        "templateID": record.template_id,
+        "alias": record.template_id,
+        "sandboxID": record.sandbox_id,
+        "clientID": CLIENT_ID,
+        "envdVersion": ENVD_VERSION,
+        "envdAccessToken": record.access_token,
+        "domain": None,
+    }
+
+
+def listed_json(record: SandboxRecord) -> dict:
+    return {
+        "templateID": record.template_id,
+        "alias": record.template_id,
+        "sandboxID": record.sandbox_id,
+        "clientID": CLIENT_ID,
+        "startedAt": iso(record.started_at),
+        "endAt": iso(record.end_at),
+        "cpuCount": CPU_COUNT,
+        "memoryMB": MEMORY_MB,
+        "diskSizeMB": DISK_MB,
+        "state": record.state,
+        "envdVersion": ENVD_VERSION,
+        "metadata": record.metadata,
+    }
+
+
+def detail_json(record: SandboxRecord) -> dict:
+    return {
+        **listed_json(record),
+        "envdAccessToken": record.access_token,
+        "domain": None,
+        "lifecycle": {"autoResume": False, "onTimeout": "pause" if record.auto_pause else "kill"},
+    }
+
+
+async def _json_body(request: Request) -> dict:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+def _page_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
+
+
+def _page_offset(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        kind, _, number = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if kind == "offset" and number.isdigit():
+            return int(number)
+    except (binascii.Error, UnicodeDecodeError):
+        pass
+    raise ApiError(400, "invalid nextToken")
+
+
+class ControlApi:
+    def __init__(self, manager: SandboxManager, api_key: str, faults: Faults) -> None:
+        self.manager = manager
+        self.api_key = api_key
+        self.faults = faults
+
+    def _endpoint(self, op: str, handler: Handler) -> Handler:
+        """Auth, injected faults and ApiError rendering around one operation."""
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            if request.headers.get("x-api-key") != self.api_key:
+                return error(401, "Invalid API key, it must start with 'e2b_' prefix and be valid")
+            await self.faults.delay(op)
+            status = self.faults.injected_status(op)
+            if status is not None:
+                return error(status, f"injected {op} failure", {"Retry-After": RETRY_AFTER_SECONDS})
+            try:
+                return await handler(request)
+            except ApiError as failure:
+                return error(failure.status, failure.message)
+        return endpoint
+
+    async def create(self, request: Request) -> Response:
+        body = await _json_body(request)
+        record = self.manager.create(body, request.headers.get("idempotency-key"))
+        return JSONResponse(sandbox_json(record), status_code=201)
+
+    async def connect(self, request: Request) -> Response:
+        body = await _json_body(request)
+        record, resumed = self.manager.connect(request.path_params["sandbox_id"], body.get("timeout"))
+        return JSONResponse(sandbox_json(record), status_code=201 if resumed else 200)
+
+    async def resume(self, request: Request) -> Response:
+        """The legacy resume call: 409 when the sandbox is already running."""
+        body = await _json_body(request)
+        sandbox_id = request.path_params["sandbox_id"]
+        if self.manager.get(sandbox_id).state == RUNNING:
+            raise ApiError(409, f"Sandbox {sandbox_id} is already running")
+        record, _ = self.manager.connect(sandbox_id, body.get("timeout"))
+        if "autoPause" in body:
+            record.auto_pause = bool(body["autoPause"])
+            self.manager.store.save()
+        return JSONResponse(sandbox_json(record), status_code=201)
+
+    async def pause(self, request: Request) -> Response:
+        self.manager.pause(request.path_params["sandbox_id"])
+        return Response(status_code=204)
+
+    async def kill(self, request: Request) -> Response:
+        await self.manager.kill(request.path_params["sandbox_id"])
+        return Response(status_code=204)
+
+    async def info(self, request: Request) -> Response:
+        return JSONResponse(detail_json(self.manager.get(request.path_params["sandbox_id"])))
+
+    async def timeout(self, request: Request) -> Response:
+        body = await _json_body(request)
+        if "timeout" not in body:
+            raise ApiError(400, "timeout is required")
+        self.manager.set_timeout(request.path_params["sandbox_id"], body["timeout"])
+        return Response(status_code=204)
+
+    async def list_v2(self, request: Request) -> Response:
+        query = request.query_params
+        states = {s for value in query.getlist("state") for s in value.split(",") if s} or {RUNNING, PAUSED}
+        if not states <= {RUNNING, PAUSED}:
+            raise ApiError(400, f"invalid state filter {sorted(states)}")
+        return self._list(request, states)
+
+    async def list_v1(self, request: Request) -> Response:
+        return self._list(request, {RUNNING})
+
+    def _list(self, request: Request, states: set[str]) -> Response:
+        query = request.query_params
+        # The SDK quotes each key and value, url-encodes the `k=v&k=v` string, and the HTTP
+        # client encodes that as a query value: three layers, undone by query decoding,
+        # parse_qsl and unquote.
+        metadata = {unquote(k): unquote(v)
+                    for k, v in parse_qsl(query.get("metadata", ""), keep_blank_values=True)}
+        try:
+            limit = int(query.get("limit", DEFAULT_PAGE))
+        except ValueError:
+            raise ApiError(400, "limit must be an integer") from None
+        if not 1 <= limit <= 100:
+            raise ApiError(400, "limit must be between 1 and 100")
+        order = query.get("order", "asc")
+        records = self.manager.list(states, metadata, query.get("template"), order)
+        offset = _page_offset(query.get("nextToken"))
+        page = records[offset:offset + limit]
+        headers = {"X-Next-Token": _page_token(offset + limit)} if offset + limit < len(records) else {}
+        return JSONResponse([listed_json(r) for r in page], headers=headers)
+
+    def app(self) -> Starlette:
+        def route(path: str, op: str, handler: Handler, method: str) -> Route:
+            return Route(path, self._endpoint(op, handler), methods=[method])
+
+        return Starlette(routes=[
+            route("/sandboxes", "create", self.create, "POST"),
+            route("/v2/sandboxes", "create", self.create, "POST"),
+            route("/sandboxes", "list", self.list_v1, "GET"),
+            route("/v2/sandboxes", "list", self.list_v2, "GET"),
+            route("/sandboxes/{sandbox_id}", "info", self.info, "GET"),
+            route("/sandboxes/{sandbox_id}", "kill", self.kill, "DELETE"),
+            route("/sandboxes/{sandbox_id}/pause", "pause", self.pause, "POST"),
+            route("/sandboxes/{sandbox_id}/resume", "connect", self.resume, "POST"),
+            route("/sandboxes/{sandbox_id}/connect", "connect", self.connect, "POST"),
+            route("/v2/sandboxes/{sandbox_id}/connect", "connect", self.connect, "POST"),
+            route("/sandboxes/{sandbox_id}/timeout", "timeout", self.timeout, "POST"),
+        ])

@@ -1,0 +1,166 @@
+"""The processes of one sandbox: spawning, output fan-out to RPC streams, signals, stdin.
+
+A process outlives the RPC stream that started it (as in envd): streams only subscribe to
+its events, so a client that disconnects from a background command leaves it running."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+from protobuf import Oneof
+
+from e2b.envd.process import process_pb
+from remote_agents.e2b_local.isolation import CommandWrapper, SandboxFiles
+
+Event = process_pb.ProcessEvent
+# After the process exits, how long its pipes may stay open (held by children it left
+# behind) before the stream ends anyway.
+DRAIN_SECONDS = 0.5
+READ_CHUNK = 64 * 1024
+
+
+def _end_event(returncode: int) -> Event.EndEvent:
+    if returncode < 0:
+        status = f"signal: {signal.Signals(-returncode).name.removeprefix('SIG').lower()}"
+        if returncode == -signal.SIGKILL:
+            status = "signal: killed"
+        return Event.EndEvent(exit_code=-1, exited=False, status=status, error=status)
+    return Event.EndEvent(exit_code=returncode, exited=True, status=f"exit status {returncode}")
+
+
+class ManagedProcess:
+    def __init__(self, proc: asyncio.subprocess.Process, config: process_pb.ProcessConfig, tag: str | None) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.config = config
+        self.tag = tag
+        self._subscribers: set[asyncio.Queue[Event | None]] = set()
+        self.finished = asyncio.Event()
+
+    def publish(self, event: Event | None) -> None:
+        for queue in self._subscribers:
+            queue.put_nowait(event)
+
+    async def events(self, keepalive_seconds: float | None) -> AsyncIterator[Event]:
+        """start, then data/keepalive events until end (included)."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._subscribers.add(queue)
+        try:
+            yield Event(event=Oneof("start", Event.StartEvent(pid=self.pid)))
+            if self.finished.is_set():
+                return
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), keepalive_seconds)
+                except TimeoutError:
+                    yield Event(event=Oneof("keepalive", Event.KeepAlive()))
+                    continue
+                if event is None:
+                    return
+                yield event
+        finally:
+            self._subscribers.discard(queue)
+
+    def info(self) -> process_pb.ProcessInfo:
+        return process_pb.ProcessInfo(config=self.config, pid=self.pid, tag=self.tag)
+
+
+class ProcessTable:
+    def __init__(self, sandbox_id: str, files: SandboxFiles, wrapper: CommandWrapper,
+                 cgroup_procs: Callable[[], str | None], env: Callable[[], dict[str, str]]) -> None:
+        self.sandbox_id = sandbox_id
+        self.files = files
+        self.wrapper = wrapper
+        self._cgroup_procs = cgroup_procs
+        self._env = env
+        self.running: dict[int, ManagedProcess] = {}
+
+    async def start(self, config: process_pb.ProcessConfig, tag: str | None, stdin: bool,
+                    deadline_seconds: float | None) -> ManagedProcess:
+        argv, cwd, home = self.wrapper.wrap(
+            self.files, [config.cmd, *config.args], config.cwd if config.has_field("cwd") else None)
+        env = {**self._env(), "HOME": home, **dict(config.envs)}
+        join = self._cgroup_procs()
+
+        def enter_cgroup() -> None:  # in the child, before exec: no fork escapes the freezer
+            if join:
+                with open(join, "w") as procs:
+                    procs.write(str(os.getpid()))
+
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, cwd=cwd, env=env, start_new_session=True, preexec_fn=enter_cgroup,
+                stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        except OSError as error:
+            raise ConnectError(Code.INVALID_ARGUMENT, f"error starting process: {error}") from error
+        managed = ManagedProcess(proc, config, tag)
+        self.running[managed.pid] = managed
+        asyncio.get_running_loop().create_task(self._supervise(managed, deadline_seconds))
+        return managed
+
+    async def _supervise(self, managed: ManagedProcess, deadline_seconds: float | None) -> None:
+        proc = managed.proc
+        pumps = [asyncio.create_task(self._pump(managed, proc.stdout, "stdout")),
+                 asyncio.create_task(self._pump(managed, proc.stderr, "stderr"))]
+        # The call's deadline (Connect-Timeout-Ms) is the process's: envd SIGKILLs it then.
+        timer = None
+        if deadline_seconds is not None:
+            timer = asyncio.get_running_loop().call_later(deadline_seconds, self._killpg, managed.pid, signal.SIGKILL)
+        returncode = await proc.wait()
+        if timer is not None:
+            timer.cancel()
+        _, pending = await asyncio.wait(pumps, timeout=DRAIN_SECONDS)
+        for task in pending:
+            task.cancel()
+        self.running.pop(managed.pid, None)
+        managed.finished.set()
+        managed.publish(Event(event=Oneof("end", _end_event(returncode))))
+        managed.publish(None)
+
+    @staticmethod
+    async def _pump(managed: ManagedProcess, stream: asyncio.StreamReader, field: str) -> None:
+        while chunk := await stream.read(READ_CHUNK):
+            managed.publish(Event(event=Oneof("data", Event.DataEvent(output=Oneof(field, chunk)))))
+
+    @staticmethod
+    def _killpg(pid: int, sig: int) -> None:
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def find(self, selector: process_pb.ProcessSelector | None) -> ManagedProcess:
+        match selector.selector if selector is not None else None:
+            case Oneof(field="pid", value=pid) if pid in self.running:
+                return self.running[pid]
+            case Oneof(field="tag", value=tag):
+                for managed in self.running.values():
+                    if managed.tag == tag:
+                        return managed
+        raise ConnectError(Code.NOT_FOUND, f"process with {selector} not found")
+
+    def send_signal(self, selector: process_pb.ProcessSelector | None, sig: int) -> None:
+        managed = self.find(selector)
+        # The whole group: a command's children (bash -c pipelines) go with it.
+        self._killpg(managed.pid, sig)
+
+    async def send_stdin(self, selector: process_pb.ProcessSelector | None, data: bytes) -> None:
+        stdin = self.find(selector).proc.stdin
+        if stdin is None or stdin.is_closing():
+            raise ConnectError(Code.FAILED_PRECONDITION, "stdin is not enabled or already closed for this process")
+        stdin.write(data)
+        await stdin.drain()
+
+    def close_stdin(self, selector: process_pb.ProcessSelector | None) -> None:
+        stdin = self.find(selector).proc.stdin
+        if stdin is not None:
+            stdin.close()
+
+    def process_groups(self) -> list[int]:
+        return list(self.running)

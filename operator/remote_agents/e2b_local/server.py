@@ -1,0 +1,73 @@
+"""`remote-agents e2b-local`: run the local E2B-compatible server in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import socket
+import sys
+
+import uvicorn
+
+from remote_agents.e2b_local import config
+from remote_agents.e2b_local.app import LocalE2BApp
+from remote_agents.e2b_local.faults import Faults
+from remote_agents.e2b_local.freezer import make_freezer
+from remote_agents.e2b_local.isolation import CommandWrapper, mount_namespaces_available
+from remote_agents.e2b_local.sandboxes import SandboxManager
+
+log = logging.getLogger("e2b_local")
+# Open command streams must not hold up an exit for long; their processes are killed anyway.
+GRACEFUL_SHUTDOWN_SECONDS = 2
+
+
+class _Server(uvicorn.Server):
+    """Kills sandbox processes as soon as shutdown starts, so their open streams end."""
+
+    def __init__(self, uvicorn_config: uvicorn.Config, manager: SandboxManager) -> None:
+        super().__init__(uvicorn_config)
+        self.manager = manager
+
+    async def shutdown(self, sockets=None) -> None:
+        self.manager.shutdown()
+        await super().shutdown(sockets)
+
+
+def build_app(settings: config.Settings) -> tuple[LocalE2BApp, SandboxManager]:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    wrapper = CommandWrapper(namespaces=mount_namespaces_available())
+    # One cgroup subtree per state dir, so two servers never touch each other's sandboxes.
+    instance = hashlib.sha1(str(settings.state_dir).encode()).hexdigest()[:10]
+    freezer = make_freezer(instance)
+    freezer.reap_leftovers()
+    manager = SandboxManager(settings, wrapper, freezer)
+    log.info("state dir %s, isolation %s, pause via %s, %d sandboxes loaded",
+             settings.state_dir, wrapper.mode, freezer.mode, len(manager.store.sandboxes))
+    return LocalE2BApp(manager, settings.api_key, Faults(settings)), manager
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = config.from_args(args)
+    except config.ConfigError as error:
+        print(f"e2b-local: {error}", file=sys.stderr)
+        return 2
+    app, manager = build_app(settings)
+    # Bind first so that port 0 yields the real port before anything is printed.
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as error:
+        print(f"e2b-local: cannot listen on {settings.host}:{settings.port}: {error}", file=sys.stderr)
+        return 1
+    port = sock.getsockname()[1]
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+    url = f"http://{host}:{port}"
+    print(f"E2B_API_URL={url}\nE2B_SANDBOX_URL={url}\nE2B_API_KEY={settings.api_key}", flush=True)
+    server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+                                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS), manager)
+    server.run(sockets=[sock])
+    return 0
