@@ -69,7 +69,7 @@ class RemoteAgentSpec(ApiModel):
     source: Source
     setup: list[str] = Field(default_factory=list, max_length=64,
                              description="Commands run in order in the working directory after each checkout.")
-    query: QuerySpec = Field(default_factory=QuerySpec)
+    query: QuerySpec = Field(default_factory=QuerySpec, json_schema_extra={"default": {}})
     env: list[EnvVar] = Field(default_factory=list, max_length=128,
                               description="Environment of setup and query commands, like a Pod's env.")
     paused: bool = Field(False, description="Pause the sandbox (E2B keeps memory and disk) or run it.")
@@ -131,7 +131,7 @@ class AgentPoolSpec(ApiModel):
     replicas: int = Field(1, ge=0, le=1000)
     template: AgentTemplate
     paused: bool = Field(False, description="Pause every agent of the pool (memory kept) or resume them.")
-    update_strategy: UpdateStrategy = Field(default_factory=UpdateStrategy)
+    update_strategy: UpdateStrategy = Field(default_factory=UpdateStrategy, json_schema_extra={"default": {}})
 
 
 class AgentPoolStatus(ApiModel):

@@ -1,0 +1,120 @@
+"""Commands and files through the sync SDK, including pause/resume of live processes and
+isolation between two sandboxes' /home/user."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from e2b import Sandbox
+from e2b import CommandExitException
+from e2b.exceptions import NotFoundException, TimeoutException
+
+from tests.e2b_local.helpers import wait_for
+
+COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /home/user/count; sleep 0.1; done"
+
+
+def test_foreground_command_output_env_cwd_and_exit_code(sandbox: Sandbox):
+    result = sandbox.commands.run("echo out; echo err >&2; echo $FOO; pwd", envs={"FOO": "bar"}, cwd="/tmp")
+    assert result.exit_code == 0
+    assert result.stdout == "out\nbar\n/tmp\n"
+    assert result.stderr == "err\n"
+    assert sandbox.commands.run("pwd; echo $HOME").stdout == "/home/user\n/home/user\n"
+    with pytest.raises(CommandExitException) as caught:
+        sandbox.commands.run("echo failing; exit 3")
+    assert caught.value.exit_code == 3
+    assert caught.value.stdout == "failing\n"
+
+
+def test_background_list_connect_kill(sandbox: Sandbox):
+    handle = sandbox.commands.run("for i in 1 2 3; do echo tick $i; sleep 0.2; done; sleep 30",
+                                  background=True, timeout=0)
+    assert handle.pid in [p.pid for p in sandbox.commands.list()]
+    listed = next(p for p in sandbox.commands.list() if p.pid == handle.pid)
+    assert listed.cmd == "/bin/bash"
+    attached = sandbox.commands.connect(handle.pid, timeout=10)
+    assert sandbox.commands.kill(handle.pid) is True
+    with pytest.raises(CommandExitException):
+        attached.wait()
+    wait_for(lambda: handle.pid not in [p.pid for p in sandbox.commands.list()])
+    assert sandbox.commands.kill(handle.pid) is False
+    with pytest.raises(CommandExitException) as caught:
+        handle.wait()
+    assert "tick 1" in caught.value.stdout
+
+
+def test_stdin(sandbox: Sandbox):
+    handle = sandbox.commands.run("cat", background=True, stdin=True, timeout=20)
+    sandbox.commands.send_stdin(handle.pid, "hello ")
+    handle.send_stdin(b"world\n")
+    sandbox.commands.close_stdin(handle.pid)
+    assert handle.wait().stdout == "hello world\n"
+
+
+def test_command_timeout_kills_the_process(sandbox: Sandbox):
+    with pytest.raises(TimeoutException):
+        sandbox.commands.run("echo $$ > /home/user/pid; sleep 30", timeout=1)
+    pid = int(sandbox.files.read("/home/user/pid"))
+    wait_for(lambda: pid not in [p.pid for p in sandbox.commands.list()], timeout=5)
+    # Background commands too: the deadline travels with the Start call.
+    handle = sandbox.commands.run("sleep 30", background=True, timeout=1)
+    wait_for(lambda: handle.pid not in [p.pid for p in sandbox.commands.list()], timeout=5)
+
+
+def test_pause_freezes_processes_and_resume_continues_them(sandbox: Sandbox):
+    handle = sandbox.commands.run(COUNTER, background=True, timeout=0)
+    wait_for(lambda: sandbox.files.exists("/home/user/count") and int(sandbox.files.read("/home/user/count")) > 2)
+    sandbox.pause()
+    time.sleep(1.0)
+    resumed = Sandbox.connect(sandbox.sandbox_id, timeout=60)
+    after_pause = int(resumed.files.read("/home/user/count"))
+    time.sleep(0.6)
+    later = int(resumed.files.read("/home/user/count"))
+    assert later > after_pause, "the counter did not continue after resume"
+    assert handle.pid in [p.pid for p in resumed.commands.list()], "same pid after resume"
+    # Frozen for the second it was paused: far fewer ticks than 10 per second would give.
+    frozen_count = int(resumed.commands.run("cat /home/user/count").stdout)
+    assert frozen_count < after_pause + 10
+    resumed.commands.kill(handle.pid)
+
+
+def test_files_api(sandbox: Sandbox):
+    info = sandbox.files.write("/home/user/dir/a.txt", "alpha")
+    assert info.path == "/home/user/dir/a.txt"
+    sandbox.files.write_files([{"path": "/home/user/dir/b.bin", "data": b"\x00\x01"},
+                               {"path": "rel.txt", "data": "relative"}])
+    assert sandbox.files.read("/home/user/dir/b.bin", format="bytes") == bytearray(b"\x00\x01")
+    assert sandbox.files.read("/home/user/rel.txt") == "relative"
+    assert sorted(e.name for e in sandbox.files.list("/home/user/dir")) == ["a.txt", "b.bin"]
+    assert {e.path for e in sandbox.files.list("/home/user", depth=2)} >= {"/home/user/dir/a.txt", "/home/user/rel.txt"}
+    assert sandbox.files.exists("/home/user/dir/a.txt") is True
+    assert sandbox.files.get_info("/home/user/dir").type.value == "dir"
+    assert sandbox.files.make_dir("/home/user/new/deep") is True
+    assert sandbox.files.make_dir("/home/user/new/deep") is False
+    moved = sandbox.files.rename("/home/user/dir/a.txt", "/home/user/new/a.txt")
+    assert moved.path == "/home/user/new/a.txt"
+    sandbox.files.remove("/home/user/dir")
+    assert sandbox.files.exists("/home/user/dir") is False
+    with pytest.raises(NotFoundException):
+        sandbox.files.read("/home/user/missing")
+    # Files written through the API are what commands see, and vice versa.
+    assert sandbox.commands.run("cat /home/user/new/a.txt").stdout == "alpha"
+    sandbox.commands.run("echo from-cmd > /tmp/cmd.txt")
+    assert sandbox.files.read("/tmp/cmd.txt") == "from-cmd\n"
+
+
+def test_two_sandboxes_do_not_share_home_or_tmp():
+    first, second = Sandbox.create(timeout=60), Sandbox.create(timeout=60)
+    try:
+        first.commands.run("echo first > /home/user/who; touch /home/user/only-first /tmp/only-first")
+        second.commands.run("echo second > /home/user/who")
+        assert first.commands.run("cat /home/user/who").stdout == "first\n"
+        assert second.commands.run("cat /home/user/who").stdout == "second\n"
+        assert first.files.read("/home/user/who") == "first\n"
+        assert second.files.read("/home/user/who") == "second\n"
+        assert "only-first" not in second.commands.run("ls -a /home/user /tmp").stdout
+        assert second.files.exists("/home/user/only-first") is False
+    finally:
+        first.kill()
+        second.kill()

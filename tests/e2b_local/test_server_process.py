@@ -1,0 +1,70 @@
+"""Things that need their own server: state across a restart, injected faults, the CLI output."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from e2b import Sandbox, SandboxQuery, SandboxState
+from e2b.exceptions import RateLimitException, ServiceBusyException
+
+from remote_agents.e2b_local import launcher
+
+
+def _use(server: launcher.LocalE2B, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in server.env.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_state_survives_a_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    state = tmp_path / "state"
+    with launcher.start(state) as server:
+        _use(server, monkeypatch)
+        running = Sandbox.create(timeout=300, metadata={"role": "running"})
+        paused = Sandbox.create(timeout=300, metadata={"role": "paused"})
+        running.files.write("/home/user/r.txt", "r")
+        paused.files.write("/home/user/p.txt", "p")
+        paused.pause()
+    with launcher.start(state) as server:
+        _use(server, monkeypatch)
+        listed = {s.sandbox_id: s for s in Sandbox.list().next_items()}
+        assert listed[running.sandbox_id].state == SandboxState.RUNNING
+        assert listed[paused.sandbox_id].state == SandboxState.PAUSED
+        assert listed[paused.sandbox_id].metadata == {"role": "paused"}
+        # Running: its processes died with the old server, its files and envd did not.
+        again = Sandbox.connect(running.sandbox_id)
+        assert again.commands.list() == []
+        assert again.commands.run("cat /home/user/r.txt").stdout == "r"
+        resumed = Sandbox.connect(paused.sandbox_id)
+        assert resumed.files.read("/home/user/p.txt") == "p"
+        assert again.kill() is True and resumed.kill() is True
+
+
+def test_injected_errors_are_retried_then_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    args = ["--error-rate", "create=1", "--latency", "info=0.4", "--error-rate", "list=0"]
+    with launcher.start(tmp_path / "faulty", extra_args=args) as server:
+        _use(server, monkeypatch)
+        started = time.monotonic()
+        with pytest.raises((RateLimitException, ServiceBusyException)):
+            Sandbox.create()
+        # The SDK retried (3 times, waiting Retry-After: 1 s between attempts).
+        assert time.monotonic() - started >= 2.5
+        attempts = [line for line in server.log_path.read_text().splitlines() if "POST /v2/sandboxes" in line]
+        assert len(attempts) == 4 and all(("-> 503" in a or "-> 429" in a) for a in attempts)
+        assert Sandbox.list(query=SandboxQuery(state=[SandboxState.RUNNING])).next_items() == []
+
+
+def test_latency_injection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    with launcher.start(tmp_path / "slow", extra_args=["--latency", "info=0.5"]) as server:
+        _use(server, monkeypatch)
+        box = Sandbox.create(timeout=60)
+        started = time.monotonic()
+        box.get_info()
+        assert time.monotonic() - started >= 0.5
+        box.kill()
+
+
+def test_bad_fault_spec_fails_fast(tmp_path: Path):
+    with pytest.raises(launcher.LaunchError, match="error-rate"):
+        launcher.start(tmp_path / "bad", extra_args=["--error-rate", "bogus=1"], timeout=15)

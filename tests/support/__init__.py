@@ -1,0 +1,1 @@
+"""Helpers for end-to-end tests: real processes (control plane, e2b-local, git daemon, operator)."""
