@@ -46,7 +46,7 @@ class ProcessService(Process):
             stdin=request.stdin if request.has_field("stdin") else True,
             deadline_seconds=timeout_ms / 1000 if timeout_ms else None,
         )
-        async for event in managed.events(_keepalive_seconds(ctx)):
+        async for event in managed.events(_keepalive_seconds(ctx), started_here=True):
             yield pb.StartResponse(event=event)
 
     async def connect(self, request: pb.ConnectRequest, ctx: RequestContext) -> AsyncIterator[pb.ConnectResponse]:

@@ -41,13 +41,16 @@ class ManagedProcess:
         self.tag = tag
         self._subscribers: set[asyncio.Queue[Event | None]] = set()
         self.finished = asyncio.Event()
+        self.deadline_exceeded = False
 
     def publish(self, event: Event | None) -> None:
         for queue in self._subscribers:
             queue.put_nowait(event)
 
-    async def events(self, keepalive_seconds: float | None) -> AsyncIterator[Event]:
-        """start, then data/keepalive events until end (included)."""
+    async def events(self, keepalive_seconds: float | None, started_here: bool = False) -> AsyncIterator[Event]:
+        """start, then data/keepalive events until end (included). The stream that started the
+        process ends with DEADLINE_EXCEEDED instead when its deadline killed the process, as the
+        client's own deadline would have."""
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._subscribers.add(queue)
         try:
@@ -62,6 +65,8 @@ class ManagedProcess:
                     continue
                 if event is None:
                     return
+                if started_here and self.deadline_exceeded and event.event.field == "end":
+                    raise ConnectError(Code.DEADLINE_EXCEEDED, "the process was killed at the call's deadline")
                 yield event
         finally:
             self._subscribers.discard(queue)
@@ -111,7 +116,7 @@ class ProcessTable:
         # The call's deadline (Connect-Timeout-Ms) is the process's: envd SIGKILLs it then.
         timer = None
         if deadline_seconds is not None:
-            timer = asyncio.get_running_loop().call_later(deadline_seconds, self._killpg, managed.pid, signal.SIGKILL)
+            timer = asyncio.get_running_loop().call_later(deadline_seconds, self._deadline, managed)
         returncode = await proc.wait()
         if timer is not None:
             timer.cancel()
@@ -127,6 +132,10 @@ class ProcessTable:
     async def _pump(managed: ManagedProcess, stream: asyncio.StreamReader, field: str) -> None:
         while chunk := await stream.read(READ_CHUNK):
             managed.publish(Event(event=Oneof("data", Event.DataEvent(output=Oneof(field, chunk)))))
+
+    def _deadline(self, managed: ManagedProcess) -> None:
+        managed.deadline_exceeded = True
+        self._killpg(managed.pid, signal.SIGKILL)
 
     @staticmethod
     def _killpg(pid: int, sig: int) -> None:
