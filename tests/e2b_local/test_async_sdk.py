@@ -56,3 +56,20 @@ async def test_async_command_timeout_and_concurrency():
 async def test_async_wrong_key():
     with pytest.raises(AuthenticationException):
         await AsyncSandbox.create(api_key="e2b_wrong")
+
+
+async def test_pause_interrupts_a_running_command_and_kill_too():
+    box = await AsyncSandbox.create(timeout=60)
+    try:
+        running = asyncio.create_task(box.commands.run("sleep 30", timeout=20))
+        await asyncio.sleep(0.5)
+        await box.pause()
+        with pytest.raises(SandboxNotRunningException):
+            await asyncio.wait_for(running, 10)
+        resumed = await AsyncSandbox.connect(box.sandbox_id)
+        running = asyncio.create_task(resumed.commands.run("sleep 30", timeout=20))
+        await asyncio.sleep(0.5)
+    finally:
+        await box.kill()
+    with pytest.raises(SandboxNotRunningException):
+        await asyncio.wait_for(running, 10)

@@ -16,6 +16,7 @@ from remote_agents.e2b_local.envd_filesystem import FilesystemService
 from remote_agents.e2b_local.envd_http import EnvdHttp
 from remote_agents.e2b_local.envd_process import ProcessService
 from remote_agents.e2b_local.faults import RETRY_AFTER_SECONDS, Faults
+from remote_agents.e2b_local.processes import SANDBOX_GONE
 from remote_agents.e2b_local.sandboxes import SandboxManager
 from remote_agents.e2b_local.store import RUNNING
 
@@ -76,7 +77,7 @@ class LocalE2BApp:
         record = self.manager.store.sandboxes.get(sandbox_id)
         if record is None or record.state != RUNNING:
             # What E2B's edge proxy answers for a paused/killed/unknown sandbox.
-            await _send_json(send, 502, {"sandboxId": sandbox_id, "message": "The sandbox was not found", "code": 502})
+            await _send_json(send, 502, {"sandboxId": sandbox_id, "message": SANDBOX_GONE, "code": 502})
             return
         token = headers.get("x-access-token")
         if token is not None and token != record.access_token:

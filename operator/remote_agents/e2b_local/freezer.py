@@ -52,6 +52,9 @@ class SignalFreezer:
     def reap_leftovers(self) -> None:
         pass  # untracked processes of a crashed server cannot be found without cgroups
 
+    def release(self) -> None:
+        pass
+
 
 class CgroupFreezer:
     mode = "cgroup-v2"
@@ -111,6 +114,13 @@ class CgroupFreezer:
             if path.is_dir():
                 self.kill_all(path.name, [])
                 self.remove(path.name)
+
+    def release(self) -> None:
+        """Server exit: drop the (by then empty) per-server cgroup."""
+        try:
+            self.base.rmdir()
+        except OSError:
+            pass
 
 
 def make_freezer(instance: str) -> CgroupFreezer | SignalFreezer:

@@ -22,6 +22,9 @@ Event = process_pb.ProcessEvent
 # behind) before the stream ends anyway.
 DRAIN_SECONDS = 0.5
 READ_CHUNK = 64 * 1024
+# What a stream gets when its sandbox is paused or killed under it: E2B's proxy drops the
+# connection and then answers "not found", which the SDK turns into SandboxNotRunningException.
+SANDBOX_GONE = "The sandbox was not found"
 
 
 def _end_event(returncode: int) -> Event.EndEvent:
@@ -39,11 +42,11 @@ class ManagedProcess:
         self.pid = proc.pid
         self.config = config
         self.tag = tag
-        self._subscribers: set[asyncio.Queue[Event | None]] = set()
+        self._subscribers: set[asyncio.Queue[Event | ConnectError | None]] = set()
         self.finished = asyncio.Event()
         self.deadline_exceeded = False
 
-    def publish(self, event: Event | None) -> None:
+    def publish(self, event: Event | ConnectError | None) -> None:
         for queue in self._subscribers:
             queue.put_nowait(event)
 
@@ -51,7 +54,7 @@ class ManagedProcess:
         """start, then data/keepalive events until end (included). The stream that started the
         process ends with DEADLINE_EXCEEDED instead when its deadline killed the process, as the
         client's own deadline would have."""
-        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        queue: asyncio.Queue[Event | ConnectError | None] = asyncio.Queue()
         self._subscribers.add(queue)
         try:
             yield Event(event=Oneof("start", Event.StartEvent(pid=self.pid)))
@@ -65,6 +68,8 @@ class ManagedProcess:
                     continue
                 if event is None:
                     return
+                if isinstance(event, ConnectError):
+                    raise event
                 if started_here and self.deadline_exceeded and event.event.field == "end":
                     raise ConnectError(Code.DEADLINE_EXCEEDED, "the process was killed at the call's deadline")
                 yield event
@@ -170,6 +175,11 @@ class ProcessTable:
         stdin = self.find(selector).proc.stdin
         if stdin is not None:
             stdin.close()
+
+    def drop_streams(self) -> None:
+        """End every open stream as E2B does when the sandbox goes away; processes are untouched."""
+        for managed in self.running.values():
+            managed.publish(ConnectError(Code.UNAVAILABLE, SANDBOX_GONE))
 
     def process_groups(self) -> list[int]:
         return list(self.running)

@@ -146,6 +146,7 @@ class SandboxManager:
         if record.state == PAUSED:
             raise ApiError(409, f"Sandbox {sandbox_id} is already paused")
         runtime = self.runtime(sandbox_id)
+        runtime.processes.drop_streams()
         self.freezer.freeze(sandbox_id, runtime.processes.process_groups())
         record.state = PAUSED
         self.store.save()
@@ -155,7 +156,10 @@ class SandboxManager:
         del self.store.sandboxes[sandbox_id]
         self.store.save()
         runtime = self.runtimes.pop(sandbox_id, None)
-        groups = runtime.processes.process_groups() if runtime else []
+        groups = []
+        if runtime is not None:
+            runtime.processes.drop_streams()
+            groups = runtime.processes.process_groups()
         self.freezer.kill_all(sandbox_id, groups)
         await asyncio.to_thread(self.freezer.remove, sandbox_id)
         await asyncio.to_thread(SandboxFiles(self.sandbox_root / sandbox_id).destroy)
@@ -193,3 +197,4 @@ class SandboxManager:
             self.freezer.kill_all(sandbox_id, runtime.processes.process_groups())
             self.freezer.remove(sandbox_id)
         self.runtimes.clear()
+        self.freezer.release()
