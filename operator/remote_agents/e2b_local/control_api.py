@@ -6,7 +6,6 @@ import base64
 import binascii
 import functools
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl, unquote
 
@@ -20,7 +19,6 @@ from remote_agents.e2b_local.faults import RETRY_AFTER_SECONDS, Faults
 from remote_agents.e2b_local.sandboxes import ApiError, SandboxManager
 from remote_agents.e2b_local.store import PAUSED, RUNNING, SandboxRecord, iso
 
-log = logging.getLogger("e2b_local.api")
 CLIENT_ID = "e2b-local"
 DEFAULT_PAGE = 100
 # What every sandbox reports; nothing is enforced, the SDK just requires the fields.

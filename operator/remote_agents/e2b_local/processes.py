@@ -81,9 +81,8 @@ class ManagedProcess:
 
 
 class ProcessTable:
-    def __init__(self, sandbox_id: str, files: SandboxFiles, wrapper: CommandWrapper,
+    def __init__(self, files: SandboxFiles, wrapper: CommandWrapper,
                  cgroup_procs: Callable[[], str | None], env: Callable[[], dict[str, str]]) -> None:
-        self.sandbox_id = sandbox_id
         self.files = files
         self.wrapper = wrapper
         self._cgroup_procs = cgroup_procs

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import string
 import time
@@ -18,6 +19,7 @@ from remote_agents.e2b_local.processes import ProcessTable
 from remote_agents.e2b_local.store import PAUSED, RUNNING, SandboxRecord, Store
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+_IDEMPOTENCY_KEY = re.compile(r"[a-z0-9-]{1,255}")
 
 
 class ApiError(Exception):
@@ -59,7 +61,7 @@ class SandboxManager:
             files = SandboxFiles(self.sandbox_root / sandbox_id)
             files.create()
             processes = ProcessTable(
-                sandbox_id, files, self.wrapper,
+                files, self.wrapper,
                 cgroup_procs=lambda: self.freezer.join_path(sandbox_id),
                 env=lambda: self._base_env(record))
             runtime = self.runtimes[sandbox_id] = Runtime(files, processes)
@@ -95,6 +97,8 @@ class SandboxManager:
 
     def create(self, body: dict, idempotency_key: str | None) -> SandboxRecord:
         if idempotency_key is not None:
+            if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+                raise ApiError(400, "Idempotency-Key must be 1-255 characters of [a-z0-9-]")
             existing = self.store.idempotency.get(idempotency_key)
             if existing in self.store.sandboxes:
                 return self.store.sandboxes[existing]
