@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -68,3 +70,27 @@ def test_latency_injection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_bad_fault_spec_fails_fast(tmp_path: Path):
     with pytest.raises(launcher.LaunchError, match="error-rate"):
         launcher.start(tmp_path / "bad", extra_args=["--error-rate", "bogus=1"], timeout=15)
+
+
+def _alive(pid: int) -> bool:
+    """Exists and is not a zombie (whether init reaps orphans quickly depends on the machine)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_processes_left_by_a_killed_server_are_reaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    state = tmp_path / "crash"
+    server = launcher.start(state)
+    _use(server, monkeypatch)
+    box = Sandbox.create(timeout=300)
+    pid = box.commands.run("sleep 300", background=True, timeout=0).pid
+    os.kill(server.pid, signal.SIGKILL)  # no graceful shutdown: the sleep is orphaned
+    server.process.wait(10)
+    assert _alive(pid)
+    with launcher.start(state):
+        deadline = time.monotonic() + 5
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid), "the new server did not kill the orphaned process"

@@ -116,11 +116,12 @@ class CgroupFreezer:
                 self.remove(path.name)
 
     def release(self) -> None:
-        """Server exit: drop the (by then empty) per-server cgroup."""
-        try:
-            self.base.rmdir()
-        except OSError:
-            pass
+        """Server exit: drop the per-server cgroup and any sandbox cgroup a kill left behind."""
+        for path in [*self.base.glob("*/"), self.base]:
+            try:
+                path.rmdir()
+            except OSError:
+                pass
 
 
 def make_freezer(instance: str) -> CgroupFreezer | SignalFreezer:
