@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -39,7 +41,8 @@ def crds(kubectl):
 
 @pytest.fixture
 def namespace(kubectl, request):
-    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    readable = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    name = f"t-{readable}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]}"
     kubectl.run("create", "namespace", name)
     yield name
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)

@@ -59,7 +59,7 @@ class Repo:
     def commit(self, files: dict[str, str], message: str, branch: str | None = None) -> str:
         """Write files, commit and push; returns the new commit's SHA."""
         branch = branch or self.branch
-        if branch != self._git("rev-parse", "--abbrev-ref", "HEAD"):
+        if branch != self._git("symbolic-ref", "--short", "HEAD"):
             self._git("checkout", "-q", "-B", branch)
         for path, content in files.items():
             target = self.work / path

@@ -13,7 +13,8 @@ from kubernetes.client.exceptions import ApiException
 from remote_agents.api.models import GROUP, VERSION
 from remote_agents.controller.conditions import now_rfc3339
 
-RECONCILE_REQUEST_ANNOTATION = f"{GROUP}/reconcile-requested-at"
+# Outside Kopf's own "remoteagents.io/" prefix: Kopf ignores changes of annotations under its prefix.
+RECONCILE_REQUEST_ANNOTATION = f"reconcile.{GROUP}/requested-at"
 
 
 class SecretMissing(Exception):

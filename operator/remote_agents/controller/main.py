@@ -22,15 +22,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true")
 
 
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+class _QuietBookkeeping(logging.Filter):
+    """Drop Kopf's per-event success line of the tracking handler: it fires on every watch event."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "'track_agent' succeeded" not in record.getMessage()
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kopf.objects").addFilter(_QuietBookkeeping())
+    if not verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per E2B request otherwise
+
+
+def run(args: argparse.Namespace) -> int:
+    _configure_logging(args.verbose)
     settings = OperatorSettings.from_env(cluster_id=args.cluster_id, health_interval_seconds=args.health_interval,
                                          ref_poll_interval_seconds=args.ref_poll_interval,
                                          orphan_grace_seconds=args.orphan_grace)
     runtime.install(runtime.Runtime(settings))
     from remote_agents.controller import handlers  # noqa: F401  (registers the handlers with Kopf)
 
-    asyncio.run(kopf.operator(clusterwide=not args.namespace, namespaces=args.namespace or None,
+    asyncio.run(kopf.operator(clusterwide=not args.namespace, namespaces=args.namespace,
                               standalone=True))
     return 0
