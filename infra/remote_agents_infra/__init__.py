@@ -1,0 +1,1 @@
+"""The Pulumi program that installs remote-agents: one ComponentResource per concern."""
