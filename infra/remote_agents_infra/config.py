@@ -55,11 +55,15 @@ def _repositories(values: list[str]) -> tuple[Repository, ...]:
     return tuple(parsed)
 
 
+def gcp_installed() -> bool:
+    return importlib.util.find_spec("pulumi_gcp") is not None
+
+
 def _cluster_kind(config: pulumi.Config) -> Literal["existing", "gke"]:
     kind = config.get("cluster") or "existing"
     if kind not in CLUSTER_KINDS:
         raise ConfigError(f"cluster must be one of {', '.join(CLUSTER_KINDS)}, not {kind!r}")
-    if kind == "gke" and importlib.util.find_spec("pulumi_gcp") is None:
+    if kind == "gke" and not gcp_installed():
         raise ConfigError("cluster=gke needs the pulumi-gcp package (`pip install pulumi-gcp`), which "
                           "remote-agents does not depend on; install it or use cluster=existing")
     return kind  # type: ignore[return-value]

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -15,10 +13,7 @@ from pulumi.runtime.settings import get_root_resource, set_root_resource
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "infra"))  # where Pulumi finds remote_agents_infra (main: infra/)
-
-from remote_agents_infra import program  # noqa: E402
+from remote_agents_infra import program
 
 PROJECT = "remote-agents"
 # What RandomPassword "generates" under mocks (the engine would compute it once and keep it in state).
