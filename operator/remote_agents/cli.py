@@ -80,6 +80,40 @@ def _add_operator(sub: argparse._SubParsersAction) -> None:
     crds.set_defaults(func=_crds)
 
 
+def _up(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from remote_agents import local_stack
+    from remote_agents.cluster import build, control_plane
+
+    root = Path(args.state_dir).resolve() if args.state_dir else local_stack.default_state_dir()
+    try:
+        stack = local_stack.up(root)
+    except (build.BuildError, control_plane.ControlPlaneError, local_stack.StackError) as error:
+        print(f"remote-agents up failed: {error}", file=sys.stderr)
+        return 1
+    print(local_stack.summary(stack, root))
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from remote_agents import local_stack
+
+    local_stack.down(Path(args.state_dir).resolve() if args.state_dir else local_stack.default_state_dir())
+    return 0
+
+
+def _add_stack(sub: argparse._SubParsersAction) -> None:
+    for name, func, text in (
+            ("up", _up, "run everything locally: control plane, e2b-local, operator and a sample agent"),
+            ("down", _down, "stop everything `up` started")):
+        parser = sub.add_parser(name, help=text)
+        parser.add_argument("--state-dir", help="where it all lives (default ~/.local/state/remote-agents/stack)")
+        parser.set_defaults(func=func)
+
+
 def _add_cluster(sub: argparse._SubParsersAction) -> None:
     cluster = sub.add_parser("cluster", help="a real local Kubernetes control plane")
     actions = cluster.add_subparsers(dest="cluster_command", required=True)
@@ -107,8 +141,10 @@ def _add_e2b_local(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="remote-agents", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="remote-agents", description="Run AI research agents in E2B sandboxes, declared as Kubernetes objects.")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_stack(sub)
     _add_cluster(sub)
     _add_e2b_local(sub)
     _add_operator(sub)

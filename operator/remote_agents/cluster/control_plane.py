@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import ssl
-import subprocess
 import time
 import urllib.request
 from dataclasses import asdict, dataclass
@@ -19,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from remote_agents import processes
 from remote_agents.cluster import build, pki
 
 HEALTH_TIMEOUT_SECONDS = 120
@@ -48,26 +46,6 @@ def state_dir(explicit: str | None = None) -> Path:
         return Path(explicit).resolve()
     base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return Path(base) / "remote-agents" / "cluster"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours still answers kill(0): look at its state.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _ready(server: str, ca_cert: Path, token: str) -> bool:
@@ -103,38 +81,27 @@ def _write_kubeconfig(path: Path, server: str, keys: pki.Pki) -> None:
 
 
 def _start(name: str, args: list[str], logs: Path) -> int:
-    with open(logs / f"{name}.log", "ab") as log:
-        # A session of its own: the component outlives this command and ignores the terminal's ^C.
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
-    return process.pid
-
-
-def _log_tail(logs: Path, name: str) -> str:
-    try:
-        return "\n".join((logs / f"{name}.log").read_text(errors="replace").splitlines()[-15:])
-    except OSError:
-        return "(no log)"
+    return processes.start_detached(args, logs / f"{name}.log")
 
 
 def _wait(cluster: Cluster, keys: pki.Pki, logs: Path) -> None:
     deadline = time.monotonic() + HEALTH_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         for name, pid in cluster.pids.items():
-            if not _alive(pid):
+            if not processes.alive(pid):
                 raise ControlPlaneError(f"{name} exited during start-up; last lines of its log:\n"
-                                        f"{_log_tail(logs, name)}")
+                                        f"{processes.log_tail(logs / f'{name}.log')}")
         if _ready(cluster.server, keys.ca_cert, keys.admin_token):
             return
         time.sleep(0.5)
     raise ControlPlaneError(f"kube-apiserver was not ready within {HEALTH_TIMEOUT_SECONDS}s; "
-                            f"its log:\n{_log_tail(logs, 'kube-apiserver')}")
+                            f"its log:\n{processes.log_tail(logs / 'kube-apiserver.log')}")
 
 
 def running(directory: Path) -> Cluster | None:
     """The cluster recorded in `directory` if all its processes live and the API answers."""
     cluster = _load(directory)
-    if cluster is None or not all(_alive(pid) for pid in cluster.pids.values()):
+    if cluster is None or not all(processes.alive(pid) for pid in cluster.pids.values()):
         return None
     keys = pki.ensure(directory / "pki")
     return cluster if _ready(cluster.server, keys.ca_cert, keys.admin_token) else None
@@ -150,7 +117,7 @@ def up(directory: Path) -> Cluster:
     logs = directory / "logs"
     logs.mkdir(exist_ok=True)
     keys = pki.ensure(directory / "pki")
-    etcd_port, etcd_peer_port, api_port = _free_port(), _free_port(), _free_port()
+    etcd_port, etcd_peer_port, api_port = processes.free_port(), processes.free_port(), processes.free_port()
     server = f"https://127.0.0.1:{api_port}"
     kubeconfig = directory / "kubeconfig"
     _write_kubeconfig(kubeconfig, server, keys)
@@ -190,9 +157,9 @@ def up(directory: Path) -> Cluster:
     ], logs)
     (directory / "state.json").write_text(json.dumps(asdict(cluster)))
     time.sleep(1)
-    if not _alive(pids["kube-controller-manager"]):
+    if not processes.alive(pids["kube-controller-manager"]):
         raise ControlPlaneError("kube-controller-manager exited during start-up; last lines of its log:\n"
-                                f"{_log_tail(logs, 'kube-controller-manager')}")
+                                f"{processes.log_tail(logs / 'kube-controller-manager.log')}")
     return cluster
 
 
@@ -203,12 +170,6 @@ def down(directory: Path, grace_seconds: float = 10) -> None:
         return
     for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
         pid = cluster.pids.get(name)
-        if pid is None or not _alive(pid):
-            continue
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_seconds
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        if pid is not None:
+            processes.terminate(pid, grace_seconds)
     (directory / "state.json").unlink(missing_ok=True)

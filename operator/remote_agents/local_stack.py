@@ -1,0 +1,181 @@
+"""`remote-agents up` / `down`: the whole system on one machine with embedded defaults.
+
+The real control plane, e2b-local as the sandbox backend, a git daemon serving a sample agent,
+the operator, and one sample RemoteAgent. Everything runs in the background under one state
+directory, so `up` is idempotent and `down` stops exactly what `up` started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+from remote_agents import processes
+from remote_agents.api import crds
+from remote_agents.cluster import control_plane
+
+DEMO_NAMESPACE = "remote-agents-demo"
+SAMPLE_AGENT = "sample-agent"
+E2B_API_KEY = "e2b_local_dev_key"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class Stack:
+    kubeconfig: str
+    e2b_url: str
+    git_url: str
+    pids: dict[str, int]
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "remote-agents" / "stack"
+
+
+def _kubectl(kubeconfig: str, *args: str, input: str | None = None) -> str:
+    result = subprocess.run(["kubectl", "--kubeconfig", kubeconfig, *args], input=input, text=True,
+                            capture_output=True, timeout=180)
+    if result.returncode != 0:
+        raise StackError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _wait_http(url: str, log: Path, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise StackError(f"{what} did not answer at {url}; its log:\n{processes.log_tail(log)}")
+
+
+def _sample_repository(root: Path) -> Path:
+    """A bare repository with the packaged sample agent as its one commit on main."""
+    bare = root / "git" / f"{SAMPLE_AGENT}.git"
+    if bare.exists():
+        return bare
+    work = root / "git" / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    sample = resources.files("remote_agents.samples") / "sample_agent"
+    for item in sample.iterdir():
+        (work / item.name).write_bytes(item.read_bytes())
+    (work / "answer.sh").chmod(0o755)
+    git = ["git", "-C", str(work), "-c", "user.name=remote-agents", "-c", "user.email=up@remote-agents.local"]
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "sample agent"]):
+        subprocess.run(git + args, check=True, capture_output=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True, capture_output=True)
+    return bare
+
+
+def _sample_agent_manifest(repo_url: str) -> str:
+    return json.dumps({
+        "apiVersion": "remoteagents.io/v1alpha1", "kind": "RemoteAgent",
+        "metadata": {"name": SAMPLE_AGENT, "namespace": DEMO_NAMESPACE},
+        "spec": {"source": {"repo": repo_url, "ref": "main"}, "setup": ["chmod +x answer.sh"],
+                 "query": {"command": "./answer.sh", "timeoutSeconds": 120}},
+    })
+
+
+def _load(root: Path) -> Stack | None:
+    try:
+        return Stack(**json.loads((root / "stack.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def up(root: Path) -> Stack:
+    existing = _load(root)
+    if existing and all(processes.alive(pid) for pid in existing.pids.values()) and \
+            control_plane.running(root / "cluster"):
+        return existing
+    down(root, keep_cluster=True)
+    root.mkdir(parents=True, exist_ok=True)
+    cluster = control_plane.up(root / "cluster")
+    kubeconfig = cluster.kubeconfig
+    _kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-",
+             input=json.dumps({"apiVersion": "v1", "kind": "List", "items": crds.definitions()}))
+    _kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
+             *[f"crd/{crd['metadata']['name']}" for crd in crds.definitions()])
+
+    pids: dict[str, int] = {}
+    e2b_port, git_port = processes.free_port(), processes.free_port()
+    e2b_url = f"http://127.0.0.1:{e2b_port}"
+    pids["e2b-local"] = processes.start_detached(
+        [sys.executable, "-m", "remote_agents.cli", "e2b-local", "--port", str(e2b_port), "--api-key", E2B_API_KEY,
+         "--state-dir", str(root / "e2b")], root / "e2b-local.log")
+    _wait_http(f"{e2b_url}/health", root / "e2b-local.log", "e2b-local")
+
+    bare = _sample_repository(root)
+    pids["git-daemon"] = processes.start_detached(
+        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={bare.parent}", f"--port={git_port}",
+         "--listen=127.0.0.1", str(bare.parent)], root / "git-daemon.log")
+    git_url = f"git://127.0.0.1:{git_port}/{bare.name}"
+
+    operator_env = {**os.environ, "KUBECONFIG": kubeconfig, "E2B_API_URL": e2b_url, "E2B_SANDBOX_URL": e2b_url,
+                    "E2B_API_KEY": E2B_API_KEY}
+    operator_env.pop("E2B_DEBUG", None)
+    pids["operator"] = processes.start_detached([sys.executable, "-m", "remote_agents.cli", "operator"],
+                                                root / "operator.log", env=operator_env)
+    stack = Stack(kubeconfig=kubeconfig, e2b_url=e2b_url, git_url=git_url, pids=pids)
+    (root / "stack.json").write_text(json.dumps(asdict(stack)))
+
+    _kubectl(kubeconfig, "apply", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEMO_NAMESPACE}}))
+    _kubectl(kubeconfig, "apply", "-f", "-", input=_sample_agent_manifest(git_url))
+    try:
+        _kubectl(kubeconfig, "wait", "--for=condition=Ready", "--timeout=120s", f"remoteagent/{SAMPLE_AGENT}",
+                 "-n", DEMO_NAMESPACE)
+    except StackError as error:
+        raise StackError(f"the sample agent did not become Ready: {error}\noperator log:\n"
+                         f"{processes.log_tail(root / 'operator.log')}") from None
+    return stack
+
+
+def down(root: Path, keep_cluster: bool = False) -> None:
+    stack = _load(root)
+    if stack:
+        for name in ("operator", "git-daemon", "e2b-local"):
+            pid = stack.pids.get(name)
+            if pid:
+                # e2b-local leads a process group holding its sandboxes' processes: stop them all.
+                processes.terminate(pid, group=name == "e2b-local")
+        (root / "stack.json").unlink(missing_ok=True)
+    if not keep_cluster:
+        control_plane.down(root / "cluster")
+
+
+def summary(stack: Stack, root: Path) -> str:
+    kube = f"KUBECONFIG={stack.kubeconfig}"
+    return "\n".join([
+        "remote-agents is up:",
+        f"  Kubernetes API     kube-apiserver + etcd + kube-controller-manager ({kube})",
+        f"  E2B (local)        {stack.e2b_url}  (e2b-local, log {root / 'e2b-local.log'})",
+        f"  operator           pid {stack.pids['operator']}  (log {root / 'operator.log'})",
+        f"  sample agent repo  {stack.git_url}",
+        f"  sample agent       RemoteAgent {DEMO_NAMESPACE}/{SAMPLE_AGENT}",
+        "",
+        "Look at it:",
+        f"  export {kube}",
+        "  kubectl get remoteagents,agentpools,agenttasks -A",
+        f"  kubectl describe remoteagent {SAMPLE_AGENT} -n {DEMO_NAMESPACE}",
+        f"  kubectl get events -n {DEMO_NAMESPACE}",
+        f"  kubectl patch ra {SAMPLE_AGENT} -n {DEMO_NAMESPACE} --type=merge -p '{{\"spec\":{{\"paused\":true}}}}'",
+        "Stop it:  remote-agents down",
+        "",
+        kube,
+    ])
