@@ -85,3 +85,11 @@ def test_webhook_service_maps_443_to_the_receiver():
     assert service["metadata"]["name"] == "remote-agents-webhook"
     assert service["spec"]["ports"] == [{"name": "webhook", "port": 443, "targetPort": 8443, "protocol": "TCP"}]
     assert service["spec"]["selector"] == workload.deployment(names.NAMESPACE)["spec"]["selector"]["matchLabels"]
+
+
+def test_check_mode_fails_on_a_hand_edit(tmp_path, capsys):
+    assert manifests.main(["--dir", str(tmp_path)]) == 0
+    assert manifests.main(["--check", "--dir", str(tmp_path)]) == 0
+    (tmp_path / "rbac.yaml").write_text((tmp_path / "rbac.yaml").read_text().replace("- get\n", "- '*'\n", 1))
+    assert manifests.main(["--check", "--dir", str(tmp_path)]) == 1
+    assert "rbac.yaml" in capsys.readouterr().err

@@ -55,17 +55,18 @@ def stale(directory: Path) -> list[str]:
             if not (directory / relative).is_file() or (directory / relative).read_text() != content]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="remote-agents manifests", description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", default=DEFAULT_DIR)
     parser.add_argument("--check", action="store_true", help="fail if the files differ from the modules")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     directory = Path(args.dir)
     if args.check:
         outdated = stale(directory)
         if outdated:
-            print(f"stale manifests in {directory}: {', '.join(outdated)}; run `python -m remote_agents.deploy.manifests` and commit",
-                  file=sys.stderr)
+            print(f"stale manifests in {directory}: {', '.join(outdated)}; "
+                  "run `python -m remote_agents.deploy.manifests` and commit", file=sys.stderr)
             return 1
         print(f"{directory} is up to date")
         return 0
@@ -73,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         print(path)
     return 0
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m remote_agents.deploy.manifests", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 if __name__ == "__main__":
     sys.exit(main())
