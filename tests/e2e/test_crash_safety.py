@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -14,8 +15,13 @@ from tests.support.kubectl import eventually
 
 @pytest.fixture(scope="module")
 def e2b(tmp_path_factory):
-    """Slow, flaky creates: 2 s each and 30% answered 503/429 with Retry-After."""
-    server = start_e2b(tmp_path_factory, "--latency", "create=2", "--error-rate", "create=0.3")
+    """Slow, flaky creates: 2 s each and 30% answered 503/429 with Retry-After. The seed makes the
+    fault sequence reproducible (with this one the very first create is refused)."""
+    os.environ["E2B_LOCAL_SEED"] = "4"
+    try:
+        server = start_e2b(tmp_path_factory, "--latency", "create=2", "--error-rate", "create=0.3")
+    finally:
+        del os.environ["E2B_LOCAL_SEED"]
     yield server
     server.stop()
 
@@ -46,4 +52,4 @@ def test_agents_converge_without_duplicates_under_injected_create_errors(kubectl
         agent = wait_ready(kubectl, name, namespace, timeout=180)
         assert [s.sandbox_id for s in client.by_uid(agent["metadata"]["uid"])] == [agent["status"]["sandboxID"]]
     log = (e2b.log_path).read_text()
-    assert "503" in log or "429" in log, "no injected error was exercised"
+    assert "-> 503" in log or "-> 429" in log, "no injected error was exercised"
