@@ -68,6 +68,12 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _manifests(args: argparse.Namespace) -> int:
+    from remote_agents.deploy import manifests
+
+    return manifests.run(args)
+
+
 def _add_operator(sub: argparse._SubParsersAction) -> None:
     from remote_agents.controller.main import add_arguments
 
@@ -78,6 +84,11 @@ def _add_operator(sub: argparse._SubParsersAction) -> None:
     crds.add_argument("--dir", default="crds")
     crds.add_argument("--check", action="store_true", help="fail if the files differ from the models")
     crds.set_defaults(func=_crds)
+    from remote_agents.deploy.manifests import add_arguments as add_manifests_arguments
+
+    manifests = sub.add_parser("manifests", help="write the kustomize base (manifests/base) from remote_agents.deploy")
+    add_manifests_arguments(manifests)
+    manifests.set_defaults(func=_manifests)
 
 
 def _up(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from remote_agents import processes
 from remote_agents.e2b_local import launcher
 from tests.support.e2b_client import E2BClient
 from tests.support.git_server import GitServer
@@ -48,7 +49,9 @@ def e2b_client(e2b) -> E2BClient:
 
 @pytest.fixture(scope="module")
 def operator(cluster, crds, e2b, tmp_path_factory):
+    metrics_port = processes.free_port()
     process = OperatorProcess(cluster.kubeconfig, e2b.env, tmp_path_factory.mktemp("operator") / "operator.log",
-                              *FAST_OPERATOR_ARGS).start()
+                              *FAST_OPERATOR_ARGS, "--metrics-port", str(metrics_port)).start()
+    process.metrics_url = f"http://127.0.0.1:{metrics_port}"
     yield process
     process.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import urllib.request
 
 import pytest
 
@@ -141,3 +142,16 @@ def test_out_of_band_kill_is_recreated_and_delete_removes_everything(kubectl, na
     kubectl.run("delete", "ra", "phoenix", "-n", namespace, "--timeout=60s")
     assert kubectl.get("ra", "phoenix", namespace) is None
     assert e2b_client.by_uid(uid) == []
+
+
+def test_metrics_and_health_endpoints(operator, kubectl, namespace, agent_repo):
+    kubectl.apply(agent_manifest("observed", namespace, agent_repo.url))
+    wait_ready(kubectl, "observed", namespace)
+    with urllib.request.urlopen(f"{operator.metrics_url}/healthz", timeout=5) as response:
+        assert response.status == 200
+    text = eventually(lambda: urllib.request.urlopen(f"{operator.metrics_url}/metrics", timeout=5).read().decode(),
+                      10, what="metrics")
+    assert 'remote_agents_e2b_calls_total{operation="create",outcome="ok"}' in text
+    assert 'remote_agents_agents{phase="Ready"}' in text
+    assert "remote_agents_reconcile_duration_seconds_bucket" in text
+    assert "remote_agents_agent_time_to_ready_seconds_count" in text

@@ -104,6 +104,8 @@ class RemoteAgentStatus(ApiModel):
     short_revision: str | None = Field(None, description="First 12 characters of revision (for kubectl get).")
     workdir: str | None = Field(None, description="Absolute working directory inside the sandbox.")
     message: str | None = None
+    active_tasks: int = Field(0, ge=0, description="Tasks running on this agent now.")
+    last_task_time: str | None = Field(None, description="When the last task finished (for idle pausing).")
     conditions: list[Condition] = Field(default_factory=list)
 
 

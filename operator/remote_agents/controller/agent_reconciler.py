@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from remote_agents.api.models import RemoteAgentSpec
-from remote_agents.controller import decisions, git_source
+from remote_agents.controller import decisions, git_source, metrics
 from remote_agents.controller.conditions import Outcome, conditions_for, same_status
 from remote_agents.controller.e2b_gateway import (
     CLUSTER_KEY, CONFIG_KEY, NAME_KEY, NAMESPACE_KEY, UID_KEY, E2BAuthFailed, E2BError, E2BRejected,
@@ -220,6 +220,9 @@ class AgentReconciler:
         if current is None:
             await status.write(_working("RefNotResolved", "waiting for the ref to resolve"), phase="Pending")
             return
+        if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.current.get("conditions") or []) \
+                and body["metadata"].get("generation") == 1 and not spec.paused:
+            metrics.observe_time_to_ready(body["metadata"].get("creationTimestamp"))
         phase, message = ("Paused", "sandbox is paused") if spec.paused else ("Ready", "sandbox is running")
         await status.write(Outcome(ready=True, reason=phase, message=message), phase=phase, sandboxID=current,
                            workdir=decisions.workdir(spec))

@@ -26,7 +26,7 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _condition(kind: str, is_true: bool, reason: str, message: str, generation: int,
+def condition(kind: str, is_true: bool, reason: str, message: str, generation: int,
                previous: dict[str, dict[str, Any]]) -> dict[str, Any]:
     status = "True" if is_true else "False"
     before = previous.get(kind)
@@ -45,10 +45,10 @@ def conditions_for(outcome: Outcome, generation: int, previous: list[dict[str, A
     by_type = {c.get("type"): c for c in previous or []}
     ready_reason = outcome.reason if not outcome.ready else (outcome.reason or "Ready")
     return [
-        _condition("Ready", outcome.ready, ready_reason, outcome.message, generation, by_type),
-        _condition("Reconciling", outcome.reconciling, outcome.reason if outcome.reconciling else "Idle",
+        condition("Ready", outcome.ready, ready_reason, outcome.message, generation, by_type),
+        condition("Reconciling", outcome.reconciling, outcome.reason if outcome.reconciling else "Idle",
                    outcome.message if outcome.reconciling else "", generation, by_type),
-        _condition("Stalled", outcome.stalled, outcome.reason if outcome.stalled else "Healthy",
+        condition("Stalled", outcome.stalled, outcome.reason if outcome.stalled else "Healthy",
                    outcome.message if outcome.stalled else "", generation, by_type),
     ]
 

@@ -156,6 +156,7 @@ class AgentView:
     timeout_seconds: int
     own_api_key: bool  # its sandboxes live in another E2B account: not in the fleet-wide list
     deleting: bool
+    phase: str | None = None
 
 
 def drift(view: AgentView, observed: list[ObservedSandbox]) -> str | None:

@@ -96,8 +96,8 @@ class SandboxGateway:
     def __init__(self, settings: GatewaySettings, observe: Callable[[str, str, float], None] | None = None):
         self.settings = settings
         self._slots = asyncio.Semaphore(settings.max_concurrency)
-        self._calls = TokenBucket(settings.calls_per_second, burst=max(1, int(settings.calls_per_second)))
-        self._creates = TokenBucket(settings.creates_per_second, burst=1)
+        self.calls_bucket = TokenBucket(settings.calls_per_second, burst=max(1, int(settings.calls_per_second)))
+        self.creates_bucket = TokenBucket(settings.creates_per_second, burst=1)
         self._observe = observe or (lambda operation, outcome, seconds: None)
 
     def _opts(self, api_key: str | None) -> dict:
@@ -105,7 +105,7 @@ class SandboxGateway:
         return {"api_key": key} if key else {}
 
     async def _call(self, operation: str, make_call: Callable[[], Awaitable[T]]) -> T:
-        bucket = self._creates if operation == "create" else self._calls
+        bucket = self.creates_bucket if operation == "create" else self.calls_bucket
         for attempt in range(1, self.settings.max_attempts + 1):
             await bucket.take()
             started = time.monotonic()

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from remote_agents.api.models import RemoteAgentSpec
-from remote_agents.controller import decisions, git_source
+from remote_agents.controller import decisions, git_source, metrics
 from remote_agents.controller.agent_reconciler import PLURAL
 from remote_agents.controller.e2b_gateway import CLUSTER_KEY, E2BError, ObservedSandbox, SandboxGateway
 from remote_agents.controller.kube import Kube
@@ -30,7 +30,7 @@ def view_of(body: Mapping[str, Any]) -> decisions.AgentView:
         sandbox_id=status.get("sandboxID"), revision=status.get("revision"), repo=spec.source.repo,
         ref=spec.source.ref, config_hash=decisions.config_hash(spec), timeout_seconds=spec.sandbox_timeout_seconds,
         own_api_key=spec.e2b_api_key_secret_ref is not None or spec.source.credentials_secret_ref is not None,
-        deleting=bool(meta.get("deletionTimestamp")),
+        deleting=bool(meta.get("deletionTimestamp")), phase=status.get("phase"),
     )
 
 
@@ -42,7 +42,6 @@ class Fleet:
         self.cluster_id = cluster_id
         self.agents: dict[str, decisions.AgentView] = {}
         self._orphans_first_seen: dict[str, float] = {}
-        self.orphans_killed = 0
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         uid = body["metadata"]["uid"]
@@ -85,7 +84,7 @@ class Fleet:
                             sandbox.metadata.get("remoteagents.io/namespace"), sandbox.metadata.get("remoteagents.io/name"))
                 await self.gateway.kill(sandbox.sandbox_id)
                 self._orphans_first_seen.pop(sandbox.sandbox_id, None)
-                self.orphans_killed += 1
+                metrics.ORPHANS_KILLED.inc()
 
     async def poll_refs(self) -> None:
         tracked: dict[tuple[str, str], list[decisions.AgentView]] = defaultdict(list)

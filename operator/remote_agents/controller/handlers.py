@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import kopf
 
 from remote_agents.api.models import GROUP, VERSION
+from remote_agents.controller import metrics
 from remote_agents.controller.agent_reconciler import RetryLater
 from remote_agents.controller.runtime import runtime
 
@@ -32,7 +34,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.peering.standalone = True
     await runtime().start(emit=_emit)
-    memo["fleet_task"] = asyncio.create_task(runtime().fleet.run(), name="fleet-checks")
+    fleet_task = asyncio.create_task(runtime().fleet.run(), name="fleet-checks")
+    memo["fleet_task"] = fleet_task
+    port = runtime().settings.metrics_port
+    if port is not None:
+        memo["metrics_runner"] = await metrics.serve(
+            metrics.app(healthy=lambda: not fleet_task.done(), refresh=runtime().refresh_metrics), port)
 
 
 @kopf.on.cleanup()
@@ -40,17 +47,23 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     task = memo.get("fleet_task")
     if task:
         task.cancel()
+    runner = memo.get("metrics_runner")
+    if runner:
+        await runner.cleanup()
 
 
 def _emit(body: Any, kind: str, reason: str, message: str) -> None:
     kopf.event(body, type=kind, reason=reason, message=message)
 
 
-async def _run(step) -> None:
+async def _run(kind: str, step) -> None:
+    started = time.monotonic()
     try:
         await step
     except RetryLater as retry:
         raise kopf.TemporaryError(str(retry), delay=retry.delay) from None
+    finally:
+        metrics.RECONCILE_DURATION.labels(kind).observe(time.monotonic() - started)
 
 
 @kopf.on.event(*AGENTS)
@@ -62,9 +75,9 @@ def track_agent(type: str | None, body: kopf.Body, **_: Any) -> None:
 @kopf.on.create(*AGENTS)
 @kopf.on.update(*AGENTS)
 async def reconcile_agent(body: kopf.Body, **_: Any) -> None:
-    await _run(runtime().agents.reconcile(body))
+    await _run("RemoteAgent", runtime().agents.reconcile(body))
 
 
 @kopf.on.delete(*AGENTS)
 async def delete_agent(body: kopf.Body, **_: Any) -> None:
-    await _run(runtime().agents.delete(body))
+    await _run("RemoteAgent", runtime().agents.delete(body))

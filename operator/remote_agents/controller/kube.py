@@ -68,6 +68,47 @@ class Kube:
             if error.status != 404:
                 raise
 
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await asyncio.to_thread(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace,
+                                           plural, name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def list(self, plural: str, namespace: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+        result = await asyncio.to_thread(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace,
+                                         plural, label_selector=label_selector or "")
+        return result["items"]
+
+    async def create(self, plural: str, namespace: str, body: dict[str, Any]) -> bool:
+        """Create; False when the name is taken already (a repeat after a crash or a stale view)."""
+        try:
+            await asyncio.to_thread(self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace,
+                                    plural, body)
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    async def delete(self, plural: str, namespace: str, name: str) -> None:
+        try:
+            await asyncio.to_thread(self.custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, plural,
+                                    name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> None:
+        try:
+            await asyncio.to_thread(self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, plural,
+                                    name, body)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
     async def cluster_id(self) -> str:
         """The uid of kube-system: stable for the life of the cluster, unique across clusters."""
         namespace = await asyncio.to_thread(self.core.read_namespace, "kube-system")

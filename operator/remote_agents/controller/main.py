@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--health-interval", type=float, help="seconds between fleet-wide E2B checks (30)")
     parser.add_argument("--ref-poll-interval", type=float, help="seconds between branch checks (60)")
     parser.add_argument("--orphan-grace", type=float, help="seconds before an untracked sandbox is killed (300)")
+    parser.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz on this port")
     parser.add_argument("--verbose", action="store_true")
 
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     _configure_logging(args.verbose)
     settings = OperatorSettings.from_env(cluster_id=args.cluster_id, health_interval_seconds=args.health_interval,
                                          ref_poll_interval_seconds=args.ref_poll_interval,
-                                         orphan_grace_seconds=args.orphan_grace)
+                                         orphan_grace_seconds=args.orphan_grace, metrics_port=args.metrics_port)
     runtime.install(runtime.Runtime(settings))
     from remote_agents.controller import handlers  # noqa: F401  (registers the handlers with Kopf)
 

@@ -3,6 +3,9 @@ fleet checks) that the Kopf handlers delegate to."""
 
 from __future__ import annotations
 
+from collections import Counter
+
+from remote_agents.controller import metrics
 from remote_agents.controller.agent_reconciler import AgentReconciler, EventSink
 from remote_agents.controller.e2b_gateway import SandboxGateway
 from remote_agents.controller.fleet import Fleet
@@ -22,9 +25,16 @@ class Runtime:
         load_config()
         self.kube = Kube()
         cluster_id = self.settings.cluster_id or await self.kube.cluster_id()
-        self.gateway = SandboxGateway(self.settings.gateway)
+        self.gateway = SandboxGateway(self.settings.gateway, observe=metrics.observe_e2b)
         self.agents = AgentReconciler(self.gateway, self.kube, self.settings, cluster_id, emit)
         self.fleet = Fleet(self.gateway, self.kube, self.settings, cluster_id)
+
+
+    def refresh_metrics(self) -> None:
+        """Gauges computed at scrape time from what is in memory anyway: no extra API calls."""
+        metrics.set_agent_phases(Counter(view.phase for view in self.fleet.agents.values()))
+        metrics.RATE_LIMIT_WAIT.labels("calls").set(self.gateway.calls_bucket.waited_seconds)
+        metrics.RATE_LIMIT_WAIT.labels("creates").set(self.gateway.creates_bucket.waited_seconds)
 
 
 _current: Runtime | None = None

@@ -22,6 +22,7 @@ class OperatorSettings:
     git_timeout_seconds: float = 120.0
     retry_delay_seconds: float = 10.0  # after a transient failure
     stalled_retry_delay_seconds: float = 300.0  # after a failure that needs a human (auth, bad template)
+    metrics_port: int | None = None  # /metrics and /healthz; None: not served
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
     @classmethod

@@ -1,0 +1,72 @@
+"""Prometheus metrics (prefix `remote_agents_`, low-cardinality labels) and the operator's
+small HTTP endpoint: `/metrics` and `/healthz`."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+registry = CollectorRegistry()
+
+E2B_CALLS = Counter("remote_agents_e2b_calls_total", "E2B calls by operation and outcome",
+                    ["operation", "outcome"], registry=registry)
+E2B_LATENCY = Histogram("remote_agents_e2b_call_duration_seconds", "E2B call latency", ["operation"],
+                        registry=registry, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60))
+RATE_LIMIT_WAIT = Gauge("remote_agents_e2b_rate_limit_wait_seconds", "Total time calls waited for the rate limit",
+                        ["bucket"], registry=registry)
+RECONCILE_DURATION = Histogram("remote_agents_reconcile_duration_seconds", "Reconcile duration", ["kind"],
+                               registry=registry, buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300))
+AGENTS = Gauge("remote_agents_agents", "RemoteAgents by phase", ["phase"], registry=registry)
+POOL_REPLICAS = Gauge("remote_agents_pool_replicas", "AgentPool replicas by kind (desired, ready)",
+                      ["namespace", "pool", "kind"], registry=registry)
+ORPHANS_KILLED = Counter("remote_agents_orphan_sandboxes_killed_total", "Untracked sandboxes of ours killed",
+                         registry=registry)
+TIME_TO_READY = Histogram("remote_agents_agent_time_to_ready_seconds", "From a RemoteAgent's creation to Ready",
+                          registry=registry, buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600))
+TASKS = Counter("remote_agents_tasks_total", "Finished AgentTasks by outcome", ["outcome"], registry=registry)
+TASK_DURATION = Histogram("remote_agents_task_duration_seconds", "AgentTask run time", registry=registry,
+                          buckets=(0.5, 1, 5, 10, 30, 60, 300, 900, 3600))
+WEBHOOK_DELIVERIES = Counter("remote_agents_webhook_deliveries_total", "GitHub deliveries by event and outcome",
+                             ["event", "outcome"], registry=registry)
+
+
+def observe_e2b(operation: str, outcome: str, seconds: float) -> None:
+    E2B_CALLS.labels(operation, outcome).inc()
+    E2B_LATENCY.labels(operation).observe(seconds)
+
+
+def observe_time_to_ready(created: str | None) -> None:
+    if created:
+        age = datetime.now(timezone.utc) - datetime.fromisoformat(created.replace("Z", "+00:00"))
+        TIME_TO_READY.observe(max(0.0, age.total_seconds()))
+
+
+def set_agent_phases(phases: Tally) -> None:
+    AGENTS.clear()
+    for phase, count in phases.items():
+        AGENTS.labels(phase or "Pending").set(count)
+
+
+def app(healthy: Callable[[], bool], refresh: Callable[[], None]) -> web.Application:
+    async def metrics(_: web.Request) -> web.Response:
+        refresh()
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok") if healthy() else web.Response(status=503, text="unhealthy")
+
+    application = web.Application()
+    application.router.add_get("/metrics", metrics)
+    application.router.add_get("/healthz", healthz)
+    return application
+
+
+async def serve(application: web.Application, port: int, host: str = "0.0.0.0") -> web.AppRunner:
+    runner = web.AppRunner(application, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
