@@ -1,0 +1,157 @@
+"""Publishing an AgentTask's output to GitHub with PyGithub: a comment on an issue or pull request,
+or a pull request that adds the output as a file on a new branch.
+
+`publish` is synchronous (PyGithub uses requests): call it with asyncio.to_thread. It is safe to
+repeat after a crash for pull requests (an existing branch, file or open pull request is reused);
+a repeated comment is posted again. The token only ever travels in PyGithub's Authorization
+header; PublishError messages never contain it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import requests
+from github import Auth, Github, GithubException, RateLimitExceededException, UnknownObjectException
+from github.Repository import Repository
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+
+from remote_agents.api.models import ApiModel, SecretKeySelector
+
+DEFAULT_API_URL = "https://api.github.com"
+MAX_TEXT = 65536  # GitHub refuses longer comment and pull request bodies
+TRUNCATED = "\n\n… (truncated)"
+TIMEOUT_SECONDS = 30
+
+
+class PublishError(Exception):
+    """retryable: the same call may succeed later (GitHub unreachable, 5xx, rate limit, conflict)."""
+
+    def __init__(self, message: str, retryable: bool):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class PullRequestTarget(ApiModel):
+    base: str = Field("main", min_length=1, max_length=255, description="Branch the pull request merges into.")
+    branch: str | None = Field(None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$",
+                               description="New branch holding the output; default results/<task name>.")
+    path: str | None = Field(None, min_length=1, max_length=1024, pattern=r"^[^/].*$",
+                             description="File the output is written to; default results/<task name>.md.")
+    title: str | None = Field(None, min_length=1, max_length=256,
+                              description="Pull request title; default the task's title.")
+
+
+class GitHubTarget(ApiModel):
+    """Where output goes: exactly one of issue and pullRequest."""
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
+        "rule": "has(self.issue) != has(self.pullRequest)",
+        "message": "exactly one of issue and pullRequest must be set",
+    }]})
+    repo: str = Field(min_length=3, max_length=200, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
+                      description="owner/name of the GitHub repository.")
+    issue: int | None = Field(None, ge=1, description="Comment on this issue or pull request number.")
+    pull_request: PullRequestTarget | None = Field(None, description="Open a pull request adding the output as a file.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GitHubTarget:
+        if (self.issue is None) == (self.pull_request is None):
+            raise ValueError("exactly one of issue and pullRequest must be set")
+        return self
+
+
+class GitHubOutput(GitHubTarget):
+    """spec.github of an AgentTask."""
+    credentials_secret_ref: SecretKeySelector = Field(
+        description="GitHub token: Issues write for comments; Contents and Pull requests write for pull requests.")
+    api_url: str = Field(DEFAULT_API_URL, min_length=1, max_length=2048, pattern=r"^https?://",
+                         description="GitHub REST API root (GitHub Enterprise: https://HOST/api/v3).")
+
+    def target(self, task_name: str) -> dict:
+        """The `target` for publish, with the pull request's branch and path defaulted from the task."""
+        target = GitHubTarget.model_validate(self.model_dump(include={"repo", "issue", "pull_request"}))
+        if target.pull_request:
+            target.pull_request.branch = target.pull_request.branch or f"results/{task_name}"
+            target.pull_request.path = target.pull_request.path or f"results/{task_name}.md"
+        return target.model_dump(by_alias=True, exclude_none=True)
+
+
+def publish(target: dict, token: str, title: str, body: str, base_url: str = DEFAULT_API_URL, *,
+            pace: bool = True) -> str:
+    """Publish `body` as `target` says; returns the html_url of the comment or pull request.
+    pace=False drops PyGithub's client-side pacing (1 s between writes), for tests."""
+    try:
+        parsed = GitHubTarget.model_validate(target)
+    except ValidationError as error:
+        raise PublishError(f"invalid GitHub target: {error.errors()[0]['msg']}", retryable=False) from None
+    if parsed.pull_request and not (parsed.pull_request.branch and parsed.pull_request.path):
+        raise PublishError("invalid GitHub target: pullRequest needs branch and path", retryable=False)
+    if not token:
+        raise PublishError("no GitHub token", retryable=False)
+    unpaced = {} if pace else {"seconds_between_requests": None, "seconds_between_writes": None}
+    # lazy: objects are not fetched before use, so a comment is one request. retry=None: the
+    # reconciler owns retrying (PublishError.retryable) instead of blocking a thread here.
+    with Github(auth=Auth.Token(token), base_url=base_url, timeout=TIMEOUT_SECONDS, retry=None, lazy=True,
+                **unpaced) as client:
+        repo = client.get_repo(parsed.repo)
+        if parsed.issue is not None:
+            with _calling(f"comment on {parsed.repo}#{parsed.issue}", token):
+                return repo.get_issue(parsed.issue).create_comment(_fit(f"**{title}**\n\n{body}")).html_url
+        return _pull_request(repo, parsed.repo, parsed.pull_request, title, body, token)
+
+
+def _pull_request(repo: Repository, full_name: str, pull: PullRequestTarget, title: str, body: str,
+                  token: str) -> str:
+    owner = full_name.split("/")[0]
+    with _calling(f"read branch {pull.base} of {full_name}", token):
+        base_commit = repo.get_git_ref(f"heads/{pull.base}").object.sha
+    with _calling(f"create branch {pull.branch} in {full_name}", token):
+        try:
+            repo.create_git_ref(f"refs/heads/{pull.branch}", base_commit)
+        except GithubException as error:
+            if not (error.status == 422 and _message(error) == "Reference already exists"):
+                raise  # an existing branch is an earlier attempt of this publish: write onto it
+    with _calling(f"write {pull.path} on branch {pull.branch} of {full_name}", token):
+        _write_file(repo, pull.path, pull.branch, title, body)
+    with _calling(f"open a pull request from {pull.branch} to {pull.base} in {full_name}", token):
+        for existing in repo.get_pulls(state="open", head=f"{owner}:{pull.branch}", base=pull.base):
+            return existing.html_url
+        description = f"{title}\n\nThe output is in `{pull.path}`."
+        return repo.create_pull(base=pull.base, head=pull.branch, title=pull.title or title,
+                                body=_fit(description)).html_url
+
+
+def _write_file(repo: Repository, path: str, branch: str, message: str, content: str) -> None:
+    try:
+        current = repo.get_contents(path, ref=branch)
+    except UnknownObjectException:
+        repo.create_file(path, message, content, branch=branch)
+        return
+    if isinstance(current, list):
+        raise PublishError(f"{path} is a directory on branch {branch}", retryable=False)
+    if current.decoded_content != content.encode():
+        repo.update_file(path, message, content, current.sha, branch=branch)
+
+
+def _fit(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - len(TRUNCATED)] + TRUNCATED
+
+
+def _message(error: GithubException) -> str:
+    if not isinstance(error.data, dict):
+        return str(error.data or "")[:300]
+    details = [item["message"] for item in error.data.get("errors") or [] if isinstance(item, dict) and "message" in item]
+    return "; ".join([str(error.data.get("message", "")), *details])[:300]
+
+
+@contextmanager
+def _calling(action: str, token: str) -> Iterator[None]:
+    """PyGithub and network errors of `action` as PublishError."""
+    try:
+        yield
+    except GithubException as error:
+        retryable = isinstance(error, RateLimitExceededException) or error.status in (409, 429) or (error.status or 0) >= 500
+        message = f"GitHub answered {error.status} to '{action}': {_message(error)}".replace(token, "***")
+        raise PublishError(message, retryable) from None
+    except requests.RequestException as error:
+        raise PublishError(f"GitHub unreachable during '{action}': {type(error).__name__}", retryable=True) from None
