@@ -49,7 +49,7 @@ class FakeGitHub:
         self.tokens = set(tokens)
         self.repos: dict[str, FakeRepo] = {}
         self.calls: list[tuple[str, str]] = []  # (method, path), in order
-        self.fail_next: list[int] = []  # statuses answered (as GitHub's error body) before any other handling
+        self.fail_next: list[int] = []  # statuses (with an error body) for the next authenticated requests
         self._ids = itertools.count(1001)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -283,10 +283,10 @@ def _content(request: web.Request, repo: FakeRepo, branch: str, path: str, conte
 
 
 def _pull(request: web.Request, repo: FakeRepo, pull: dict) -> dict:
-    api, number = _api(request, repo), pull["number"]
+    api, number, owner = _api(request, repo), pull["number"], repo.full_name.split("/")[0]
     return {"id": 5000 + number, "node_id": f"PR_{number}", "number": number, "state": pull["state"],
             "title": pull["title"], "body": pull["body"], "url": f"{api}/pulls/{number}",
             "html_url": f"{WEB}/{repo.full_name}/pull/{number}", "issue_url": f"{api}/issues/{number}",
             "user": _user(request), "draft": False, "merged": False,
-            "head": {"ref": pull["head"], "sha": repo.branches[pull["head"]], "label": f"{repo.full_name.split('/')[0]}:{pull['head']}"},
-            "base": {"ref": pull["base"], "sha": repo.branches[pull["base"]], "label": f"{repo.full_name.split('/')[0]}:{pull['base']}"}}
+            **{side: {"ref": pull[side], "sha": repo.branches[pull[side]], "label": f"{owner}:{pull[side]}"}
+               for side in ("head", "base")}}

@@ -54,7 +54,8 @@ def test_pull_request_adds_the_output_on_a_new_branch(github):
     assert url == "https://github.com/Octo/Agent/pull/13"
     assert repo.file("results/t1", "results/t1.md") == b"the answer is 42"
     assert repo.file("main", "results/t1.md") is None  # base untouched
-    assert [(pull["head"], pull["base"], pull["title"]) for pull in repo.pulls] == [("results/t1", "main", "Results of t1")]
+    assert [(pull["head"], pull["base"], pull["title"]) for pull in repo.pulls] == [
+        ("results/t1", "main", "Results of t1")]
     assert github.calls == [
         ("GET", "/repos/octo/agent/git/ref/heads/main"), ("POST", "/repos/octo/agent/git/refs"),
         ("GET", "/repos/octo/agent/contents/results/t1.md"), ("PUT", "/repos/octo/agent/contents/results/t1.md"),

@@ -58,7 +58,8 @@ def on_push() -> Recorder:
 
 @pytest.fixture
 async def client(on_push):
-    async with TestClient(TestServer(webhook_app(SECRET, on_push, max_body_bytes=LIMIT, dedupe_size=50))) as test_client:
+    application = webhook_app(SECRET, on_push, max_body_bytes=LIMIT, dedupe_size=50)
+    async with TestClient(TestServer(application)) as test_client:
         yield test_client
 
 
@@ -289,7 +290,8 @@ def mutated_push(rng: random.Random) -> dict:
 async def test_fuzz_never_answers_5xx(on_push):
     rng = random.Random(20260101)
     header_chars = string.ascii_letters + string.digits + string.punctuation + " é"
-    async with TestClient(TestServer(webhook_app(SECRET, on_push, max_body_bytes=LIMIT, dedupe_size=20))) as test_client:
+    application = webhook_app(SECRET, on_push, max_body_bytes=LIMIT, dedupe_size=20)
+    async with TestClient(TestServer(application)) as test_client:
         statuses = set()
         for number in range(400):
             shape = rng.randrange(4)
@@ -346,8 +348,9 @@ def test_other_urls_normalise_consistently(spelling, key):
 
 
 def test_different_repositories_stay_different():
-    keys = {normalise_repo(url) for url in ["octo/agent", "octo/agent2", "other/agent", "git://127.0.0.1:9418/agent.git",
-                                             "git://127.0.0.1:9419/agent.git", "https://ghe.example.com/octo/agent"]}
+    urls = ["octo/agent", "octo/agent2", "other/agent", "git://127.0.0.1:9418/agent.git",
+            "git://127.0.0.1:9419/agent.git", "https://ghe.example.com/octo/agent"]
+    keys = {normalise_repo(url) for url in urls}
     assert len(keys) == 6
 
 
@@ -355,3 +358,16 @@ def test_different_repositories_stay_different():
 def test_no_repository_is_a_value_error(value):
     with pytest.raises(ValueError):
         normalise_repo(value)
+
+
+@pytest.mark.parametrize("repo, ref, expected", [
+    ("octo/agent", "main", True), ("git@github.com:Octo/Agent.git", "refs/heads/main", True),
+    ("octo/agent", "dev", False), ("octo/other", "main", False), ("octo/agent", COMMIT, False), ("", "main", False),
+])
+def test_push_event_concerns_objects_tracking_the_branch(repo, ref, expected):
+    event = PushEvent(frozenset({"github.com/octo/agent"}), "main", COMMIT, "d")
+    assert event.concerns(repo, ref) is expected
+
+
+def test_tag_push_concerns_no_branch_tracker():
+    assert not PushEvent(frozenset({"github.com/octo/agent"}), None, COMMIT, "d").concerns("octo/agent", "main")

@@ -140,7 +140,8 @@ def _fit(text: str) -> str:
 def _message(error: GithubException) -> str:
     if not isinstance(error.data, dict):
         return str(error.data or "")[:300]
-    details = [item["message"] for item in error.data.get("errors") or [] if isinstance(item, dict) and "message" in item]
+    details = [item["message"] for item in error.data.get("errors") or []
+               if isinstance(item, dict) and "message" in item]
     return "; ".join([str(error.data.get("message", "")), *details])[:300]
 
 
@@ -150,7 +151,8 @@ def _calling(action: str, token: str) -> Iterator[None]:
     try:
         yield
     except GithubException as error:
-        retryable = isinstance(error, RateLimitExceededException) or error.status in (409, 429) or (error.status or 0) >= 500
+        status = error.status or 0
+        retryable = isinstance(error, RateLimitExceededException) or status in (409, 429) or status >= 500
         message = f"GitHub answered {error.status} to '{action}': {_message(error)}".replace(token, "***")
         raise PublishError(message, retryable) from None
     except requests.RequestException as error:

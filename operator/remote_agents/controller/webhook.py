@@ -39,6 +39,14 @@ class PushEvent:
     commit: str
     delivery: str
 
+    def concerns(self, repo: str, ref: str) -> bool:
+        """Whether an object whose spec.source is (repo, ref) tracks the pushed branch."""
+        try:
+            same_repo = normalise_repo(repo) in self.repo_keys
+        except ValueError:
+            return False
+        return same_repo and self.branch is not None and ref in (self.branch, f"refs/heads/{self.branch}")
+
 
 class MalformedPush(ValueError):
     pass
