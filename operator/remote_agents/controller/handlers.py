@@ -15,10 +15,12 @@ import kopf
 from remote_agents.api.models import GROUP, VERSION
 from remote_agents.controller import metrics
 from remote_agents.controller.agent_reconciler import RetryLater
+from remote_agents.controller.pool_decisions import POOL_LABEL
 from remote_agents.controller.runtime import runtime
 
 FINALIZER = f"{GROUP}/finalizer"
 AGENTS = (GROUP, VERSION, "remoteagents")
+POOLS = (GROUP, VERSION, "agentpools")
 
 
 @kopf.on.startup()
@@ -67,8 +69,11 @@ async def _run(kind: str, step) -> None:
 
 
 @kopf.on.event(*AGENTS)
-def track_agent(type: str | None, body: kopf.Body, **_: Any) -> None:
+async def track_agent(type: str | None, body: kopf.Body, labels: kopf.Labels, namespace: str, **_: Any) -> None:
     runtime().fleet.observe(type, body)
+    pool = labels.get(POOL_LABEL)
+    if pool:
+        runtime().pools.poke(namespace, pool)  # a member changed: the pool recounts
 
 
 @kopf.on.resume(*AGENTS)
@@ -81,3 +86,10 @@ async def reconcile_agent(body: kopf.Body, **_: Any) -> None:
 @kopf.on.delete(*AGENTS)
 async def delete_agent(body: kopf.Body, **_: Any) -> None:
     await _run("RemoteAgent", runtime().agents.delete(body))
+
+
+@kopf.on.resume(*POOLS)
+@kopf.on.create(*POOLS)
+@kopf.on.update(*POOLS)
+async def reconcile_pool(name: str, namespace: str, **_: Any) -> None:
+    await _run("AgentPool", runtime().pools.reconcile(namespace, name))

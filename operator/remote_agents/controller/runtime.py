@@ -10,6 +10,7 @@ from remote_agents.controller.agent_reconciler import AgentReconciler, EventSink
 from remote_agents.controller.e2b_gateway import SandboxGateway
 from remote_agents.controller.fleet import Fleet
 from remote_agents.controller.kube import Kube, load_config
+from remote_agents.controller.pool_reconciler import PoolReconciler
 from remote_agents.controller.settings import OperatorSettings
 
 
@@ -20,6 +21,7 @@ class Runtime:
         self.gateway: SandboxGateway
         self.agents: AgentReconciler
         self.fleet: Fleet
+        self.pools: PoolReconciler
 
     async def start(self, emit: EventSink) -> None:
         load_config()
@@ -28,6 +30,7 @@ class Runtime:
         self.gateway = SandboxGateway(self.settings.gateway, observe=metrics.observe_e2b)
         self.agents = AgentReconciler(self.gateway, self.kube, self.settings, cluster_id, emit)
         self.fleet = Fleet(self.gateway, self.kube, self.settings, cluster_id)
+        self.pools = PoolReconciler(self.kube, emit)
 
 
     def refresh_metrics(self) -> None:

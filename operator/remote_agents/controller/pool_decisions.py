@@ -1,0 +1,139 @@
+"""What an AgentPool should do to its RemoteAgents, like a ReplicaSet with a rollout. Pure.
+
+Children are counted from a fresh API list each time (never a cache), names are deterministic
+(`<pool>-<index>`, lowest free index first) so a repeated create is an AlreadyExists, not a twin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from remote_agents.api.models import GROUP, AgentPoolSpec
+
+POOL_LABEL = f"{GROUP}/pool"
+TEMPLATE_HASH_LABEL = f"{GROUP}/template-hash"
+
+
+@dataclass(frozen=True)
+class Child:
+    name: str
+    template_hash: str
+    ref: str
+    paused: bool
+    ready: bool
+    deleting: bool
+    active_tasks: int
+    created: str  # RFC 3339; sorts chronologically
+
+
+@dataclass
+class PoolPlan:
+    create: list[str] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    patch: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> merge patch of its spec
+    waiting_for_busy: int = 0  # extra agents kept because they are running tasks
+
+
+def template_hash(spec: AgentPoolSpec) -> str:
+    """Identity of the agents' shape. Leaves out what each agent applies in place: the code ref
+    and pausing (the pool's `paused` or the template's)."""
+    agent = spec.template.spec.model_dump(by_alias=True, mode="json")
+    agent["source"].pop("ref")
+    agent.pop("paused")
+    labels = spec.template.metadata.model_dump(mode="json")
+    return hashlib.sha256(json.dumps([agent, labels], sort_keys=True).encode()).hexdigest()[:10]
+
+
+def desired_paused(spec: AgentPoolSpec) -> bool:
+    return spec.paused or spec.template.spec.paused
+
+
+def max_unavailable(spec: AgentPoolSpec) -> int:
+    value = spec.update_strategy.max_unavailable
+    if isinstance(value, str) and value.endswith("%"):
+        value = math.floor(spec.replicas * int(value[:-1]) / 100)
+    # At least one, or a rollout with no surge could never make progress.
+    return max(1, int(value))
+
+
+def _index(pool: str, name: str) -> int | None:
+    suffix = name.removeprefix(f"{pool}-")
+    return int(suffix) if suffix != name and suffix.isdigit() else None
+
+
+def _free_names(pool: str, taken: list[str], count: int) -> list[str]:
+    used = {_index(pool, name) for name in taken}
+    names, index = [], 0
+    while len(names) < count:
+        if index not in used:
+            names.append(f"{pool}-{index}")
+        index += 1
+    return names
+
+
+def _removal_order(children: list[Child]) -> list[Child]:
+    """Scale-down order: not Ready first, then idle before busy, then the newest first."""
+    by_newest = sorted(children, key=lambda c: c.created, reverse=True)
+    return sorted(by_newest, key=lambda c: (c.ready, c.active_tasks > 0))
+
+
+def plan_pool(pool: str, spec: AgentPoolSpec, children: list[Child]) -> PoolPlan:
+    plan = PoolPlan()
+    current_hash = template_hash(spec)
+    live = [c for c in children if not c.deleting]
+    # Scale down.
+    excess = len(live) - spec.replicas
+    if excess > 0:
+        for child in _removal_order(live):
+            if excess == 0:
+                break
+            if child.active_tasks > 0 and spec.replicas > 0:
+                continue  # never interrupt a task unless the pool goes to zero
+            plan.delete.append(child.name)
+            excess -= 1
+        plan.waiting_for_busy = excess
+    kept = [c for c in live if c.name not in plan.delete]
+
+    # Roll out a new template: replace outdated agents within the unavailability budget.
+    outdated = [c for c in kept if c.template_hash != current_hash]
+    if spec.update_strategy.type == "Recreate":
+        replace = outdated
+    else:
+        ready = sum(1 for c in kept if c.ready)
+        budget = max_unavailable(spec) - max(0, spec.replicas - ready)
+        replace = sorted(outdated, key=lambda c: (c.ready, c.created))[:max(0, budget)]
+    plan.delete += [c.name for c in replace if c.active_tasks == 0 or spec.update_strategy.type == "Recreate"]
+    kept = [c for c in kept if c.name not in plan.delete]
+
+    # Scale up (also refills what the rollout removed). Names still held by deleting agents stay taken.
+    missing = spec.replicas - len(kept)
+    if missing > 0:
+        plan.create = _free_names(pool, [c.name for c in children], missing)
+
+    # In place: the code ref and pausing.
+    paused = desired_paused(spec)
+    for child in kept:
+        patch: dict[str, Any] = {}
+        if child.ref != spec.template.spec.source.ref:
+            patch["source"] = {"ref": spec.template.spec.source.ref}
+        if child.paused != paused:
+            patch["paused"] = paused
+        if patch:
+            plan.patch[child.name] = patch
+    return plan
+
+
+def pool_status(pool: str, spec: AgentPoolSpec, children: list[Child], paused_names: set[str]) -> dict[str, Any]:
+    live = [c for c in children if not c.deleting]
+    current_hash = template_hash(spec)
+    return {
+        "replicas": len(live),
+        "readyReplicas": sum(1 for c in live if c.ready),
+        "updatedReplicas": sum(1 for c in live if c.template_hash == current_hash),
+        "pausedReplicas": sum(1 for c in live if c.name in paused_names),
+        "selector": f"{POOL_LABEL}={pool}",
+    }

@@ -1,0 +1,162 @@
+"""Carry out an AgentPool's plan on its RemoteAgents and report counts and conditions.
+
+Only Kubernetes objects change here: each agent's own reconciler talks to E2B. Children are
+always listed fresh from the API by label, so a restart or a stale watch cannot double-create.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from remote_agents.api.models import API_VERSION, AgentPoolSpec
+from remote_agents.controller import pool_decisions as pd
+from remote_agents.controller.agent_reconciler import PLURAL as AGENT_PLURAL
+from remote_agents.controller.agent_reconciler import EventSink, RetryLater
+from remote_agents.controller.conditions import Outcome, condition, conditions_for, same_status
+from remote_agents.controller.kube import Kube
+
+log = logging.getLogger(__name__)
+PLURAL = "agentpools"
+
+
+def _ready(agent: Mapping[str, Any]) -> bool:
+    conditions = (agent.get("status") or {}).get("conditions") or []
+    generation = agent["metadata"].get("generation")
+    return any(c.get("type") == "Ready" and c.get("status") == "True" and c.get("observedGeneration") == generation
+               for c in conditions)
+
+
+def child_view(agent: Mapping[str, Any]) -> pd.Child:
+    meta, spec, status = agent["metadata"], agent.get("spec") or {}, agent.get("status") or {}
+    return pd.Child(
+        name=meta["name"], template_hash=(meta.get("labels") or {}).get(pd.TEMPLATE_HASH_LABEL, ""),
+        ref=(spec.get("source") or {}).get("ref", "main"), paused=bool(spec.get("paused")), ready=_ready(agent),
+        deleting=bool(meta.get("deletionTimestamp")), active_tasks=int(status.get("activeTasks") or 0),
+        created=meta.get("creationTimestamp", ""),
+    )
+
+
+def child_manifest(pool: Mapping[str, Any], spec: AgentPoolSpec, name: str) -> dict[str, Any]:
+    meta = pool["metadata"]
+    template = spec.template
+    agent_spec = template.spec.model_dump(by_alias=True, mode="json", exclude_none=True)
+    agent_spec["paused"] = pd.desired_paused(spec)
+    return {
+        "apiVersion": API_VERSION, "kind": "RemoteAgent",
+        "metadata": {
+            "name": name, "namespace": meta["namespace"],
+            "labels": {**template.metadata.labels, pd.POOL_LABEL: meta["name"],
+                       pd.TEMPLATE_HASH_LABEL: pd.template_hash(spec)},
+            "annotations": dict(template.metadata.annotations),
+            "ownerReferences": [{"apiVersion": API_VERSION, "kind": "AgentPool", "name": meta["name"],
+                                 "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}],
+        },
+        "spec": agent_spec,
+    }
+
+
+class Coalescer:
+    """Runs `work(key)` shortly after a poke; pokes during the delay fold into that one run."""
+
+    def __init__(self, work: Callable[[tuple[str, str]], Awaitable[None]], delay: float = 0.2):
+        self.work = work
+        self.delay = delay
+        self._scheduled: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task] = set()
+
+    def poke(self, key: tuple[str, str]) -> None:
+        if key in self._scheduled:
+            return
+        self._scheduled.add(key)
+        task = asyncio.get_running_loop().create_task(self._run(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, key: tuple[str, str]) -> None:
+        await asyncio.sleep(self.delay)
+        self._scheduled.discard(key)  # pokes from now on schedule another run
+        try:
+            await self.work(key)
+        except RetryLater as retry:
+            log.info("pool %s/%s: %s; retrying in %.0fs", *key, retry, retry.delay)
+            await asyncio.sleep(retry.delay)
+            self.poke(key)
+        except Exception:  # one failed round must not kill the coalescer; it is logged with its trace
+            log.exception("reconcile of pool %s/%s failed", *key)
+
+
+class PoolReconciler:
+    def __init__(self, kube: Kube, emit: EventSink):
+        self.kube = kube
+        self.emit = emit
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.coalescer = Coalescer(lambda key: self.reconcile(*key))
+
+    def poke(self, namespace: str, name: str) -> None:
+        self.coalescer.poke((namespace, name))
+
+    async def reconcile(self, namespace: str, name: str) -> None:
+        async with self._locks.setdefault((namespace, name), asyncio.Lock()):
+            pool = await self.kube.get(PLURAL, namespace, name)
+            if pool is None or pool["metadata"].get("deletionTimestamp"):
+                return  # the garbage collector removes the agents; their finalizers kill the sandboxes
+            await self._reconcile(pool)
+
+    async def _reconcile(self, pool: Mapping[str, Any]) -> None:
+        meta = pool["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        spec = AgentPoolSpec.model_validate(pool["spec"])
+        agents = await self.kube.list(AGENT_PLURAL, namespace, f"{pd.POOL_LABEL}={name}")
+        owned = [a for a in agents if any(ref.get("uid") == meta["uid"]
+                                          for ref in a["metadata"].get("ownerReferences") or [])]
+        children = [child_view(a) for a in owned]
+        plan = pd.plan_pool(name, spec, children)
+        try:
+            for child in plan.delete:
+                await self.kube.delete(AGENT_PLURAL, namespace, child)
+                self.emit(pool, "Normal", "AgentDeleted", f"deleted agent {child}")
+            for child in plan.create:
+                if await self.kube.create(AGENT_PLURAL, namespace, child_manifest(pool, spec, child)):
+                    self.emit(pool, "Normal", "AgentCreated", f"created agent {child}")
+            for child, patch in plan.patch.items():
+                await self.kube.patch(AGENT_PLURAL, namespace, child, {"spec": patch})
+        except ApiException as error:
+            if error.status in (400, 422):
+                await self._write_status(pool, spec, children, plan, stalled=f"agents rejected: {error.reason}")
+                raise RetryLater(f"agent manifest rejected: {error.reason}", 300) from None
+            raise
+        await self._write_status(pool, spec, children, plan)
+
+    async def _write_status(self, pool: Mapping[str, Any], spec: AgentPoolSpec, children: list[pd.Child],
+                            plan: pd.PoolPlan, stalled: str | None = None) -> None:
+        meta = pool["metadata"]
+        generation = meta.get("generation", 0)
+        current = dict(pool.get("status") or {})
+        paused = {c.name for c in children if c.paused}
+        counts = pd.pool_status(meta["name"], spec, children, paused)
+        acting = bool(plan.create or plan.delete or plan.patch)
+        settled = (counts["replicas"] == spec.replicas and counts["readyReplicas"] == spec.replicas
+                   and counts["updatedReplicas"] == spec.replicas and not acting)
+        rolling = counts["updatedReplicas"] < counts["replicas"]
+        if stalled:
+            outcome = Outcome(False, "AgentsRejected", stalled, stalled=True)
+        elif settled:
+            outcome = Outcome(True, "AllAgentsReady", f"{spec.replicas} agents ready")
+        else:
+            why = "RollingUpdate" if rolling else "Scaling"
+            extra = f", keeping {plan.waiting_for_busy} busy agents until their tasks end" if plan.waiting_for_busy else ""
+            outcome = Outcome(False, why, f"{counts['readyReplicas']}/{spec.replicas} ready, "
+                                          f"{counts['updatedReplicas']} updated{extra}", reconciling=True)
+        previous = current.get("conditions") or []
+        conditions = conditions_for(outcome, generation, previous)
+        progressing_reason = "RolloutComplete" if settled else ("RollingUpdate" if rolling else "Scaling")
+        conditions.append(condition("Progressing", not stalled, progressing_reason,
+                                    outcome.message, generation, {c.get("type"): c for c in previous}))
+        desired = {**counts, "observedGeneration": generation, "conditions": conditions}
+        if not same_status(current, desired):
+            await self.kube.patch_status(PLURAL, meta["namespace"], meta["name"], desired)
