@@ -106,6 +106,8 @@ class RemoteAgentStatus(ApiModel):
     message: str | None = None
     active_tasks: int = Field(0, ge=0, description="Tasks running on this agent now.")
     last_task_time: str | None = Field(None, description="When the last task finished (for idle pausing).")
+    idle_paused: bool = Field(False, description="Paused by the operator after idlePauseSeconds without a task; "
+                                                 "the next task resumes it.")
     conditions: list[Condition] = Field(default_factory=list)
 
 
@@ -180,6 +182,8 @@ class AgentTaskStatus(ApiModel):
     exit_code: int | None = None
     output: str | None = None
     output_config_map: str | None = None
+    run_id: str | None = Field(None, description="Where the run lives in the agent's sandbox.")
+    sandbox_id: str | None = Field(None, alias="sandboxID")
     message: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
 

@@ -183,7 +183,7 @@ class AgentReconciler:
         sandboxes = await self.gateway.list({UID_KEY: uid}, inputs.api_key)
         plan = decisions.plan_agent(uid=uid, spec=spec, recorded_sandbox_id=status.current.get("sandboxID"),
                                     recorded_revision=status.current.get("revision"), sandboxes=sandboxes,
-                                    target_revision=target)
+                                    target_revision=target, idle_paused=bool(status.current.get("idlePaused")))
         current = plan.keep
         created = False
         for action in plan.actions:
@@ -223,8 +223,13 @@ class AgentReconciler:
         if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.current.get("conditions") or []) \
                 and body["metadata"].get("generation") == 1 and not spec.paused:
             metrics.observe_time_to_ready(body["metadata"].get("creationTimestamp"))
-        phase, message = ("Paused", "sandbox is paused") if spec.paused else ("Ready", "sandbox is running")
-        await status.write(Outcome(ready=True, reason=phase, message=message), phase=phase, sandboxID=current,
+        if spec.paused:
+            phase, reason, message = "Paused", "Paused", "sandbox is paused (spec.paused)"
+        elif status.current.get("idlePaused"):
+            phase, reason, message = "Paused", "IdlePaused", "sandbox is paused while idle; the next task resumes it"
+        else:
+            phase, reason, message = "Ready", "Ready", "sandbox is running"
+        await status.write(Outcome(ready=True, reason=reason, message=message), phase=phase, sandboxID=current,
                            workdir=decisions.workdir(spec))
 
     async def _checkout(self, sandbox_id: str, spec: RemoteAgentSpec, revision: str, inputs: ResolvedInputs,

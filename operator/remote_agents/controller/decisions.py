@@ -86,8 +86,10 @@ def _pick_keeper(sandboxes: list[ObservedSandbox], recorded_id: str | None, want
 
 
 def plan_agent(*, uid: str, spec: RemoteAgentSpec, recorded_sandbox_id: str | None, recorded_revision: str | None,
-               sandboxes: list[ObservedSandbox], target_revision: str | None) -> AgentPlan:
-    """Plan for a live (not deleting) agent. `sandboxes` are all E2B sandboxes tagged with `uid`."""
+               sandboxes: list[ObservedSandbox], target_revision: str | None, idle_paused: bool = False) -> AgentPlan:
+    """Plan for a live (not deleting) agent. `sandboxes` are all E2B sandboxes tagged with `uid`.
+    `idle_paused`: the operator paused it for idleness; it stays paused like `spec.paused`."""
+    paused = spec.paused or idle_paused
     wanted_hash = config_hash(spec)
     actions: list[Action] = []
     keeper = _pick_keeper(sandboxes, recorded_sandbox_id, wanted_hash) if sandboxes else None
@@ -106,13 +108,13 @@ def plan_agent(*, uid: str, spec: RemoteAgentSpec, recorded_sandbox_id: str | No
             return AgentPlan(actions=actions, keep=None, waiting_for_revision=True)
         actions.append(Create(idempotency_key(uid, previous), replaces_lost=lost))
         actions.append(Checkout(target_revision))
-        if spec.paused:
+        if paused:
             actions.append(Pause())
         return AgentPlan(actions=actions, keep=None)
 
     fresh_adoption = keeper.sandbox_id != recorded_sandbox_id  # we do not know what it has checked out
     needs_checkout = revision is not None and (fresh_adoption or revision != recorded_revision)
-    if spec.paused:
+    if paused:
         if keeper.state == "running":
             if needs_checkout:
                 actions.append(Checkout(revision))
@@ -157,6 +159,13 @@ class AgentView:
     own_api_key: bool  # its sandboxes live in another E2B account: not in the fleet-wide list
     deleting: bool
     phase: str | None = None
+    spec: RemoteAgentSpec | None = None
+    pool: str | None = None
+    ready: bool = False  # Ready condition true for the current generation
+    idle_paused: bool = False
+    last_task_time: str | None = None
+    ready_since: str | None = None  # lastTransitionTime of Ready
+    workdir: str = AGENT_HOME
 
 
 def drift(view: AgentView, observed: list[ObservedSandbox]) -> str | None:

@@ -25,6 +25,7 @@ from remote_agents.controller.ratelimit import TokenBucket
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+HANDLE_TTL_SECONDS = 120
 UID_KEY = "remoteagents.io/uid"
 CLUSTER_KEY = "remoteagents.io/cluster"
 NAMESPACE_KEY = "remoteagents.io/namespace"
@@ -99,6 +100,7 @@ class SandboxGateway:
         self.calls_bucket = TokenBucket(settings.calls_per_second, burst=max(1, int(settings.calls_per_second)))
         self.creates_bucket = TokenBucket(settings.creates_per_second, burst=1)
         self._observe = observe or (lambda operation, outcome, seconds: None)
+        self._handles: dict[str, tuple[float, AsyncSandbox]] = {}
 
     def _opts(self, api_key: str | None) -> dict:
         key = api_key or self.settings.api_key
@@ -175,19 +177,72 @@ class SandboxGateway:
         await self._connect(sandbox_id, timeout_seconds, api_key)
 
     async def pause(self, sandbox_id: str, api_key: str | None = None) -> None:
+        self._handles.pop(sandbox_id, None)
         await self._call("pause", lambda: AsyncSandbox.pause(sandbox_id, **self._opts(api_key)))
 
     async def kill(self, sandbox_id: str, api_key: str | None = None) -> bool:
+        self._handles.pop(sandbox_id, None)
         return await self._call("kill", lambda: AsyncSandbox.kill(sandbox_id, **self._opts(api_key)))
 
     async def set_timeout(self, sandbox_id: str, timeout_seconds: int, api_key: str | None = None) -> None:
         await self._call("timeout", lambda: AsyncSandbox.set_timeout(sandbox_id, timeout_seconds,
                                                                      **self._opts(api_key)))
 
+    async def _sandbox(self, sandbox_id: str, api_key: str | None) -> AsyncSandbox:
+        """A connected handle, reused for a while: polling a task must not cost a connect call each time."""
+        cached = self._handles.get(sandbox_id)
+        if cached and time.monotonic() - cached[0] < HANDLE_TTL_SECONDS:
+            return cached[1]
+        sandbox = await self._connect(sandbox_id, None, api_key)
+        self._handles[sandbox_id] = (time.monotonic(), sandbox)
+        return sandbox
+
+    async def _envd(self, sandbox_id: str, what: str, call: Callable[[AsyncSandbox], Awaitable[T]],
+                    api_key: str | None, timeout_seconds: float | None = None) -> T:
+        """One in-sandbox call (files, commands): bounded, not retried, lost sandboxes reported as such."""
+        sandbox = await self._sandbox(sandbox_id, api_key)
+        started = time.monotonic()
+        try:
+            async with self._slots:
+                result = await asyncio.wait_for(call(sandbox), timeout_seconds or self.settings.call_timeout_seconds)
+        except e2b_errors.SandboxNotRunningException as error:
+            self._handles.pop(sandbox_id, None)
+            self._observe(what, "gone", time.monotonic() - started)
+            raise SandboxGone(str(error)) from error
+        except (asyncio.TimeoutError, e2b_errors.TimeoutException, OSError) as error:
+            self._handles.pop(sandbox_id, None)
+            self._observe(what, "retry", time.monotonic() - started)
+            raise E2BUnavailable(f"{what} in sandbox {sandbox_id} failed: {type(error).__name__}") from error
+        self._observe(what, "ok", time.monotonic() - started)
+        return result
+
+    async def write_files(self, sandbox_id: str, files: dict[str, str], api_key: str | None = None) -> None:
+        async def write(sandbox: AsyncSandbox) -> None:
+            for path, content in files.items():
+                await sandbox.files.write(path, content)
+        await self._envd(sandbox_id, "files", write, api_key)
+
+    async def read_file(self, sandbox_id: str, path: str, api_key: str | None = None) -> str | None:
+        """The file's text, or None when it does not exist (yet)."""
+        async def read(sandbox: AsyncSandbox) -> str | None:
+            try:
+                return await sandbox.files.read(path)
+            except e2b_errors.FileNotFoundException:
+                return None
+        return await self._envd(sandbox_id, "files", read, api_key)
+
+    async def start_background(self, sandbox_id: str, command: str, *, envs: dict[str, str],
+                               api_key: str | None = None) -> int:
+        """Start a detached command (no deadline: `timeout=0`); returns its pid."""
+        async def start(sandbox: AsyncSandbox) -> int:
+            handle = await sandbox.commands.run(command, envs=envs, background=True, timeout=0)
+            return handle.pid
+        return await self._envd(sandbox_id, "command", start, api_key)
+
     async def run(self, sandbox_id: str, command: str, *, envs: dict[str, str], cwd: str | None,
                   timeout_seconds: float, api_key: str | None = None) -> CommandOutcome:
         """Run a command to completion in a running sandbox; a non-zero exit is an outcome, not an error."""
-        sandbox = await self._connect(sandbox_id, None, api_key)
+        sandbox = await self._sandbox(sandbox_id, api_key)
 
         async def run() -> CommandOutcome:
             try:
@@ -203,8 +258,10 @@ class SandboxGateway:
             async with self._slots:
                 outcome = await asyncio.wait_for(run(), timeout_seconds + 60)
         except e2b_errors.SandboxNotRunningException as error:
+            self._handles.pop(sandbox_id, None)
             raise SandboxGone(str(error)) from error
         except (asyncio.TimeoutError, e2b_errors.TimeoutException) as error:
+            self._handles.pop(sandbox_id, None)
             raise E2BUnavailable(f"command did not finish within {timeout_seconds}s") from error
         self._observe("command", "ok", time.monotonic() - started)
         return outcome

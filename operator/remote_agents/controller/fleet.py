@@ -16,6 +16,7 @@ from remote_agents.controller import decisions, git_source, metrics
 from remote_agents.controller.agent_reconciler import PLURAL
 from remote_agents.controller.e2b_gateway import CLUSTER_KEY, E2BError, ObservedSandbox, SandboxGateway
 from remote_agents.controller.kube import Kube
+from remote_agents.controller.pool_decisions import POOL_LABEL
 from remote_agents.controller.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -25,12 +26,18 @@ def view_of(body: Mapping[str, Any]) -> decisions.AgentView:
     spec = RemoteAgentSpec.model_validate(body["spec"])
     status = body.get("status") or {}
     meta = body["metadata"]
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
     return decisions.AgentView(
-        uid=meta["uid"], namespace=meta["namespace"], name=meta["name"], paused=spec.paused,
+        uid=meta["uid"], namespace=meta["namespace"], name=meta["name"],
+        paused=spec.paused or bool(status.get("idlePaused")),
         sandbox_id=status.get("sandboxID"), revision=status.get("revision"), repo=spec.source.repo,
         ref=spec.source.ref, config_hash=decisions.config_hash(spec), timeout_seconds=spec.sandbox_timeout_seconds,
         own_api_key=spec.e2b_api_key_secret_ref is not None or spec.source.credentials_secret_ref is not None,
-        deleting=bool(meta.get("deletionTimestamp")), phase=status.get("phase"),
+        deleting=bool(meta.get("deletionTimestamp")), phase=status.get("phase"), spec=spec,
+        pool=(meta.get("labels") or {}).get(POOL_LABEL),
+        ready=ready.get("status") == "True" and ready.get("observedGeneration") == meta.get("generation"),
+        idle_paused=bool(status.get("idlePaused")), last_task_time=status.get("lastTaskTime"),
+        ready_since=ready.get("lastTransitionTime"), workdir=status.get("workdir") or decisions.workdir(spec),
     )
 
 
@@ -42,6 +49,12 @@ class Fleet:
         self.cluster_id = cluster_id
         self.agents: dict[str, decisions.AgentView] = {}
         self._orphans_first_seen: dict[str, float] = {}
+
+    def find(self, namespace: str, name: str) -> decisions.AgentView | None:
+        return next((v for v in self.agents.values() if v.namespace == namespace and v.name == name), None)
+
+    def members(self, namespace: str, pool: str) -> list[decisions.AgentView]:
+        return [v for v in self.agents.values() if v.namespace == namespace and v.pool == pool and not v.deleting]
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         uid = body["metadata"]["uid"]

@@ -21,6 +21,7 @@ from remote_agents.controller.runtime import runtime
 FINALIZER = f"{GROUP}/finalizer"
 AGENTS = (GROUP, VERSION, "remoteagents")
 POOLS = (GROUP, VERSION, "agentpools")
+TASKS = (GROUP, VERSION, "agenttasks")
 
 
 @kopf.on.startup()
@@ -37,17 +38,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.peering.standalone = True
     await runtime().start(emit=_emit)
     fleet_task = asyncio.create_task(runtime().fleet.run(), name="fleet-checks")
-    memo["fleet_task"] = fleet_task
+    memo["background"] = [fleet_task, asyncio.create_task(runtime().tasks.run(), name="tasks")]
     port = runtime().settings.metrics_port
     if port is not None:
         memo["metrics_runner"] = await metrics.serve(
-            metrics.app(healthy=lambda: not fleet_task.done(), refresh=runtime().refresh_metrics), port)
+            metrics.app(healthy=lambda: not any(t.done() for t in memo["background"]),
+                        refresh=runtime().refresh_metrics), port)
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("fleet_task")
-    if task:
+    for task in memo.get("background", []):
         task.cancel()
     runner = memo.get("metrics_runner")
     if runner:
@@ -71,6 +72,7 @@ async def _run(kind: str, step) -> None:
 @kopf.on.event(*AGENTS)
 async def track_agent(type: str | None, body: kopf.Body, labels: kopf.Labels, namespace: str, **_: Any) -> None:
     runtime().fleet.observe(type, body)
+    runtime().tasks.agent_changed()
     pool = labels.get(POOL_LABEL)
     if pool:
         runtime().pools.poke(namespace, pool)  # a member changed: the pool recounts
@@ -93,3 +95,8 @@ async def delete_agent(body: kopf.Body, **_: Any) -> None:
 @kopf.on.update(*POOLS)
 async def reconcile_pool(name: str, namespace: str, **_: Any) -> None:
     await _run("AgentPool", runtime().pools.reconcile(namespace, name))
+
+
+@kopf.on.event(*TASKS)
+async def track_task(type: str | None, body: kopf.Body, **_: Any) -> None:
+    runtime().tasks.observe(type, body)

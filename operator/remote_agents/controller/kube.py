@@ -50,13 +50,30 @@ class Kube:
             raise SecretMissing(f"key {key!r} not found in Secret {namespace}/{name}")
         return base64.b64decode(data[key]).decode()
 
-    async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+    async def patch_status(self, plural: str, namespace: str, name: str,
+                           status: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; the updated object, or None when it is gone."""
         try:
-            await asyncio.to_thread(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,
-                                    plural, name, {"status": status})
+            return await asyncio.to_thread(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION,
+                                           namespace, plural, name, {"status": status})
         except ApiException as error:
             if error.status != 404:  # deleted meanwhile: nothing to report on
                 raise
+            return None
+
+    async def apply_configmap(self, namespace: str, name: str, data: dict[str, str], owner: dict[str, str]) -> None:
+        """Create the ConfigMap, or replace its data; owned by `owner` so it goes with it."""
+        body = kubernetes.client.V1ConfigMap(
+            metadata=kubernetes.client.V1ObjectMeta(name=name, namespace=namespace, owner_references=[
+                kubernetes.client.V1OwnerReference(api_version=owner["apiVersion"], kind=owner["kind"],
+                                                   name=owner["name"], uid=owner["uid"])]),
+            data=data)
+        try:
+            await asyncio.to_thread(self.core.create_namespaced_config_map, namespace, body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            await asyncio.to_thread(self.core.replace_namespaced_config_map, name, namespace, body)
 
     async def request_reconcile(self, plural: str, namespace: str, name: str) -> None:
         """Touch an annotation so Kopf hands the object to its update handler (a level-triggered poke)."""

@@ -27,7 +27,8 @@ class _QuietBookkeeping(logging.Filter):
     """Drop Kopf's per-event success line of the tracking handler: it fires on every watch event."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "'track_agent' succeeded" not in record.getMessage()
+        message = record.getMessage()
+        return "'track_agent' succeeded" not in message and "'track_task' succeeded" not in message
 
 
 def _configure_logging(verbose: bool) -> None:

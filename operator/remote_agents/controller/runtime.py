@@ -11,6 +11,7 @@ from remote_agents.controller.e2b_gateway import SandboxGateway
 from remote_agents.controller.fleet import Fleet
 from remote_agents.controller.kube import Kube, load_config
 from remote_agents.controller.pool_reconciler import PoolReconciler
+from remote_agents.controller.task_controller import TaskController
 from remote_agents.controller.settings import OperatorSettings
 
 
@@ -22,6 +23,7 @@ class Runtime:
         self.agents: AgentReconciler
         self.fleet: Fleet
         self.pools: PoolReconciler
+        self.tasks: TaskController
 
     async def start(self, emit: EventSink) -> None:
         load_config()
@@ -31,6 +33,7 @@ class Runtime:
         self.agents = AgentReconciler(self.gateway, self.kube, self.settings, cluster_id, emit)
         self.fleet = Fleet(self.gateway, self.kube, self.settings, cluster_id)
         self.pools = PoolReconciler(self.kube, emit)
+        self.tasks = TaskController(self.kube, self.gateway, self.agents, self.fleet, emit)
 
 
     def refresh_metrics(self) -> None:

@@ -1,0 +1,302 @@
+"""AgentTasks: dispatch to an agent, run detached in its sandbox, collect the result from files.
+
+The run survives operator restarts: the query runs under a small runner script that records its
+exit code in the sandbox, and everything the controller needs to find it again (agent, sandbox,
+run id) is in the task's status. One loop handles every task: it dispatches pending ones, polls
+running ones, deletes finished ones after their TTL and pauses agents that sat idle too long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from remote_agents.api.models import API_VERSION, AgentTaskSpec
+from remote_agents.controller import decisions, metrics
+from remote_agents.controller import task_decisions as td
+from remote_agents.controller.agent_reconciler import PLURAL as AGENT_PLURAL
+from remote_agents.controller.agent_reconciler import AgentReconciler, EventSink, Redactor
+from remote_agents.controller.conditions import Outcome, condition, conditions_for, now_rfc3339, same_status
+from remote_agents.controller.e2b_gateway import E2BError, SandboxGateway, SandboxGone
+from remote_agents.controller.fleet import Fleet
+from remote_agents.controller.kube import Kube, SecretMissing
+
+log = logging.getLogger(__name__)
+PLURAL = "agenttasks"
+RUNS_DIR = "/home/user/.remote-agents/tasks"
+KILL_GRACE_SECONDS = 30
+NOT_STARTED_SECONDS = 15  # a claimed run with no pid file after this was never started  # past its deadline, a run that did not stop itself is killed from outside
+
+# The runner: started detached; `mkdir lock` makes a repeated start (after a crash) a no-op, the
+# exit code lands atomically in a file. The query reaches the command as $AGENT_QUERY and on stdin.
+RUNNER = """#!/bin/bash
+cd "$AGENT_WORKDIR" || { echo 97 > "$RUN_DIR/exit_code"; exit 0; }
+mkdir "$RUN_DIR/lock" 2>/dev/null || exit 0
+echo $$ > "$RUN_DIR/pid"
+timeout -k 5 "$AGENT_TIMEOUT" bash -c "$AGENT_COMMAND" < "$RUN_DIR/query" > "$RUN_DIR/stdout" 2> "$RUN_DIR/stderr"
+echo $? > "$RUN_DIR/exit_code.tmp" && mv "$RUN_DIR/exit_code.tmp" "$RUN_DIR/exit_code"
+"""
+
+
+def _revision(body: Mapping[str, Any]) -> int:
+    version = str(body["metadata"].get("resourceVersion") or "0")
+    return int(version) if version.isdigit() else 0
+
+
+def _epoch(rfc3339: str | None) -> float | None:
+    if not rfc3339:
+        return None
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+class TaskController:
+    def __init__(self, kube: Kube, gateway: SandboxGateway, agents: AgentReconciler, fleet: Fleet,
+                 emit: EventSink, interval_seconds: float = 1.0):
+        self.kube = kube
+        self.gateway = gateway
+        self.agents = agents
+        self.fleet = fleet
+        self.emit = emit
+        self.interval = interval_seconds
+        self.tasks: dict[str, dict[str, Any]] = {}  # uid -> latest body (status updated as we write)
+        self._wake = asyncio.Event()
+
+    # ---- events -------------------------------------------------------------------------------
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        uid = body["metadata"]["uid"]
+        if event_type == "DELETED":
+            gone = self.tasks.pop(uid, None)
+            if gone and (gone.get("status") or {}).get("phase") == "Running":
+                asyncio.get_running_loop().create_task(self._kill_run(gone))
+            return
+        known = self.tasks.get(uid)
+        # Our own writes are applied locally first; never let an older watch event roll them back
+        # (resourceVersions are etcd revisions: numeric in every kube-apiserver).
+        if known and _revision(known) > _revision(body):
+            return
+        self.tasks[uid] = {"metadata": dict(body["metadata"]), "spec": dict(body["spec"]),
+                           "status": dict(body.get("status") or {})}
+        self._wake.set()
+
+    def agent_changed(self) -> None:
+        self._wake.set()
+
+    # ---- the loop -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.step()
+            except Exception:  # keep supervising whatever one round hit; logged with its trace
+                log.exception("task round failed")
+
+    async def step(self) -> None:
+        now = time.time()
+        by_age = sorted(self.tasks.values(), key=lambda t: t["metadata"].get("creationTimestamp", ""))
+        running = [t for t in by_age if t["status"].get("phase") == "Running"]
+        await asyncio.gather(*(self._poll(task) for task in running))
+        for task in by_age:
+            phase = task["status"].get("phase")
+            if phase in (None, "Pending"):
+                await self._dispatch(task)
+            elif phase in ("Succeeded", "Failed"):
+                await self._collect_if_expired(task, now)
+        await self._pause_idle_agents(now)
+
+    # ---- dispatch -----------------------------------------------------------------------------
+    def running_on(self, namespace: str, agent: str) -> int:
+        return sum(1 for t in self.tasks.values() if t["metadata"]["namespace"] == namespace
+                   and t["status"].get("phase") == "Running" and t["status"].get("agent") == agent)
+
+    def _candidates(self, namespace: str, spec: AgentTaskSpec) -> list[tuple[td.Candidate, decisions.AgentView]]:
+        if spec.agent_ref:
+            view = self.fleet.find(namespace, spec.agent_ref.name)
+            views = [view] if view and not view.deleting else []
+        else:
+            views = self.fleet.members(namespace, spec.pool_ref.name)
+        return [(td.Candidate(
+            name=v.name, ready=v.ready, user_paused=bool(v.spec and v.spec.paused), idle_paused=v.idle_paused,
+            running_tasks=self.running_on(namespace, v.name),
+            max_concurrent_tasks=v.spec.max_concurrent_tasks if v.spec else 1,
+            has_query_command=bool(v.spec and v.spec.query.command)), v) for v in views]
+
+    async def _dispatch(self, task: dict[str, Any]) -> None:
+        meta = task["metadata"]
+        spec = AgentTaskSpec.model_validate(task["spec"])
+        pairs = self._candidates(meta["namespace"], spec)
+        choice = td.choose_agent([c for c, _ in pairs], by_ref=spec.agent_ref is not None)
+        if choice.agent is None:
+            await self._write(task, Outcome(False, choice.reason, choice.message, reconciling=True), phase="Pending")
+            return
+        view = next(v for c, v in pairs if c.name == choice.agent)
+        if choice.wake:
+            await self.kube.patch_status(AGENT_PLURAL, meta["namespace"], view.name, {"idlePaused": False})
+            await self.kube.request_reconcile(AGENT_PLURAL, meta["namespace"], view.name)
+            self.emit(task, "Normal", "WakingAgent", f"resuming idle agent {view.name} for this task")
+            await self._write(task, Outcome(False, "WakingAgent", f"resuming idle agent {view.name}",
+                                            reconciling=True), phase="Pending")
+            return
+        await self._start(task, spec, view)
+
+    async def _start(self, task: dict[str, Any], spec: AgentTaskSpec, view: decisions.AgentView) -> None:
+        meta = task["metadata"]
+        agent = await self.kube.get(AGENT_PLURAL, meta["namespace"], view.name)
+        if agent is None or not (agent.get("status") or {}).get("sandboxID"):
+            return
+        agent_status = agent["status"]
+        run_id = meta["uid"]
+        # Claim first (status says Running on this agent) so no other round double-books the slot.
+        await self._write(task, Outcome(False, "Running", f"running on {view.name}", reconciling=True),
+                          phase="Running", agent=view.name, startTime=now_rfc3339(), runId=run_id,
+                          sandboxID=agent_status["sandboxID"])
+        await self._set_active_tasks(meta["namespace"], view.name)
+        await self._launch(task, spec, view)
+
+    async def _launch(self, task: dict[str, Any], spec: AgentTaskSpec, view: decisions.AgentView) -> None:
+        """Write the query and the runner into the sandbox and start it; safe to repeat (runner's lock)."""
+        meta, status = task["metadata"], task["status"]
+        run_dir = f"{RUNS_DIR}/{status['runId']}"
+        redact = Redactor()
+        try:
+            inputs = await self.agents.resolve_inputs(meta["namespace"], view.spec, redact)
+            await self.gateway.write_files(status["sandboxID"], {f"{run_dir}/query": spec.query,
+                                                                 f"{run_dir}/run.sh": RUNNER}, inputs.api_key)
+            await self.gateway.start_background(status["sandboxID"], f"setsid bash {shlex.quote(run_dir)}/run.sh",
+                                                envs={**inputs.env, "AGENT_QUERY": spec.query, "RUN_DIR": run_dir,
+                                                      "AGENT_COMMAND": view.spec.query.command,
+                                                      "AGENT_TIMEOUT": str(spec.timeout_seconds),
+                                                      "AGENT_WORKDIR": view.workdir},
+                                                api_key=inputs.api_key)
+        except SandboxGone:
+            await self._finish(task, td.Verdict(False, "SandboxLost", "the agent's sandbox is gone"), None, "", "")
+            return
+        except (E2BError, SecretMissing) as error:
+            # Not started: give the slot back and try again next round.
+            log.warning("task %s/%s could not start on %s: %s", meta["namespace"], meta["name"], view.name,
+                        redact(str(error)))
+            await self._write(task, Outcome(False, "StartFailed", redact(str(error)), reconciling=True),
+                              phase="Pending", agent=None, startTime=None, runId=None, sandboxID=None)
+            await self._set_active_tasks(meta["namespace"], view.name)
+            return
+        self.emit(task, "Normal", "Started", f"running on agent {view.name}")
+
+    # ---- running ------------------------------------------------------------------------------
+    async def _poll(self, task: dict[str, Any]) -> None:
+        status = task["status"]
+        spec = AgentTaskSpec.model_validate(task["spec"])
+        view = self.fleet.find(task["metadata"]["namespace"], status.get("agent", ""))
+        if view is None or view.deleting:
+            await self._finish(task, td.Verdict(False, "AgentGone", "the agent running this task was deleted"),
+                               None, "", "")
+            return
+        if view.paused:
+            return  # its sandbox is frozen with the run inside; it goes on when the agent is resumed
+        run_dir = f"{RUNS_DIR}/{status['runId']}"
+        try:
+            exit_code = await self.gateway.read_file(status["sandboxID"], f"{run_dir}/exit_code")
+            if exit_code is None:
+                started = _epoch(status.get("startTime")) or time.time()
+                if time.time() > started + NOT_STARTED_SECONDS and \
+                        await self.gateway.read_file(status["sandboxID"], f"{run_dir}/pid") is None:
+                    await self._launch(task, spec, view)  # claimed, then the operator died before starting it
+                elif time.time() > started + spec.timeout_seconds + KILL_GRACE_SECONDS:
+                    await self._kill_run(task)
+                    await self._finish(task, td.judge(td.TIMEOUT_EXIT_CODE, spec.timeout_seconds), None, "", "")
+                return
+            stdout = await self.gateway.read_file(status["sandboxID"], f"{run_dir}/stdout") or ""
+            stderr = await self.gateway.read_file(status["sandboxID"], f"{run_dir}/stderr") or ""
+        except SandboxGone:
+            await self._finish(task, td.Verdict(False, "SandboxLost", "the agent's sandbox was lost mid-run"),
+                               None, "", "")
+            return
+        except E2BError as error:
+            log.info("polling task %s: %s", task["metadata"]["name"], error)
+            return
+        code = int(exit_code.strip() or 1)
+        await self._finish(task, td.judge(code, spec.timeout_seconds), code, stdout, stderr)
+
+    async def _kill_run(self, task: Mapping[str, Any]) -> None:
+        status = task.get("status") or {}
+        if not status.get("runId") or not status.get("sandboxID"):
+            return
+        pid_file = shlex.quote(f"{RUNS_DIR}/{status['runId']}/pid")
+        try:
+            await self.gateway.run(status["sandboxID"], f"kill -9 -- -$(cat {pid_file}) 2>/dev/null; true",
+                                   envs={}, cwd=None, timeout_seconds=30)
+        except E2BError as error:
+            log.info("could not kill run of task %s: %s", task["metadata"]["name"], error)
+
+    async def _finish(self, task: dict[str, Any], verdict: td.Verdict, exit_code: int | None, stdout: str,
+                      stderr: str) -> None:
+        meta, status = task["metadata"], task["status"]
+        output_name = f"{meta['name']}-output"[:253]
+        await self.kube.apply_configmap(meta["namespace"], output_name, {
+            "stdout": td.truncate(stdout, td.OUTPUT_CONFIGMAP_LIMIT),
+            "stderr": td.truncate(stderr, 64 * 1024)},
+            owner={"apiVersion": API_VERSION, "kind": "AgentTask", "name": meta["name"], "uid": meta["uid"]})
+        finished = now_rfc3339()
+        started = _epoch(status.get("startTime")) or time.time()
+        duration = max(0.0, time.time() - started)
+        await self._write(task, Outcome(True, verdict.reason, verdict.message, stalled=not verdict.succeeded),
+                          phase="Succeeded" if verdict.succeeded else "Failed", completionTime=finished,
+                          duration=td.format_duration(duration), exitCode=exit_code,
+                          output=td.truncate(stdout, td.OUTPUT_STATUS_LIMIT), outputConfigMap=output_name,
+                          finished=verdict.succeeded)
+        metrics.TASKS.labels("succeeded" if verdict.succeeded else "failed").inc()
+        metrics.TASK_DURATION.observe(duration)
+        self.emit(task, "Normal" if verdict.succeeded else "Warning", verdict.reason, verdict.message)
+        if status.get("agent"):
+            await self._set_active_tasks(meta["namespace"], status["agent"], finished_at=finished)
+
+    async def _set_active_tasks(self, namespace: str, agent: str, finished_at: str | None = None) -> None:
+        """Mirror the agent's running-task count into its status (the pool's scale-down reads it)."""
+        patch: dict[str, Any] = {"activeTasks": self.running_on(namespace, agent)}
+        if finished_at:
+            patch["lastTaskTime"] = finished_at
+        await self.kube.patch_status(AGENT_PLURAL, namespace, agent, patch)
+
+    # ---- afterwards ---------------------------------------------------------------------------
+    async def _collect_if_expired(self, task: dict[str, Any], now: float) -> None:
+        spec = AgentTaskSpec.model_validate(task["spec"])
+        done = _epoch(task["status"].get("completionTime"))
+        if done is not None and td.expired(done, spec.ttl_seconds_after_finished, now):
+            await self.kube.delete(PLURAL, task["metadata"]["namespace"], task["metadata"]["name"])
+
+    async def _pause_idle_agents(self, now: float) -> None:
+        for view in list(self.fleet.agents.values()):
+            if view.deleting or not view.spec or not view.ready or view.paused:
+                continue
+            idle_since = _epoch(view.last_task_time) or _epoch(view.ready_since)
+            if td.should_idle_pause(view.spec.idle_pause_seconds, self.running_on(view.namespace, view.name),
+                                    idle_since, view.idle_paused, now):
+                await self.kube.patch_status(AGENT_PLURAL, view.namespace, view.name, {"idlePaused": True})
+                await self.kube.request_reconcile(AGENT_PLURAL, view.namespace, view.name)
+
+    # ---- status -------------------------------------------------------------------------------
+    async def _write(self, task: dict[str, Any], outcome: Outcome, phase: str, finished: bool | None = None,
+                     **fields: Any) -> None:
+        meta = task["metadata"]
+        generation = meta.get("generation", 0)
+        current = task["status"]
+        conditions = conditions_for(outcome, generation, current.get("conditions"))
+        if finished is not None:  # Job-like terminal conditions for tools that know Jobs
+            by_type = {c.get("type"): c for c in current.get("conditions") or []}
+            conditions.append(condition("Complete" if finished else "Failed", True, outcome.reason, outcome.message,
+                                        generation, by_type))
+        desired = {**fields, "phase": phase, "observedGeneration": generation, "message": outcome.message or None,
+                   "conditions": conditions}
+        if same_status(current, desired):
+            return
+        updated = await self.kube.patch_status(PLURAL, meta["namespace"], meta["name"], desired)
+        task["status"] = {k: v for k, v in {**current, **desired}.items() if v is not None}
+        if updated:
+            meta["resourceVersion"] = updated["metadata"]["resourceVersion"]

@@ -1,0 +1,96 @@
+"""Pure rules for AgentTasks: which agent runs a task (or why it waits), how a finished run is
+judged, when a task is collected, and when an idle agent is paused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OUTPUT_STATUS_LIMIT = 4096  # bytes of stdout kept in status.output; the ConfigMap has the rest
+OUTPUT_CONFIGMAP_LIMIT = 900 * 1024  # under the 1 MiB object limit, with room for stderr and metadata
+TIMEOUT_EXIT_CODE = 124  # what `timeout` returns when it had to stop the command
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An agent as dispatch sees it."""
+
+    name: str
+    ready: bool  # Ready condition true for its current generation
+    user_paused: bool  # spec.paused: the user's decision, never overridden by a task
+    idle_paused: bool  # paused by the operator for idleness: a task wakes it
+    running_tasks: int
+    max_concurrent_tasks: int
+    has_query_command: bool
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    agent: str | None
+    wake: bool = False  # the agent is idle-paused and must be resumed first
+    reason: str = ""  # why the task waits, when agent is None
+    message: str = ""
+
+
+def choose_agent(candidates: list[Candidate], by_ref: bool) -> Dispatch:
+    """Prefer a running agent with a free slot (least loaded, then by name), then an idle-paused
+    one to wake. A named agent (agentRef) that cannot run it makes the task wait with the reason."""
+    if not candidates:
+        return Dispatch(None, reason="AgentNotFound" if by_ref else "PoolEmpty",
+                        message="the agent does not exist" if by_ref else "the pool has no agents")
+    usable = [c for c in candidates if not c.user_paused and c.has_query_command]
+    if not usable:
+        if all(c.user_paused for c in candidates):
+            return Dispatch(None, reason="AgentPaused",
+                            message="the agent is paused by its spec (spec.paused: true); tasks wait until it is resumed")
+        return Dispatch(None, reason="NoQueryCommand", message="the agent has no spec.query.command")
+    free = [c for c in usable if c.running_tasks < c.max_concurrent_tasks]
+    running = sorted((c for c in free if c.ready and not c.idle_paused), key=lambda c: (c.running_tasks, c.name))
+    if running:
+        return Dispatch(running[0].name)
+    sleeping = sorted((c for c in free if c.idle_paused), key=lambda c: c.name)
+    if sleeping:
+        return Dispatch(sleeping[0].name, wake=True)
+    if free:
+        return Dispatch(None, reason="AgentNotReady", message="no agent is Ready yet")
+    return Dispatch(None, reason="AllAgentsBusy", message="every agent is running its maximum of tasks")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    succeeded: bool
+    reason: str
+    message: str
+
+
+def judge(exit_code: int, timeout_seconds: int) -> Verdict:
+    if exit_code == 0:
+        return Verdict(True, "Succeeded", "the query command exited 0")
+    if exit_code in (TIMEOUT_EXIT_CODE, 128 + 9):
+        return Verdict(False, "DeadlineExceeded", f"the query ran longer than {timeout_seconds}s and was killed")
+    return Verdict(False, "QueryFailed", f"the query command exited {exit_code}")
+
+
+def truncate(text: str, limit: int) -> str:
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode(errors="ignore") + f"\n[... truncated, {len(data)} bytes in total]"
+
+
+def expired(completion_epoch: float, ttl_seconds: int, now_epoch: float) -> bool:
+    return now_epoch >= completion_epoch + ttl_seconds
+
+
+def should_idle_pause(idle_pause_seconds: int, running_tasks: int, idle_since_epoch: float | None,
+                      already_paused: bool, now_epoch: float) -> bool:
+    return (idle_pause_seconds > 0 and running_tasks == 0 and not already_paused and idle_since_epoch is not None
+            and now_epoch - idle_since_epoch >= idle_pause_seconds)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"

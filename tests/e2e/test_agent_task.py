@@ -1,0 +1,113 @@
+"""AgentTask end to end: dispatch, exact query delivery, waiting, pools, idle pause, timeouts."""
+
+from __future__ import annotations
+
+import json
+
+from tests.e2e.test_agent_pool import pool_manifest, wait_pool_ready
+from tests.e2e.test_remote_agent import agent_manifest, wait_ready
+from tests.support.kubectl import eventually
+
+HOSTILE = "\"; rm -rf ~; echo $(id) ' `uname` \\n %s {{x}}\n second line ✓"
+# stdout is the query read from stdin; the environment copy goes to a file to be compared too.
+ECHO_QUERY = "printf '%s' \"$AGENT_QUERY\" > \"$RUN_DIR/env_query\"; cat"
+
+
+def task_manifest(name: str, namespace: str, query: str, agent: str | None = None, pool: str | None = None,
+                  timeout: int = 120) -> str:
+    ref = {"agentRef": {"name": agent}} if agent else {"poolRef": {"name": pool}}
+    return json.dumps({"apiVersion": "remoteagents.io/v1alpha1", "kind": "AgentTask",
+                       "metadata": {"name": name, "namespace": namespace},
+                       "spec": {"query": query, "timeoutSeconds": timeout, **ref}})
+
+
+def finished(kubectl, name: str, namespace: str, timeout: float = 120) -> dict:
+    def done():
+        task = kubectl.get("agenttask", name, namespace)
+        return task if (task.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
+    return eventually(done, timeout, what=f"task {name} to finish")
+
+
+def test_task_output_in_status_and_configmap_and_hostile_query_round_trips(kubectl, namespace, operator,
+                                                                              e2b_client, agent_repo):
+    kubectl.apply(agent_manifest("echo", namespace, agent_repo.url, query={"command": ECHO_QUERY}))
+    sandbox_id = wait_ready(kubectl, "echo", namespace)["status"]["sandboxID"]
+    kubectl.apply(task_manifest("hostile", namespace, HOSTILE, agent="echo"))
+    task = finished(kubectl, "hostile", namespace)
+    status = task["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["exitCode"] == 0 and status["agent"] == "echo"
+    assert status["output"] == HOSTILE
+    config_map = kubectl.get("configmap", status["outputConfigMap"], namespace)
+    assert config_map["data"]["stdout"] == HOSTILE
+    assert config_map["metadata"]["ownerReferences"][0]["uid"] == task["metadata"]["uid"]
+    run_dir = f"/home/user/.remote-agents/tasks/{task['metadata']['uid']}"
+    assert e2b_client.read(sandbox_id, f"{run_dir}/env_query") == HOSTILE
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions["Complete"] == "True" and conditions["Ready"] == "True"
+    table = kubectl.run("get", "atask", "-n", namespace).stdout
+    assert "Succeeded" in table and "echo" in table
+
+
+def test_task_for_user_paused_agent_waits_with_reason(kubectl, namespace, operator, agent_repo):
+    kubectl.apply(agent_manifest("sleepy", namespace, agent_repo.url, paused=True,
+                                 query={"command": "bash answer.sh"}))
+    eventually(lambda: (kubectl.get("ra", "sleepy", namespace).get("status") or {}).get("phase") == "Paused", 60,
+               what="agent paused")
+    kubectl.apply(task_manifest("waits", namespace, "hello", agent="sleepy"))
+    task = eventually(lambda: (t := kubectl.get("agenttask", "waits", namespace)).get("status", {}).get("phase")
+                      == "Pending" and t, 30, what="task pending")
+    ready = next(c for c in task["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "AgentPaused" and "spec.paused" in ready["message"]
+    kubectl.run("patch", "ra", "sleepy", "-n", namespace, "--type=merge", "-p", '{"spec":{"paused":false}}')
+    assert finished(kubectl, "waits", namespace)["status"]["output"] == "answer to: hello\n"
+
+
+def test_six_tasks_on_a_pool_of_three_never_overlap_on_an_agent(kubectl, namespace, operator, e2b_client,
+                                                                 agent_repo):
+    command = 'echo "$(date +%s.%N) start" >> /home/user/tasks.log; sleep 1; echo "$(date +%s.%N) end" >> ' \
+              '/home/user/tasks.log; echo done'
+    kubectl.apply(pool_manifest("workers", namespace, agent_repo.url, 3, query={"command": command}))
+    wait_pool_ready(kubectl, "workers", namespace)
+    for i in range(6):
+        kubectl.apply(task_manifest(f"job-{i}", namespace, f"query {i}", pool="workers"))
+    tasks = [finished(kubectl, f"job-{i}", namespace, timeout=180) for i in range(6)]
+    assert all(t["status"]["phase"] == "Succeeded" for t in tasks), [t["status"] for t in tasks]
+    assert {t["status"]["agent"] for t in tasks} <= {"workers-0", "workers-1", "workers-2"}
+    for agent in {t["status"]["agent"] for t in tasks}:
+        sandbox_id = kubectl.get("ra", agent, namespace)["status"]["sandboxID"]
+        events = [line.split() for line in e2b_client.read(sandbox_id, "/home/user/tasks.log").splitlines()]
+        kinds = [kind for _, kind in sorted(events, key=lambda e: float(e[0]))]
+        assert kinds == ["start", "end"] * (len(kinds) // 2), f"{agent} ran two tasks at once: {kinds}"
+
+
+def test_idle_agent_is_paused_and_woken_by_the_next_task(kubectl, namespace, operator, e2b_client, agent_repo):
+    kubectl.apply(agent_manifest("idler", namespace, agent_repo.url, idlePauseSeconds=5,
+                                 query={"command": "bash answer.sh"}))
+    sandbox_id = wait_ready(kubectl, "idler", namespace)["status"]["sandboxID"]
+
+    def idle_paused():
+        status = kubectl.get("ra", "idler", namespace).get("status") or {}
+        return status.get("phase") == "Paused" and status.get("idlePaused")
+    eventually(idle_paused, 60, what="the idle agent to be paused")
+    assert str(e2b_client.info(sandbox_id).state.value) == "paused"
+    ready = next(c for c in kubectl.get("ra", "idler", namespace)["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "IdlePaused"
+
+    kubectl.apply(task_manifest("wake-up", namespace, "are you there", agent="idler"))
+    task = finished(kubectl, "wake-up", namespace)
+    assert task["status"]["phase"] == "Succeeded" and task["status"]["output"] == "answer to: are you there\n"
+    assert kubectl.get("ra", "idler", namespace)["status"]["sandboxID"] == sandbox_id
+
+
+def test_timeout_fails_the_task_and_kills_its_process(kubectl, namespace, operator, e2b_client, agent_repo):
+    kubectl.apply(agent_manifest("slow", namespace, agent_repo.url,
+                                 query={"command": "sleep 300 # marker-7731"}))
+    sandbox_id = wait_ready(kubectl, "slow", namespace)["status"]["sandboxID"]
+    kubectl.apply(task_manifest("too-slow", namespace, "wait", agent="slow", timeout=2))
+    status = finished(kubectl, "too-slow", namespace, timeout=90)["status"]
+    assert status["phase"] == "Failed"
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "DeadlineExceeded"
+    sandbox = e2b_client.connect(sandbox_id)
+    assert "marker-7731" not in sandbox.commands.run("ps -eo args").stdout
