@@ -23,3 +23,11 @@ def test_schemas_are_structural():
 def test_pool_has_scale_subresource():
     pool = next(c for c in crds.definitions() if c["spec"]["names"]["kind"] == "AgentPool")
     assert pool["spec"]["versions"][0]["subresources"]["scale"]["labelSelectorPath"] == ".status.selector"
+
+
+def test_category_never_shadows_a_resource_name():
+    names = set()
+    for crd in crds.definitions():
+        spec_names = crd["spec"]["names"]
+        names |= {spec_names["plural"], spec_names["singular"], *spec_names["shortNames"]}
+    assert crds.CATEGORY not in names

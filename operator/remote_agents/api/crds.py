@@ -12,7 +12,9 @@ from pydantic import BaseModel
 from remote_agents.api import models
 from remote_agents.api.schema import structural_schema
 
-CATEGORY = "remoteagents"
+# `kubectl get agents` lists all three kinds. It must not equal a plural: kubectl would expand the
+# category instead of the resource (`kubectl get remoteagents` would list pools and tasks too).
+CATEGORY = "agents"
 
 
 def _ready_column() -> dict[str, Any]:

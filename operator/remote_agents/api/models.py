@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "remoteagents.io"
@@ -14,6 +14,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 # The longest E2B lets a sandbox run continuously (Pro plan); Hobby accounts are capped at 1 h.
 MAX_SANDBOX_SECONDS = 24 * 3600
+DEFAULT_GITHUB_API_URL = "https://api.github.com"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
@@ -157,6 +158,50 @@ class LocalObjectReference(ApiModel):
     name: str = Field(min_length=1, max_length=253)
 
 
+class PullRequestTarget(ApiModel):
+    base: str = Field("main", min_length=1, max_length=255, description="Branch the pull request merges into.")
+    branch: str | None = Field(None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$",
+                               description="New branch holding the output; default results/<task name>.")
+    path: str | None = Field(None, min_length=1, max_length=1024, pattern=r"^[^/].*$",
+                             description="File the output is written to; default results/<task name>.md.")
+    title: str | None = Field(None, min_length=1, max_length=256,
+                              description="Pull request title; default the task's title.")
+
+
+class GitHubTarget(ApiModel):
+    """Where output goes: exactly one of issue and pullRequest."""
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
+        "rule": "has(self.issue) != has(self.pullRequest)",
+        "message": "exactly one of issue and pullRequest must be set",
+    }]})
+    repo: str = Field(min_length=3, max_length=200, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
+                      description="owner/name of the GitHub repository.")
+    issue: int | None = Field(None, ge=1, description="Comment on this issue or pull request number.")
+    pull_request: PullRequestTarget | None = Field(None, description="Open a pull request adding the output as a file.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GitHubTarget:
+        if (self.issue is None) == (self.pull_request is None):
+            raise ValueError("exactly one of issue and pullRequest must be set")
+        return self
+
+
+class GitHubOutput(GitHubTarget):
+    """spec.github of an AgentTask."""
+    credentials_secret_ref: SecretKeySelector = Field(
+        description="GitHub token: Issues write for comments; Contents and Pull requests write for pull requests.")
+    api_url: str = Field(DEFAULT_GITHUB_API_URL, min_length=1, max_length=2048, pattern=r"^https?://",
+                         description="GitHub REST API root (GitHub Enterprise: https://HOST/api/v3).")
+
+    def target(self, task_name: str) -> dict:
+        """The `target` for publish, with the pull request's branch and path defaulted from the task."""
+        target = GitHubTarget.model_validate(self.model_dump(include={"repo", "issue", "pull_request"}))
+        if target.pull_request:
+            target.pull_request.branch = target.pull_request.branch or f"results/{task_name}"
+            target.pull_request.path = target.pull_request.path or f"results/{task_name}.md"
+        return target.model_dump(by_alias=True, exclude_none=True)
+
+
 class AgentTaskSpec(ApiModel):
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         {"rule": "has(self.poolRef) != has(self.agentRef)", "message": "exactly one of poolRef and agentRef must be set"},
@@ -167,6 +212,7 @@ class AgentTaskSpec(ApiModel):
     agent_ref: LocalObjectReference | None = None
     timeout_seconds: int = Field(900, ge=1, le=MAX_SANDBOX_SECONDS)
     ttl_seconds_after_finished: int = Field(86400, ge=0)
+    github: GitHubOutput | None = Field(None, description="Publish the output to GitHub when the task succeeds.")
 
 
 TaskPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
@@ -183,6 +229,7 @@ class AgentTaskStatus(ApiModel):
     output: str | None = None
     output_config_map: str | None = None
     run_id: str | None = Field(None, description="Where the run lives in the agent's sandbox.")
+    github_url: str | None = Field(None, description="The comment or pull request the output was published to.")
     sandbox_id: str | None = Field(None, alias="sandboxID")
     message: str | None = None
     conditions: list[Condition] = Field(default_factory=list)

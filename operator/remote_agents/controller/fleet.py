@@ -17,9 +17,17 @@ from remote_agents.controller.agent_reconciler import PLURAL
 from remote_agents.controller.e2b_gateway import CLUSTER_KEY, E2BError, ObservedSandbox, SandboxGateway
 from remote_agents.controller.kube import Kube
 from remote_agents.controller.pool_decisions import POOL_LABEL
+from remote_agents.controller.webhook import PushEvent, normalise_repo
 from remote_agents.controller.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
+
+
+def _repo_key(repo: str) -> str:
+    try:
+        return normalise_repo(repo)
+    except ValueError:
+        return repo
 
 
 def view_of(body: Mapping[str, Any]) -> decisions.AgentView:
@@ -48,6 +56,7 @@ class Fleet:
         self.settings = settings
         self.cluster_id = cluster_id
         self.agents: dict[str, decisions.AgentView] = {}
+        self.by_repo: dict[str, set[str]] = defaultdict(set)  # normalised repo -> agent uids (webhook lookups)
         self._orphans_first_seen: dict[str, float] = {}
 
     def find(self, namespace: str, name: str) -> decisions.AgentView | None:
@@ -58,13 +67,21 @@ class Fleet:
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         uid = body["metadata"]["uid"]
+        previous = self.agents.pop(uid, None)
+        if previous is not None:
+            self.by_repo[_repo_key(previous.repo)].discard(uid)
         if event_type == "DELETED":
-            self.agents.pop(uid, None)
             return
         try:
-            self.agents[uid] = view_of(body)
+            view = view_of(body)
         except ValueError:
-            self.agents.pop(uid, None)  # a spec the schema let through but we cannot parse: handlers report it
+            return  # a spec the schema let through but we cannot parse: its handler reports it
+        self.agents[uid] = view
+        self.by_repo[_repo_key(view.repo)].add(uid)
+
+    def tracking(self, repo_keys: frozenset[str]) -> list[decisions.AgentView]:
+        """Agents whose source is one of these repositories (by index, not by a scan)."""
+        return [self.agents[uid] for key in repo_keys for uid in self.by_repo.get(key, ()) if uid in self.agents]
 
     async def _request(self, view: decisions.AgentView, why: str) -> None:
         log.info("requesting reconcile of %s/%s: %s", view.namespace, view.name, why)
@@ -98,6 +115,15 @@ class Fleet:
                 await self.gateway.kill(sandbox.sandbox_id)
                 self._orphans_first_seen.pop(sandbox.sandbox_id, None)
                 metrics.ORPHANS_KILLED.inc()
+
+    async def on_push(self, event: PushEvent) -> int:
+        """A verified push: every agent tracking that branch of that repository re-resolves its ref now."""
+        matched = [v for v in self.tracking(event.repo_keys) if not v.deleting and event.concerns(v.repo, v.ref)]
+        for view in matched:
+            if view.revision != event.commit:
+                await self.kube.request_reconcile(PLURAL, view.namespace, view.name, pushed_revision=event.commit)
+        log.info("push of %s to %s: %d agents track it", event.commit[:12], event.branch, len(matched))
+        return len(matched)
 
     async def poll_refs(self) -> None:
         tracked: dict[tuple[str, str], list[decisions.AgentView]] = defaultdict(list)

@@ -14,11 +14,11 @@ from contextlib import contextmanager
 import requests
 from github import Auth, Github, GithubException, RateLimitExceededException, UnknownObjectException
 from github.Repository import Repository
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
-from remote_agents.api.models import ApiModel, SecretKeySelector
+from remote_agents.api.models import DEFAULT_GITHUB_API_URL as DEFAULT_API_URL
+from remote_agents.api.models import GitHubOutput, GitHubTarget, PullRequestTarget  # noqa: F401 (re-exported)
 
-DEFAULT_API_URL = "https://api.github.com"
 MAX_TEXT = 65536  # GitHub refuses longer comment and pull request bodies
 TRUNCATED = "\n\n… (truncated)"
 TIMEOUT_SECONDS = 30
@@ -30,50 +30,6 @@ class PublishError(Exception):
     def __init__(self, message: str, retryable: bool):
         super().__init__(message)
         self.retryable = retryable
-
-
-class PullRequestTarget(ApiModel):
-    base: str = Field("main", min_length=1, max_length=255, description="Branch the pull request merges into.")
-    branch: str | None = Field(None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$",
-                               description="New branch holding the output; default results/<task name>.")
-    path: str | None = Field(None, min_length=1, max_length=1024, pattern=r"^[^/].*$",
-                             description="File the output is written to; default results/<task name>.md.")
-    title: str | None = Field(None, min_length=1, max_length=256,
-                              description="Pull request title; default the task's title.")
-
-
-class GitHubTarget(ApiModel):
-    """Where output goes: exactly one of issue and pullRequest."""
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
-        "rule": "has(self.issue) != has(self.pullRequest)",
-        "message": "exactly one of issue and pullRequest must be set",
-    }]})
-    repo: str = Field(min_length=3, max_length=200, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
-                      description="owner/name of the GitHub repository.")
-    issue: int | None = Field(None, ge=1, description="Comment on this issue or pull request number.")
-    pull_request: PullRequestTarget | None = Field(None, description="Open a pull request adding the output as a file.")
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> GitHubTarget:
-        if (self.issue is None) == (self.pull_request is None):
-            raise ValueError("exactly one of issue and pullRequest must be set")
-        return self
-
-
-class GitHubOutput(GitHubTarget):
-    """spec.github of an AgentTask."""
-    credentials_secret_ref: SecretKeySelector = Field(
-        description="GitHub token: Issues write for comments; Contents and Pull requests write for pull requests.")
-    api_url: str = Field(DEFAULT_API_URL, min_length=1, max_length=2048, pattern=r"^https?://",
-                         description="GitHub REST API root (GitHub Enterprise: https://HOST/api/v3).")
-
-    def target(self, task_name: str) -> dict:
-        """The `target` for publish, with the pull request's branch and path defaulted from the task."""
-        target = GitHubTarget.model_validate(self.model_dump(include={"repo", "issue", "pull_request"}))
-        if target.pull_request:
-            target.pull_request.branch = target.pull_request.branch or f"results/{task_name}"
-            target.pull_request.path = target.pull_request.path or f"results/{task_name}.md"
-        return target.model_dump(by_alias=True, exclude_none=True)
 
 
 def publish(target: dict, token: str, title: str, body: str, base_url: str = DEFAULT_API_URL, *,

@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from remote_agents.api.models import GROUP, VERSION
-from remote_agents.controller import metrics
+from remote_agents.controller import metrics, webhook
 from remote_agents.controller.agent_reconciler import RetryLater
 from remote_agents.controller.pool_decisions import POOL_LABEL
 from remote_agents.controller.runtime import runtime
@@ -39,6 +39,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     await runtime().start(emit=_emit)
     fleet_task = asyncio.create_task(runtime().fleet.run(), name="fleet-checks")
     memo["background"] = [fleet_task, asyncio.create_task(runtime().tasks.run(), name="tasks")]
+    if runtime().settings.webhook_port is not None:
+        memo["webhook_runner"] = await metrics.serve(
+            webhook.webhook_app(runtime().settings.webhook_secret, runtime().fleet.on_push),
+            runtime().settings.webhook_port)
     port = runtime().settings.metrics_port
     if port is not None:
         memo["metrics_runner"] = await metrics.serve(
@@ -50,9 +54,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     for task in memo.get("background", []):
         task.cancel()
-    runner = memo.get("metrics_runner")
-    if runner:
-        await runner.cleanup()
+    for key in ("metrics_runner", "webhook_runner"):
+        if memo.get(key):
+            await memo[key].cleanup()
 
 
 def _emit(body: Any, kind: str, reason: str, message: str) -> None:

@@ -15,6 +15,7 @@ from remote_agents.controller.conditions import now_rfc3339
 
 # Outside Kopf's own "remoteagents.io/" prefix: Kopf ignores changes of annotations under its prefix.
 RECONCILE_REQUEST_ANNOTATION = f"reconcile.{GROUP}/requested-at"
+PUSHED_REVISION_ANNOTATION = f"reconcile.{GROUP}/pushed-revision"
 
 
 class SecretMissing(Exception):
@@ -75,9 +76,14 @@ class Kube:
                 raise
             await asyncio.to_thread(self.core.replace_namespaced_config_map, name, namespace, body)
 
-    async def request_reconcile(self, plural: str, namespace: str, name: str) -> None:
-        """Touch an annotation so Kopf hands the object to its update handler (a level-triggered poke)."""
-        body = {"metadata": {"annotations": {RECONCILE_REQUEST_ANNOTATION: now_rfc3339()}}}
+    async def request_reconcile(self, plural: str, namespace: str, name: str,
+                                pushed_revision: str | None = None) -> None:
+        """Touch an annotation so Kopf hands the object to its update handler (a level-triggered poke).
+        A webhook also records the pushed commit, for people reading the object."""
+        annotations = {RECONCILE_REQUEST_ANNOTATION: now_rfc3339()}
+        if pushed_revision:
+            annotations[PUSHED_REVISION_ANNOTATION] = pushed_revision
+        body = {"metadata": {"annotations": annotations}}
         try:
             await asyncio.to_thread(self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, plural,
                                     name, body)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import logging
+import os
+import sys
 
 import kopf
+import kubernetes
 
 from remote_agents.controller import runtime
+from remote_agents.controller.kube import load_config
 from remote_agents.controller.settings import OperatorSettings
 
 
@@ -20,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ref-poll-interval", type=float, help="seconds between branch checks (60)")
     parser.add_argument("--orphan-grace", type=float, help="seconds before an untracked sandbox is killed (300)")
     parser.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz on this port")
+    parser.add_argument("--webhook-port", type=int,
+                        help="serve the GitHub push receiver (/webhooks/github) on this port; needs a secret: "
+                             "GITHUB_WEBHOOK_SECRET or --webhook-secret-from")
+    parser.add_argument("--webhook-secret-from", metavar="NAMESPACE/SECRET[/KEY]",
+                        help="read the webhook secret from a Kubernetes Secret (key default: secret)")
     parser.add_argument("--verbose", action="store_true")
 
 
@@ -39,11 +49,27 @@ def _configure_logging(verbose: bool) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per E2B request otherwise
 
 
+def _webhook_secret(args: argparse.Namespace) -> bytes:
+    if args.webhook_secret_from:
+        namespace, name, *key = args.webhook_secret_from.split("/")
+        load_config()
+        secret = kubernetes.client.CoreV1Api().read_namespaced_secret(name, namespace)
+        encoded = (secret.data or {}).get(key[0] if key else "secret", "")
+        return base64.b64decode(encoded)
+    return os.environ.get("GITHUB_WEBHOOK_SECRET", "").encode()
+
+
 def run(args: argparse.Namespace) -> int:
     _configure_logging(args.verbose)
+    secret = _webhook_secret(args) if args.webhook_port is not None else b""
+    if args.webhook_port is not None and not secret:
+        print("refusing to serve webhooks without a secret: set GITHUB_WEBHOOK_SECRET or --webhook-secret-from",
+              file=sys.stderr)
+        return 2
     settings = OperatorSettings.from_env(cluster_id=args.cluster_id, health_interval_seconds=args.health_interval,
                                          ref_poll_interval_seconds=args.ref_poll_interval,
-                                         orphan_grace_seconds=args.orphan_grace, metrics_port=args.metrics_port)
+                                         orphan_grace_seconds=args.orphan_grace, metrics_port=args.metrics_port,
+                                         webhook_port=args.webhook_port, webhook_secret=secret)
     runtime.install(runtime.Runtime(settings))
     from remote_agents.controller import handlers  # noqa: F401  (registers the handlers with Kopf)
 

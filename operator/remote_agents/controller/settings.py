@@ -23,6 +23,8 @@ class OperatorSettings:
     retry_delay_seconds: float = 10.0  # after a transient failure
     stalled_retry_delay_seconds: float = 300.0  # after a failure that needs a human (auth, bad template)
     metrics_port: int | None = None  # /metrics and /healthz; None: not served
+    webhook_port: int | None = None  # GitHub push receiver at /webhooks/github; None: not served
+    webhook_secret: bytes = field(default=b"", repr=False)  # never printed, never logged
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
     @classmethod
