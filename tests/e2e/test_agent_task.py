@@ -6,6 +6,7 @@ import json
 
 from tests.e2e.test_agent_pool import pool_manifest, wait_pool_ready
 from tests.e2e.test_remote_agent import agent_manifest, wait_ready
+from tests.support.fake_github import FakeGitHub
 from tests.support.kubectl import eventually
 
 HOSTILE = "\"; rm -rf ~; echo $(id) ' `uname` \\n %s {{x}}\n second line ✓"
@@ -111,3 +112,21 @@ def test_timeout_fails_the_task_and_kills_its_process(kubectl, namespace, operat
     assert failed["reason"] == "DeadlineExceeded"
     sandbox = e2b_client.connect(sandbox_id)
     assert "marker-7731" not in sandbox.commands.run("ps -eo args").stdout
+
+
+def test_task_output_is_published_to_github_through_pygithub(kubectl, namespace, operator, agent_repo):
+    with FakeGitHub(tokens=("ghp_task_token_81f2",)) as github:
+        github.add_repo("quant/research", issues=(7,))
+        kubectl.run("create", "secret", "generic", "gh", "-n", namespace, "--from-literal=token=ghp_task_token_81f2")
+        kubectl.apply(agent_manifest("publisher", namespace, agent_repo.url, query={"command": "bash answer.sh"}))
+        wait_ready(kubectl, "publisher", namespace)
+        task = json.loads(task_manifest("report", namespace, "top gainers", agent="publisher"))
+        task["spec"]["github"] = {"repo": "quant/research", "issue": 7, "apiUrl": github.url,
+                                  "credentialsSecretRef": {"name": "gh", "key": "token"}}
+        kubectl.apply(json.dumps(task))
+        url = eventually(lambda: (kubectl.get("agenttask", "report", namespace).get("status") or {}).get("githubUrl"),
+                         90, what="the published comment's URL")
+        assert "quant/research/issues/7#issuecomment-" in url
+        comments = github.repos["quant/research"].comments
+        assert len(comments) == 1 and "answer to: top gainers" in comments[0]["body"]
+        assert "ghp_task_token_81f2" not in operator.log()

@@ -230,6 +230,7 @@ class AgentTaskStatus(ApiModel):
     output_config_map: str | None = None
     run_id: str | None = Field(None, description="Where the run lives in the agent's sandbox.")
     github_url: str | None = Field(None, description="The comment or pull request the output was published to.")
+    github_error: str | None = Field(None, description="Why publishing to GitHub failed for good.")
     sandbox_id: str | None = Field(None, alias="sandboxID")
     message: str | None = None
     conditions: list[Condition] = Field(default_factory=list)

@@ -62,6 +62,15 @@ class Kube:
                 raise
             return None
 
+    async def configmap_value(self, namespace: str, name: str, key: str) -> str | None:
+        try:
+            config_map = await asyncio.to_thread(self.core.read_namespaced_config_map, name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return (config_map.data or {}).get(key)
+
     async def apply_configmap(self, namespace: str, name: str, data: dict[str, str], owner: dict[str, str]) -> None:
         """Create the ConfigMap, or replace its data; owned by `owner` so it goes with it."""
         body = kubernetes.client.V1ConfigMap(

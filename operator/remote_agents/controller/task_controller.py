@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from remote_agents.api.models import API_VERSION, AgentTaskSpec
-from remote_agents.controller import decisions, metrics
+from remote_agents.controller import decisions, github_publish, metrics
 from remote_agents.controller import task_decisions as td
 from remote_agents.controller.agent_reconciler import PLURAL as AGENT_PLURAL
 from remote_agents.controller.agent_reconciler import AgentReconciler, EventSink, Redactor
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 PLURAL = "agenttasks"
 RUNS_DIR = "/home/user/.remote-agents/tasks"
 KILL_GRACE_SECONDS = 30
-NOT_STARTED_SECONDS = 15  # a claimed run with no pid file after this was never started  # past its deadline, a run that did not stop itself is killed from outside
+NOT_STARTED_SECONDS = 15
+PUBLISH_RETRY_SECONDS = 30  # a claimed run with no pid file after this was never started  # past its deadline, a run that did not stop itself is killed from outside
 
 # The runner: started detached; `mkdir lock` makes a repeated start (after a crash) a no-op, the
 # exit code lands atomically in a file. The query reaches the command as $AGENT_QUERY and on stdin.
@@ -65,6 +66,7 @@ class TaskController:
         self.interval = interval_seconds
         self.tasks: dict[str, dict[str, Any]] = {}  # uid -> latest body (status updated as we write)
         self._wake = asyncio.Event()
+        self._publish_after: dict[str, float] = {}  # task uid -> earliest next publish attempt
 
     # ---- events -------------------------------------------------------------------------------
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -109,6 +111,7 @@ class TaskController:
             if phase in (None, "Pending"):
                 await self._dispatch(task)
             elif phase in ("Succeeded", "Failed"):
+                await self._publish_if_asked(task, now)
                 await self._collect_if_expired(task, now)
         await self._pause_idle_agents(now)
 
@@ -265,6 +268,36 @@ class TaskController:
         await self.kube.patch_status(AGENT_PLURAL, namespace, agent, patch)
 
     # ---- afterwards ---------------------------------------------------------------------------
+    async def _publish_if_asked(self, task: dict[str, Any], now: float) -> None:
+        """Post a succeeded task's output to GitHub once (spec.github); retry transient failures."""
+        spec = AgentTaskSpec.model_validate(task["spec"])
+        status, meta = task["status"], task["metadata"]
+        if (not spec.github or status.get("phase") != "Succeeded" or status.get("githubUrl")
+                or status.get("githubError") or now < self._publish_after.get(meta["uid"], 0)):
+            return
+        self._publish_after[meta["uid"]] = now + PUBLISH_RETRY_SECONDS
+        ref = spec.github.credentials_secret_ref
+        redact = Redactor()
+        try:
+            token = await self.kube.secret_value(meta["namespace"], ref.name, ref.key) or ""
+            redact.add(token)
+            output = await self.kube.configmap_value(meta["namespace"], status["outputConfigMap"], "stdout")
+            url = await asyncio.to_thread(github_publish.publish, spec.github.target(meta["name"]), token,
+                                          f"{meta['name']}: {td.truncate(spec.query, 200)}", output or "",
+                                          spec.github.api_url)
+        except (github_publish.PublishError, SecretMissing) as error:
+            permanent = isinstance(error, SecretMissing) or not error.retryable
+            self.emit(task, "Warning", "PublishFailed", redact(str(error)))
+            if permanent:
+                await self.kube.patch_status(PLURAL, meta["namespace"], meta["name"], {"githubError": redact(str(error))})
+                status["githubError"] = redact(str(error))
+            return
+        updated = await self.kube.patch_status(PLURAL, meta["namespace"], meta["name"], {"githubUrl": url})
+        status["githubUrl"] = url
+        if updated:
+            meta["resourceVersion"] = updated["metadata"]["resourceVersion"]
+        self.emit(task, "Normal", "Published", f"output published to {url}")
+
     async def _collect_if_expired(self, task: dict[str, Any], now: float) -> None:
         spec = AgentTaskSpec.model_validate(task["spec"])
         done = _epoch(task["status"].get("completionTime"))
