@@ -151,6 +151,34 @@ def _add_e2b_local(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_e2b_local)
 
 
+def _query(args: argparse.Namespace) -> int:
+    from remote_agents import cli_client
+
+    return cli_client.query(args)
+
+
+def _get(args: argparse.Namespace) -> int:
+    from remote_agents import cli_client
+
+    return cli_client.get(args)
+
+
+def _add_client(sub: argparse._SubParsersAction) -> None:
+    query = sub.add_parser("query", help="ask an agent or a pool a question and print the answer")
+    target = query.add_mutually_exclusive_group(required=True)
+    target.add_argument("--agent", help="a RemoteAgent's name")
+    target.add_argument("--pool", help="an AgentPool's name (whichever of its agents is free answers)")
+    query.add_argument("-n", "--namespace", default="default")
+    query.add_argument("--timeout", type=int, default=900, help="seconds the query may run (default 900)")
+    query.add_argument("question")
+    query.set_defaults(func=_query)
+    get = sub.add_parser("get", help="agents, pools and recent tasks in one table")
+    scope = get.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", default="default")
+    scope.add_argument("-A", "--all-namespaces", action="store_true")
+    get.set_defaults(func=_get)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="remote-agents", description="Run AI research agents in E2B sandboxes, declared as Kubernetes objects.")
@@ -159,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster(sub)
     _add_e2b_local(sub)
     _add_operator(sub)
+    _add_client(sub)
     return parser
 
 

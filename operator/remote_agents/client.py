@@ -1,0 +1,349 @@
+"""RemoteAgentOrchestrator: the seed project's orchestrator API on top of the Kubernetes objects.
+
+Every call creates, patches or reads RemoteAgent, AgentPool and AgentTask objects through the
+Kubernetes API; the operator does the work. Nothing here talks to E2B. Every wait is bounded:
+objects are polled, tasks are watched (so progress sees every phase change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import time
+import uuid
+
+import urllib3
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes import watch
+from kubernetes.client.exceptions import ApiException
+
+GROUP, VERSION = "remoteagents.io", "v1alpha1"
+AGENTS, POOLS, TASKS = "remoteagents", "agentpools", "agenttasks"
+POOL_LABEL = f"{GROUP}/pool"
+RECONCILE_ANNOTATION = f"reconcile.{GROUP}/requested-at"
+# Appended by the operator when status.output is cut short; the ConfigMap then holds the rest.
+TRUNCATED = re.compile(r"\n\[\.\.\. truncated, \d+ bytes in total\]\Z")
+POLL_SECONDS = 0.5
+FINISHED = ("Succeeded", "Failed")
+DISPATCH_GRACE_SECONDS = 60  # beyond a task's own deadline: waiting for an agent and collecting output
+
+
+class OrchestratorError(RuntimeError):
+    """Something the caller asked for cannot happen (stalled agent, missing object, API error)."""
+
+
+class WaitTimeout(OrchestratorError):
+    """An object did not reach the awaited state in time."""
+
+
+class TaskTimeout(WaitTimeout):
+    """An AgentTask did not finish in time (it keeps its own deadline in the cluster)."""
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), {})
+
+
+def is_current(obj: dict[str, Any], kind: str) -> bool:
+    """The condition is True and was computed for the object's current spec."""
+    found = condition(obj, kind)
+    return found.get("status") == "True" and \
+        found.get("observedGeneration", 0) >= obj["metadata"].get("generation", 0)
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    parse = lambda text: datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)  # noqa: E731
+    return (parse(end) - parse(start)).total_seconds()
+
+
+def _api_client(kubeconfig: str | None) -> k8s.ApiClient:
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    if path:
+        return k8s_config.new_client_from_config(config_file=path)
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        configuration = k8s.Configuration()
+        k8s_config.load_incluster_config(client_configuration=configuration)
+        return k8s.ApiClient(configuration)
+    return k8s_config.new_client_from_config()
+
+
+def _env_list(env: dict[str, str] | None) -> list[dict[str, str]]:
+    return [{"name": key, "value": str(value)} for key, value in (env or {}).items()]
+
+
+class RemoteAgentOrchestrator:
+    def __init__(self, namespace: str = "default", kubeconfig: str | None = None, *, repo: str | None = None,
+                 ref: str = "main", setup: list[str] | None = None, query_command: str | None = None,
+                 template: str = "base", env: dict[str, str] | None = None,
+                 task_grace_seconds: float = DISPATCH_GRACE_SECONDS):
+        self.namespace = namespace
+        self.task_grace_seconds = task_grace_seconds
+        self.defaults = {"repo": repo, "ref": ref, "setup": setup or [], "query_command": query_command,
+                         "template": template, "env": env or {}}
+        api_client = _api_client(kubeconfig)
+        self.custom = k8s.CustomObjectsApi(api_client)
+        self.core = k8s.CoreV1Api(api_client)
+
+    # ---- agents -----------------------------------------------------------------------------
+    def launch_agent(self, name: str | None = None, repo: str | None = None, ref: str | None = None,
+                     setup: list[str] | None = None, query_command: str | None = None,
+                     env: dict[str, str] | None = None, template: str | None = None, wait: bool = True,
+                     timeout: float = 300) -> str:
+        name = name or f"agent-{uuid.uuid4().hex[:8]}"
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RemoteAgent",
+                "metadata": {"name": name, "namespace": self.namespace},
+                "spec": self._agent_spec(repo, ref, setup, query_command, env, template)}
+        self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION, self.namespace, AGENTS, body)
+        if wait:
+            self._wait(AGENTS, name, lambda a: is_current(a, "Ready"), timeout, "to be Ready")
+        return name
+
+    def pause_agent(self, agent_id: str, timeout: float = 120) -> None:
+        self._set_paused(AGENTS, agent_id, True, timeout)
+
+    def resume_agent(self, agent_id: str, timeout: float = 120) -> None:
+        self._set_paused(AGENTS, agent_id, False, timeout)
+
+    def terminate_agent(self, agent_id: str, timeout: float = 120) -> None:
+        self._delete(AGENTS, agent_id, timeout)
+
+    def update_agent_code(self, agent_id: str, ref: str | None = None, timeout: float = 300) -> str:
+        """Move the agent to `ref` (or re-check its current ref for new commits); returns the commit."""
+        agent = self._get(AGENTS, agent_id)
+        source = agent["spec"]["source"]
+        if ref is not None:
+            patch: dict[str, Any] = {"spec": {"source": {"ref": ref}}}
+        else:
+            patch = {"metadata": {"annotations": {
+                RECONCILE_ANNOTATION: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}}}
+        commit = self._resolve(source, ref or source.get("ref", "main"))
+        self._call(self.custom.patch_namespaced_custom_object, GROUP, VERSION, self.namespace, AGENTS, agent_id,
+                   patch)
+        self._wait(AGENTS, agent_id, lambda a: (a.get("status") or {}).get("revision") == commit
+                   and is_current(a, "Ready"), timeout, f"to run commit {commit[:12]}")
+        return commit
+
+    def list_agents(self) -> list[dict[str, Any]]:
+        items = self.list_objects(AGENTS)
+        return [self._summary(agent) for agent in sorted(items, key=lambda a: a["metadata"]["name"])]
+
+    def health_check(self, agent_id: str) -> dict[str, Any]:
+        agent = self._get(AGENTS, agent_id)
+        return {**self._summary(agent), "message": (agent.get("status") or {}).get("message"),
+                "conditions": {c["type"]: {"status": c.get("status"), "reason": c.get("reason", ""),
+                                           "message": c.get("message", "")}
+                               for c in (agent.get("status") or {}).get("conditions") or []}}
+
+    # ---- pools ------------------------------------------------------------------------------
+    def create_agent_pool(self, size: int, name: str | None = None, repo: str | None = None, ref: str | None = None,
+                          setup: list[str] | None = None, query_command: str | None = None,
+                          env: dict[str, str] | None = None, template: str | None = None, wait: bool = True,
+                          timeout: float = 300) -> str:
+        name = name or f"pool-{uuid.uuid4().hex[:8]}"
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentPool",
+                "metadata": {"name": name, "namespace": self.namespace},
+                "spec": {"replicas": size,
+                         "template": {"spec": self._agent_spec(repo, ref, setup, query_command, env, template)}}}
+        self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION, self.namespace, POOLS, body)
+        if wait:
+            self._wait(POOLS, name, lambda p: is_current(p, "Ready")
+                       and (p.get("status") or {}).get("readyReplicas") == size, timeout, f"to have {size} Ready agents")
+        return name
+
+    def delete_pool(self, pool: str, timeout: float = 120) -> None:
+        self._delete(POOLS, pool, timeout)
+
+    # ---- tasks ------------------------------------------------------------------------------
+    def query_agent(self, agent_id: str, query: str, timeout: float = 900,
+                    on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        task = self.submit_task(query, agent=agent_id, timeout=timeout)
+        return self.wait_tasks([task], timeout, on_progress)[0]
+
+    def query_pool(self, pool: str, queries: list[str], timeout: float = 900) -> list[dict[str, Any]]:
+        """One AgentTask per query, all at once; the operator spreads them over the pool's agents."""
+        tasks = [self.submit_task(query, pool=pool, timeout=timeout) for query in queries]
+        return self.wait_tasks(tasks, timeout)
+
+    def submit_task(self, query: str, agent: str | None = None, pool: str | None = None,
+                    timeout: float = 900) -> str:
+        target = {"agentRef": {"name": agent}} if agent else {"poolRef": {"name": pool}}
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentTask",
+                "metadata": {"generateName": f"{(agent or pool)[:40]}-q-", "namespace": self.namespace},
+                "spec": {"query": query, "timeoutSeconds": max(1, int(timeout)), **target}}
+        created = self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION, self.namespace, TASKS, body)
+        return created["metadata"]["name"]
+
+    def wait_tasks(self, names: list[str], timeout: float,
+                   on_progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        """Results in the order of `names`; TaskTimeout when they are not all finished in time.
+        Watches rather than polls, so `on_progress` sees every phase, even a run of a second."""
+        deadline = time.monotonic() + timeout + self.task_grace_seconds
+        pending, done = set(names), {}
+
+        def see(task: dict[str, Any]) -> None:
+            name = task["metadata"]["name"]
+            if name not in pending:
+                return
+            if on_progress:
+                on_progress(task)
+            if (task.get("status") or {}).get("phase") in FINISHED:
+                done[name] = self._result(task)
+                pending.discard(name)
+
+        while pending:
+            # (Re)list, then watch from there; an expired or broken watch just comes back here.
+            listing = self._call(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, TASKS)
+            listed = {task["metadata"]["name"] for task in listing["items"]}
+            if pending - listed:
+                raise OrchestratorError(f"tasks deleted before they finished: {', '.join(sorted(pending - listed))}")
+            for task in listing["items"]:
+                see(task)
+            remaining = deadline - time.monotonic()
+            if pending and remaining <= 0:
+                raise TaskTimeout(f"not finished after {timeout + self.task_grace_seconds:g}s: "
+                                  f"{', '.join(n for n in names if n in pending)}")
+            if pending:
+                self._watch_tasks(listing["metadata"]["resourceVersion"], remaining, see, pending)
+        return [done[name] for name in names]
+
+    def _watch_tasks(self, version: str, seconds: float, see: Callable[[dict[str, Any]], None],
+                     pending: set[str]) -> None:
+        stream = watch.Watch()
+        try:
+            for event in stream.stream(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace,
+                                       TASKS, resource_version=version, timeout_seconds=max(1, int(seconds))):
+                if event["type"] == "DELETED":
+                    return  # the relist reports it
+                see(event["object"])
+                if not pending:
+                    return
+        except (ApiException, urllib3.exceptions.HTTPError):
+            time.sleep(POLL_SECONDS)
+        finally:
+            stream.stop()
+
+    def _result(self, task: dict[str, Any]) -> dict[str, Any]:
+        status = task["status"]
+        output = status.get("output") or ""
+        if TRUNCATED.search(output) and status.get("outputConfigMap"):
+            config_map = self._call(self.core.read_namespaced_config_map, status["outputConfigMap"], self.namespace)
+            output = (config_map.data or {}).get("stdout", output)
+        result = {"task": task["metadata"]["name"], "success": status["phase"] == "Succeeded", "output": output,
+                  "exit_code": status.get("exitCode"), "agent": status.get("agent"),
+                  "duration_seconds": _seconds_between(status.get("startTime"), status.get("completionTime"))}
+        if not result["success"]:
+            failed = condition(task, "Failed")
+            result.update(reason=failed.get("reason"), error=failed.get("message") or status.get("message"))
+        return result
+
+    def list_objects(self, plural: str, all_namespaces: bool = False) -> list[dict[str, Any]]:
+        if all_namespaces:
+            return self._call(self.custom.list_cluster_custom_object, GROUP, VERSION, plural)["items"]
+        return self._call(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, plural)["items"]
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def _agent_spec(self, repo: str | None, ref: str | None, setup: list[str] | None, query_command: str | None,
+                    env: dict[str, str] | None, template: str | None) -> dict[str, Any]:
+        repo = repo or self.defaults["repo"]
+        if not repo:
+            raise OrchestratorError("no repo given and no default repo set")
+        spec: dict[str, Any] = {
+            "template": template or self.defaults["template"],
+            "source": {"repo": repo, "ref": ref or self.defaults["ref"]},
+            "setup": list(setup if setup is not None else self.defaults["setup"]),
+            "env": _env_list({**self.defaults["env"], **(env or {})})}
+        command = query_command or self.defaults["query_command"]
+        if command:
+            spec["query"] = {"command": command}
+        return spec
+
+    def _summary(self, agent: dict[str, Any]) -> dict[str, Any]:
+        status = agent.get("status") or {}
+        return {"name": agent["metadata"]["name"], "phase": status.get("phase"), "ready": is_current(agent, "Ready"),
+                "sandbox": status.get("sandboxID"), "revision": status.get("revision"),
+                "pool": (agent["metadata"].get("labels") or {}).get(POOL_LABEL),
+                "paused": bool(agent["spec"].get("paused"))}
+
+    def _set_paused(self, plural: str, name: str, paused: bool, timeout: float) -> None:
+        self._call(self.custom.patch_namespaced_custom_object, GROUP, VERSION, self.namespace, plural, name,
+                   {"spec": {"paused": paused}})
+        phase = "Paused" if paused else "Ready"
+        self._wait(plural, name, lambda a: (a.get("status") or {}).get("phase") == phase and is_current(a, "Ready"),
+                   timeout, f"to be {phase}")
+
+    def _resolve(self, source: dict[str, Any], ref: str) -> str:
+        from remote_agents.controller import git_source  # git only; no Kopf or E2B
+
+        token = None
+        secret_ref = source.get("credentialsSecretRef")
+        if secret_ref:
+            secret = self._call(self.core.read_namespaced_secret, secret_ref["name"], self.namespace)
+            token = base64.b64decode((secret.data or {})[secret_ref["key"]]).decode()
+        try:
+            return asyncio.run(git_source.resolve(source["repo"], ref, token))
+        except (git_source.RefNotFound, git_source.GitUnavailable) as error:
+            raise OrchestratorError(str(error)) from None
+
+    def _delete(self, plural: str, name: str, timeout: float) -> None:
+        self._call(self.custom.delete_namespaced_custom_object, GROUP, VERSION, self.namespace, plural, name)
+        deadline = time.monotonic() + timeout
+        while self._get(plural, name, missing_ok=True) is not None:
+            if time.monotonic() > deadline:
+                raise WaitTimeout(f"{plural}/{name} still exists after {timeout}s (finalizer not done)")
+            time.sleep(POLL_SECONDS)
+
+    def _wait(self, plural: str, name: str, done: Callable[[dict[str, Any]], bool], timeout: float,
+              what: str) -> dict[str, Any]:
+        """Poll until `done`; a Stalled object will not get there by itself, so that fails at once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            obj = self._get(plural, name)
+            if done(obj):
+                return obj
+            if is_current(obj, "Stalled"):
+                stalled = condition(obj, "Stalled")
+                raise OrchestratorError(f"{plural}/{name} is stalled ({stalled.get('reason')}): "
+                                        f"{stalled.get('message')}")
+            if time.monotonic() > deadline:
+                ready = condition(obj, "Ready")
+                raise WaitTimeout(f"{plural}/{name} did not get {what} within {timeout}s; phase "
+                                  f"{(obj.get('status') or {}).get('phase')}, Ready={ready.get('status')} "
+                                  f"({ready.get('reason')}: {ready.get('message')})")
+            time.sleep(POLL_SECONDS)
+
+    def _get(self, plural: str, name: str, missing_ok: bool = False) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name)
+        except ApiException as error:
+            if error.status == 404:
+                if missing_ok:
+                    return None
+                raise OrchestratorError(f"{plural}/{name} not found in namespace {self.namespace}") from None
+            raise OrchestratorError(f"reading {plural}/{name}: {error.status} {error.reason}") from None
+
+    @staticmethod
+    def _call(method: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return method(*args)
+        except ApiException as error:
+            raise OrchestratorError(f"{method.__name__} failed: {error.status} {_api_message(error)}") from None
+
+
+def _api_message(error: ApiException) -> str:
+    try:
+        return json.loads(error.body).get("message") or error.reason
+    except (TypeError, ValueError):
+        return str(error.reason)
+
+
+__all__ = ["RemoteAgentOrchestrator", "OrchestratorError", "WaitTimeout", "TaskTimeout"]
