@@ -36,7 +36,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.peering.standalone = True
-    await runtime().start(emit=_emit)
+    await runtime().start()
     fleet_task = asyncio.create_task(runtime().fleet.run(), name="fleet-checks")
     memo["background"] = [fleet_task, asyncio.create_task(runtime().tasks.run(), name="tasks")]
     if runtime().settings.webhook_port is not None:
@@ -57,10 +57,6 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     for key in ("metrics_runner", "webhook_runner"):
         if memo.get(key):
             await memo[key].cleanup()
-
-
-def _emit(body: Any, kind: str, reason: str, message: str) -> None:
-    kopf.event(body, type=kind, reason=reason, message=message)
 
 
 async def _run(kind: str, step) -> None:

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
+import socket
+from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 import kubernetes
@@ -13,6 +17,8 @@ from kubernetes.client.exceptions import ApiException
 from remote_agents.api.models import GROUP, VERSION
 from remote_agents.controller.conditions import now_rfc3339
 
+log = logging.getLogger(__name__)
+EVENT_SOURCE = "remote-agents"
 # Outside Kopf's own "remoteagents.io/" prefix: Kopf ignores changes of annotations under its prefix.
 RECONCILE_REQUEST_ANNOTATION = f"reconcile.{GROUP}/requested-at"
 PUSHED_REVISION_ANNOTATION = f"reconcile.{GROUP}/pushed-revision"
@@ -34,6 +40,7 @@ class Kube:
         client = kubernetes.client.ApiClient()
         self.core = kubernetes.client.CoreV1Api(client)
         self.custom = kubernetes.client.CustomObjectsApi(client)
+        self._pending_events: set[asyncio.Task] = set()
 
     async def secret_value(self, namespace: str, name: str, key: str, optional: bool = False) -> str | None:
         try:
@@ -140,6 +147,29 @@ class Kube:
         except ApiException as error:
             if error.status != 404:
                 raise
+
+    def post_event(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+        """Record a Kubernetes Event about `body`, in the background: an Event must never block or
+        fail the work it describes (and this works from any task, not only inside Kopf handlers)."""
+        task = asyncio.get_running_loop().create_task(self._post_event(body, kind, reason, message))
+        self._pending_events.add(task)
+        task.add_done_callback(self._pending_events.discard)
+
+    async def _post_event(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+        meta = body["metadata"]
+        now = datetime.now(timezone.utc)
+        event = kubernetes.client.CoreV1Event(
+            metadata=kubernetes.client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
+            involved_object=kubernetes.client.V1ObjectReference(
+                api_version=body.get("apiVersion", f"{GROUP}/{VERSION}"), kind=body.get("kind"), name=meta["name"],
+                namespace=meta["namespace"], uid=meta["uid"]),
+            reason=reason, message=message[:1024], type=kind, count=1, first_timestamp=now, last_timestamp=now,
+            source=kubernetes.client.V1EventSource(component=EVENT_SOURCE), reporting_component=EVENT_SOURCE,
+            reporting_instance=socket.gethostname())
+        try:
+            await asyncio.to_thread(self.core.create_namespaced_event, meta["namespace"], event)
+        except (ApiException, OSError) as error:
+            log.warning("could not record event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], error)
 
     async def cluster_id(self) -> str:
         """The uid of kube-system: stable for the life of the cluster, unique across clusters."""

@@ -25,9 +25,10 @@ class Runtime:
         self.pools: PoolReconciler
         self.tasks: TaskController
 
-    async def start(self, emit: EventSink) -> None:
+    async def start(self) -> None:
         load_config()
         self.kube = Kube()
+        emit: EventSink = self.kube.post_event
         cluster_id = self.settings.cluster_id or await self.kube.cluster_id()
         self.gateway = SandboxGateway(self.settings.gateway, observe=metrics.observe_e2b)
         self.agents = AgentReconciler(self.gateway, self.kube, self.settings, cluster_id, emit)

@@ -81,8 +81,8 @@ class TaskController:
         # (resourceVersions are etcd revisions: numeric in every kube-apiserver).
         if known and _revision(known) > _revision(body):
             return
-        self.tasks[uid] = {"metadata": dict(body["metadata"]), "spec": dict(body["spec"]),
-                           "status": dict(body.get("status") or {})}
+        self.tasks[uid] = {"apiVersion": API_VERSION, "kind": "AgentTask", "metadata": dict(body["metadata"]),
+                           "spec": dict(body["spec"]), "status": dict(body.get("status") or {})}
         self._wake.set()
 
     def agent_changed(self) -> None:
