@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import ssl
 import time
 import urllib.request
@@ -35,6 +36,7 @@ class Cluster:
     api_port: int
     etcd_port: int
     pids: dict[str, int]
+    etcd_peer_port: int = 0
 
     @property
     def server(self) -> str:
@@ -80,6 +82,18 @@ def _write_kubeconfig(path: Path, server: str, keys: pki.Pki) -> None:
     path.chmod(0o600)
 
 
+def _reuse_or_free(port: int | None) -> int:
+    if port:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as etcd and the apiserver bind
+            try:
+                sock.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                pass
+    return processes.free_port()
+
+
 def _start(name: str, args: list[str], logs: Path) -> int:
     return processes.start_detached(args, logs / f"{name}.log")
 
@@ -111,13 +125,17 @@ def up(directory: Path) -> Cluster:
     existing = running(directory)
     if existing is not None:
         return existing
+    previous = _load(directory)
     down(directory)  # whatever half of a previous run is still around
     binaries = build.build()
     directory.mkdir(parents=True, exist_ok=True)
     logs = directory / "logs"
     logs.mkdir(exist_ok=True)
     keys = pki.ensure(directory / "pki")
-    etcd_port, etcd_peer_port, api_port = processes.free_port(), processes.free_port(), processes.free_port()
+    # A restart keeps its ports (when still free), so kubeconfigs handed out before stay valid.
+    etcd_port, etcd_peer_port, api_port = (_reuse_or_free(previous and previous.etcd_port),
+                                           _reuse_or_free(previous and previous.etcd_peer_port),
+                                           _reuse_or_free(previous and previous.api_port))
     server = f"https://127.0.0.1:{api_port}"
     kubeconfig = directory / "kubeconfig"
     _write_kubeconfig(kubeconfig, server, keys)
@@ -145,7 +163,7 @@ def up(directory: Path) -> Cluster:
         "--endpoint-reconciler-type", "none",
     ], logs)
     cluster = Cluster(state_dir=str(directory), kubeconfig=str(kubeconfig), api_port=api_port,
-                      etcd_port=etcd_port, pids=pids)
+                      etcd_port=etcd_port, pids=pids, etcd_peer_port=etcd_peer_port)
     (directory / "state.json").write_text(json.dumps(asdict(cluster)))
     _wait(cluster, keys, logs)
     pids["kube-controller-manager"] = _start("kube-controller-manager", [

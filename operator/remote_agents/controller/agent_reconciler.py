@@ -264,5 +264,7 @@ class AgentReconciler:
                 self.emit(body, "Normal", "SandboxKilled", f"killed sandbox {action.sandbox_id} (object deleted)")
             if spec.deletion_policy == "Orphan":
                 for sandbox in sandboxes:
+                    await self.kube.record_orphan(body["metadata"]["namespace"], sandbox.sandbox_id,
+                                                  body["metadata"]["name"])
                     self.emit(body, "Normal", "SandboxOrphaned", f"left sandbox {sandbox.sandbox_id} running")
         self.forget(uid)

@@ -22,6 +22,8 @@ EVENT_SOURCE = "remote-agents"
 # Outside Kopf's own "remoteagents.io/" prefix: Kopf ignores changes of annotations under its prefix.
 RECONCILE_REQUEST_ANNOTATION = f"reconcile.{GROUP}/requested-at"
 PUSHED_REVISION_ANNOTATION = f"reconcile.{GROUP}/pushed-revision"
+ORPHANS_CONFIGMAP = "remote-agents-orphaned-sandboxes"
+ORPHANS_LABEL = f"{GROUP}/orphaned-sandboxes"
 
 
 class SecretMissing(Exception):
@@ -170,6 +172,23 @@ class Kube:
             await asyncio.to_thread(self.core.create_namespaced_event, meta["namespace"], event)
         except (ApiException, OSError) as error:
             log.warning("could not record event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], error)
+
+    async def record_orphan(self, namespace: str, sandbox_id: str, owner: str) -> None:
+        """Remember a sandbox left running by deletionPolicy Orphan, so the sweeper leaves it alone
+        (E2B metadata cannot be changed after create, so "untagging" is recorded on our side)."""
+        body = {"metadata": {"name": ORPHANS_CONFIGMAP, "labels": {ORPHANS_LABEL: "true"}},
+                "data": {sandbox_id: owner}}
+        try:
+            await asyncio.to_thread(self.core.create_namespaced_config_map, namespace, body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            await asyncio.to_thread(self.core.patch_namespaced_config_map, ORPHANS_CONFIGMAP, namespace, body)
+
+    async def orphaned_sandboxes(self) -> set[str]:
+        result = await asyncio.to_thread(self.core.list_config_map_for_all_namespaces,
+                                         label_selector=f"{ORPHANS_LABEL}=true")
+        return {sandbox_id for item in result.items for sandbox_id in (item.data or {})}
 
     async def cluster_id(self) -> str:
         """The uid of kube-system: stable for the life of the cluster, unique across clusters."""
