@@ -85,8 +85,11 @@ def _task_row(task: dict[str, Any]) -> list[str]:
     spec = task["spec"]
     target = f"agent {spec['agentRef']['name']}" if spec.get("agentRef") else f"pool {spec['poolRef']['name']}"
     phase = status.get("phase") or "Pending"
-    notes = status.get("duration") or (condition(task, "Ready").get("reason") if phase == "Pending" else "") or ""
-    return ["AgentTask", phase, "-", status.get("agent") or "-", "-", f"{target} {notes}".strip()]
+    if status.get("duration"):
+        target += f", took {status['duration']}"
+    elif phase == "Pending" and condition(task, "Ready").get("reason"):
+        target += f", waiting: {condition(task, 'Ready')['reason']}"
+    return ["AgentTask", phase, "-", status.get("agent") or "-", "-", target]
 
 
 def table(orchestrator: RemoteAgentOrchestrator, everywhere: bool) -> str:

@@ -109,10 +109,10 @@ class RemoteAgentOrchestrator:
         return name
 
     def pause_agent(self, agent_id: str, timeout: float = 120) -> None:
-        self._set_paused(AGENTS, agent_id, True, timeout)
+        self._set_paused(agent_id, True, timeout)
 
     def resume_agent(self, agent_id: str, timeout: float = 120) -> None:
-        self._set_paused(AGENTS, agent_id, False, timeout)
+        self._set_paused(agent_id, False, timeout)
 
     def terminate_agent(self, agent_id: str, timeout: float = 120) -> None:
         self._delete(AGENTS, agent_id, timeout)
@@ -132,6 +132,10 @@ class RemoteAgentOrchestrator:
         self._wait(AGENTS, agent_id, lambda a: (a.get("status") or {}).get("revision") == commit
                    and is_current(a, "Ready"), timeout, f"to run commit {commit[:12]}")
         return commit
+
+    def get_agent(self, agent_id: str) -> dict[str, Any]:
+        """The RemoteAgent object as the API returns it (spec and status)."""
+        return self._get(AGENTS, agent_id)
 
     def list_agents(self) -> list[dict[str, Any]]:
         items = self.list_objects(AGENTS)
@@ -156,12 +160,13 @@ class RemoteAgentOrchestrator:
                          "template": {"spec": self._agent_spec(repo, ref, setup, query_command, env, template)}}}
         self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION, self.namespace, POOLS, body)
         if wait:
-            self._wait(POOLS, name, lambda p: is_current(p, "Ready")
-                       and (p.get("status") or {}).get("readyReplicas") == size, timeout, f"to have {size} Ready agents")
+            self._wait(POOLS, name, lambda p: is_current(p, "Ready") and (p.get("status") or {}).get("readyReplicas")
+                       == size, timeout, f"to have {size} Ready agents")
         return name
 
     def delete_pool(self, pool: str, timeout: float = 120) -> None:
-        self._delete(POOLS, pool, timeout)
+        """Foreground deletion: the pool is gone only once its agents (and their sandboxes) are."""
+        self._delete(POOLS, pool, timeout, propagation="Foreground")
 
     # ---- tasks ------------------------------------------------------------------------------
     def query_agent(self, agent_id: str, query: str, timeout: float = 900,
@@ -274,11 +279,11 @@ class RemoteAgentOrchestrator:
                 "pool": (agent["metadata"].get("labels") or {}).get(POOL_LABEL),
                 "paused": bool(agent["spec"].get("paused"))}
 
-    def _set_paused(self, plural: str, name: str, paused: bool, timeout: float) -> None:
-        self._call(self.custom.patch_namespaced_custom_object, GROUP, VERSION, self.namespace, plural, name,
+    def _set_paused(self, name: str, paused: bool, timeout: float) -> None:
+        self._call(self.custom.patch_namespaced_custom_object, GROUP, VERSION, self.namespace, AGENTS, name,
                    {"spec": {"paused": paused}})
         phase = "Paused" if paused else "Ready"
-        self._wait(plural, name, lambda a: (a.get("status") or {}).get("phase") == phase and is_current(a, "Ready"),
+        self._wait(AGENTS, name, lambda a: (a.get("status") or {}).get("phase") == phase and is_current(a, "Ready"),
                    timeout, f"to be {phase}")
 
     def _resolve(self, source: dict[str, Any], ref: str) -> str:
@@ -294,8 +299,9 @@ class RemoteAgentOrchestrator:
         except (git_source.RefNotFound, git_source.GitUnavailable) as error:
             raise OrchestratorError(str(error)) from None
 
-    def _delete(self, plural: str, name: str, timeout: float) -> None:
-        self._call(self.custom.delete_namespaced_custom_object, GROUP, VERSION, self.namespace, plural, name)
+    def _delete(self, plural: str, name: str, timeout: float, propagation: str = "Background") -> None:
+        self._call(self.custom.delete_namespaced_custom_object, GROUP, VERSION, self.namespace, plural, name,
+                   propagation_policy=propagation)
         deadline = time.monotonic() + timeout
         while self._get(plural, name, missing_ok=True) is not None:
             if time.monotonic() > deadline:
@@ -332,9 +338,9 @@ class RemoteAgentOrchestrator:
             raise OrchestratorError(f"reading {plural}/{name}: {error.status} {error.reason}") from None
 
     @staticmethod
-    def _call(method: Callable[..., Any], *args: Any) -> Any:
+    def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
-            return method(*args)
+            return method(*args, **kwargs)
         except ApiException as error:
             raise OrchestratorError(f"{method.__name__} failed: {error.status} {_api_message(error)}") from None
 
