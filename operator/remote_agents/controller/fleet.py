@@ -15,7 +15,7 @@ from remote_agents.api.models import RemoteAgentSpec
 from remote_agents.controller import decisions, git_source, metrics
 from remote_agents.controller.agent_reconciler import PLURAL
 from remote_agents.controller.e2b_gateway import CLUSTER_KEY, E2BError, ObservedSandbox, SandboxGateway
-from remote_agents.controller.kube import Kube
+from remote_agents.controller.kube import Kube, SecretMissing
 from remote_agents.controller.pool_decisions import POOL_LABEL
 from remote_agents.controller.webhook import PushEvent, normalise_repo
 from remote_agents.controller.settings import OperatorSettings
@@ -40,7 +40,7 @@ def view_of(body: Mapping[str, Any]) -> decisions.AgentView:
         paused=spec.paused or bool(status.get("idlePaused")),
         sandbox_id=status.get("sandboxID"), revision=status.get("revision"), repo=spec.source.repo,
         ref=spec.source.ref, config_hash=decisions.config_hash(spec), timeout_seconds=spec.sandbox_timeout_seconds,
-        own_api_key=spec.e2b_api_key_secret_ref is not None or spec.source.credentials_secret_ref is not None,
+        own_api_key=spec.e2b_api_key_secret_ref is not None,
         deleting=bool(meta.get("deletionTimestamp")), phase=status.get("phase"), spec=spec,
         pool=(meta.get("labels") or {}).get(POOL_LABEL),
         ready=ready.get("status") == "True" and ready.get("observedGeneration") == meta.get("generation"),
@@ -129,14 +129,18 @@ class Fleet:
         return len(matched)
 
     async def poll_refs(self) -> None:
-        tracked: dict[tuple[str, str], list[decisions.AgentView]] = defaultdict(list)
+        # One ls-remote per (repo, ref, credentials): private repos are asked with their own token.
+        tracked: dict[tuple[str, str, tuple | None], list[decisions.AgentView]] = defaultdict(list)
         for view in self.agents.values():
-            if view.revision and not view.deleting and not view.own_api_key and view.ref != view.revision:
-                tracked[(view.repo, view.ref)].append(view)
-        for (repo, ref), views in tracked.items():
+            if view.revision and not view.deleting and view.ref != view.revision and view.spec:
+                secret = view.spec.source.credentials_secret_ref
+                credentials = (view.namespace, secret.name, secret.key, secret.optional) if secret else None
+                tracked[(view.repo, view.ref, credentials)].append(view)
+        for (repo, ref, credentials), views in tracked.items():
             try:
-                commit = await git_source.resolve(repo, ref, None, self.settings.git_timeout_seconds)
-            except (git_source.GitUnavailable, git_source.RefNotFound) as error:
+                token = await self.kube.secret_value(*credentials) if credentials else None
+                commit = await git_source.resolve(repo, ref, token, self.settings.git_timeout_seconds)
+            except (git_source.GitUnavailable, git_source.RefNotFound, SecretMissing) as error:
                 log.info("ref poll of %s@%s failed: %s", repo, ref, error)
                 continue
             for view in views:

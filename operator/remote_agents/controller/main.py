@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "GITHUB_WEBHOOK_SECRET or --webhook-secret-from")
     parser.add_argument("--webhook-secret-from", metavar="NAMESPACE/SECRET[/KEY]",
                         help="read the webhook secret from a Kubernetes Secret (key default: secret)")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--verbose", action="store_true")
 
 
@@ -41,9 +42,11 @@ class _QuietBookkeeping(logging.Filter):
         return "'track_agent' succeeded" not in message and "'track_task' succeeded" not in message
 
 
-def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _configure_logging(verbose: bool, log_format: str) -> None:
+    # Kopf's formatter puts the object's namespace/name on every per-object line: as a prefix in
+    # text, as an "object" field in JSON.
+    kopf.configure(verbose=verbose, log_prefix=True, log_refkey="object",
+                   log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL)
     logging.getLogger("kopf.objects").addFilter(_QuietBookkeeping())
     if not verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per E2B request otherwise
@@ -60,7 +63,7 @@ def _webhook_secret(args: argparse.Namespace) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
-    _configure_logging(args.verbose)
+    _configure_logging(args.verbose, args.log_format)
     secret = _webhook_secret(args) if args.webhook_port is not None else b""
     if args.webhook_port is not None and not secret:
         print("refusing to serve webhooks without a secret: set GITHUB_WEBHOOK_SECRET or --webhook-secret-from",
