@@ -4,8 +4,8 @@
 
 Measures, from the new process's start: E2B creates caused by the restart (target 0, from
 e2b-local's request log, which survives the restart), Kubernetes writes, the time until every
-agent is converged again (observedGeneration == generation and Ready; sampled, and the least
-converged count seen is reported), the time until the operator has reconciled every agent once
+agent is converged again (observedGeneration == generation and Ready; sampled every second once
+the new process serves /metrics, and the least converged count seen is reported), the time until the operator has reconciled every agent once
 (its reconcile counter reaches N), and the time until its log has been quiet for
 --quiet-seconds. Set-up runs with REMOTE_AGENTS_E2B_CREATES_PER_SECOND=5 and is not measured.
 """
@@ -64,16 +64,15 @@ def main() -> None:
 
 
 def wait_log_quiet(stack: harness.Stack, quiet: float, timeout: float) -> float:
-    """The monotonic time the operator's log last grew before staying unchanged for `quiet` seconds."""
-    size, grew = stack.operator.log_path.stat().st_size, time.monotonic()
-    deadline = grew + timeout
+    """The monotonic time the operator's log last grew, once it has stayed unchanged for `quiet` seconds."""
+    path = stack.operator.log_path
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        # The file's mtime is when it last grew, also if that was before this function was called.
+        since_growth = time.time() - path.stat().st_mtime
+        if since_growth >= quiet:
+            return time.monotonic() - since_growth
         time.sleep(0.5)
-        current = stack.operator.log_path.stat().st_size
-        if current != size:
-            size, grew = current, time.monotonic()
-        elif time.monotonic() - grew >= quiet:
-            return grew
     raise TimeoutError(f"the operator's log never went quiet for {quiet}s")
 
 
