@@ -25,7 +25,9 @@ def task_manifest(name: str, namespace: str, query: str, agent: str | None = Non
 def finished(kubectl, name: str, namespace: str, timeout: float = 120) -> dict:
     def done():
         task = kubectl.get("agenttask", name, namespace)
-        return task if (task.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
+        if (task.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return task
+        raise AssertionError(f"status: {task.get('status')}")
     return eventually(done, timeout, what=f"task {name} to finish")
 
 

@@ -106,7 +106,8 @@ class RemoteAgentStatus(ApiModel):
     workdir: str | None = Field(None, description="Absolute working directory inside the sandbox.")
     message: str | None = None
     active_tasks: int = Field(0, ge=0, description="Tasks running on this agent now.")
-    last_task_time: str | None = Field(None, description="When the last task finished (for idle pausing).")
+    last_activity_time: str | None = Field(
+        None, description="When a task last started or finished on it, or it was woken: idle pausing counts from here.")
     idle_paused: bool = Field(False, description="Paused by the operator after idlePauseSeconds without a task; "
                                                  "the next task resumes it.")
     conditions: list[Condition] = Field(default_factory=list)

@@ -163,7 +163,7 @@ class AgentView:
     pool: str | None = None
     ready: bool = False  # Ready condition true for the current generation
     idle_paused: bool = False
-    last_task_time: str | None = None
+    last_activity_time: str | None = None
     ready_since: str | None = None  # lastTransitionTime of Ready
     workdir: str = AGENT_HOME
 

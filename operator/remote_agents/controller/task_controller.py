@@ -142,7 +142,8 @@ class TaskController:
             return
         view = next(v for c, v in pairs if c.name == choice.agent)
         if choice.wake:
-            await self.kube.patch_status(AGENT_PLURAL, meta["namespace"], view.name, {"idlePaused": False})
+            await self.kube.patch_status(AGENT_PLURAL, meta["namespace"], view.name,
+                                         {"idlePaused": False, "lastActivityTime": now_rfc3339()})
             await self.kube.request_reconcile(AGENT_PLURAL, meta["namespace"], view.name)
             self.emit(task, "Normal", "WakingAgent", f"resuming idle agent {view.name} for this task")
             await self._write(task, Outcome(False, "WakingAgent", f"resuming idle agent {view.name}",
@@ -190,6 +191,8 @@ class TaskController:
                               phase="Pending", agent=None, startTime=None, runId=None, sandboxID=None)
             await self._set_active_tasks(meta["namespace"], view.name)
             return
+        log.info("task %s/%s started on agent %s (sandbox %s)", meta["namespace"], meta["name"], view.name,
+                 status["sandboxID"])
         self.emit(task, "Normal", "Started", f"running on agent {view.name}")
 
     # ---- running ------------------------------------------------------------------------------
@@ -202,6 +205,7 @@ class TaskController:
                                None, "", "")
             return
         if view.paused:
+            log.debug("task %s waits: agent %s is paused", task["metadata"]["name"], view.name)
             return  # its sandbox is frozen with the run inside; it goes on when the agent is resumed
         run_dir = f"{RUNS_DIR}/{status['runId']}"
         try:
@@ -254,18 +258,18 @@ class TaskController:
                           duration=td.format_duration(duration), exitCode=exit_code,
                           output=td.truncate(stdout, td.OUTPUT_STATUS_LIMIT), outputConfigMap=output_name,
                           finished=verdict.succeeded)
+        log.info("task %s/%s finished: %s (%s)", meta["namespace"], meta["name"], verdict.reason, verdict.message)
         metrics.TASKS.labels("succeeded" if verdict.succeeded else "failed").inc()
         metrics.TASK_DURATION.observe(duration)
         self.emit(task, "Normal" if verdict.succeeded else "Warning", verdict.reason, verdict.message)
         if status.get("agent"):
-            await self._set_active_tasks(meta["namespace"], status["agent"], finished_at=finished)
+            await self._set_active_tasks(meta["namespace"], status["agent"])
 
-    async def _set_active_tasks(self, namespace: str, agent: str, finished_at: str | None = None) -> None:
-        """Mirror the agent's running-task count into its status (the pool's scale-down reads it)."""
-        patch: dict[str, Any] = {"activeTasks": self.running_on(namespace, agent)}
-        if finished_at:
-            patch["lastTaskTime"] = finished_at
-        await self.kube.patch_status(AGENT_PLURAL, namespace, agent, patch)
+    async def _set_active_tasks(self, namespace: str, agent: str) -> None:
+        """Mirror the agent's running-task count into its status (the pool's scale-down reads it),
+        and restart its idle clock."""
+        await self.kube.patch_status(AGENT_PLURAL, namespace, agent, {
+            "activeTasks": self.running_on(namespace, agent), "lastActivityTime": now_rfc3339()})
 
     # ---- afterwards ---------------------------------------------------------------------------
     async def _publish_if_asked(self, task: dict[str, Any], now: float) -> None:
@@ -308,7 +312,7 @@ class TaskController:
         for view in list(self.fleet.agents.values()):
             if view.deleting or not view.spec or not view.ready or view.paused:
                 continue
-            idle_since = _epoch(view.last_task_time) or _epoch(view.ready_since)
+            idle_since = _epoch(view.last_activity_time) or _epoch(view.ready_since)
             if td.should_idle_pause(view.spec.idle_pause_seconds, self.running_on(view.namespace, view.name),
                                     idle_since, view.idle_paused, now):
                 await self.kube.patch_status(AGENT_PLURAL, view.namespace, view.name, {"idlePaused": True})
