@@ -63,12 +63,15 @@ def main() -> None:
         harness.log(f"pool of {args.pool} Ready; submitting {count} tasks")
         with harness.Watch(stack.kubectl, "agenttasks", "-n", stack.namespace, "--watch", "--no-headers",
                            "-o", "custom-columns=N:.metadata.name,P:.status.phase") as watch:
-            submitted = time.monotonic()
+            pid = stack.operator.process.pid
+            cpu_before, submitted = harness.cpu_seconds(pid), time.monotonic()
             stack.apply(tasks_manifest(count, stack.namespace, "workers"))
             submit_s = time.monotonic() - submitted
             stack.wait(lambda: len(first_times(watch)[2]) == count, 120 + count,
                        f"{count} finished tasks", interval=1)
             seen, dispatched, finished, phases = first_times(watch)
+            # Is the operator CPU-bound or waiting on round trips?
+            operator_cpu = (harness.cpu_seconds(pid) - cpu_before) / (time.monotonic() - submitted) * 100
         calls = stack.e2b_calls()  # since the operator started: pool set-up included
 
     window = max(finished.values()) - min(seen.values())
@@ -80,7 +83,8 @@ def main() -> None:
                "succeeded": sum(phase == "Succeeded" for phase in phases.values()),
                "dispatch_p50_s": harness.percentile(latencies, 0.5),
                "dispatch_p95_s": harness.percentile(latencies, 0.95),
-               "dispatch_max_s": max(latencies), "operator_e2b_calls": calls}
+               "dispatch_max_s": max(latencies), "operator_e2b_calls": calls,
+               "operator_cpu_percent_of_core": operator_cpu}
     harness.report("tasks", figures, [
         harness.Target("throughput / capacity", throughput / capacity, TARGET_SHARE, "", higher_is_better=True),
     ])
