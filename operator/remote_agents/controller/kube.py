@@ -170,7 +170,12 @@ class Kube:
             reporting_instance=socket.gethostname())
         try:
             await asyncio.to_thread(self.core.create_namespaced_event, meta["namespace"], event)
-        except (ApiException, OSError) as error:
+        except ApiException as error:
+            # A namespace being deleted refuses new Events: nothing left to tell anyone there.
+            level = logging.DEBUG if "NamespaceTerminating" in (error.body or "") else logging.WARNING
+            log.log(level, "could not record event %s for %s/%s: %s %s", reason, meta["namespace"], meta["name"],
+                    error.status, error.reason)
+        except OSError as error:
             log.warning("could not record event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], error)
 
     async def record_orphan(self, namespace: str, sandbox_id: str, owner: str) -> None:
