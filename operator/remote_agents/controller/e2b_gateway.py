@@ -232,11 +232,10 @@ class SandboxGateway:
         return await self._envd(sandbox_id, "files", read, api_key)
 
     async def start_background(self, sandbox_id: str, command: str, *, envs: dict[str, str],
-                               api_key: str | None = None) -> int:
-        """Start a detached command (no deadline: `timeout=0`); returns its pid."""
-        async def start(sandbox: AsyncSandbox) -> int:
-            handle = await sandbox.commands.run(command, envs=envs, background=True, timeout=0)
-            return handle.pid
+                               api_key: str | None = None):
+        """Start a detached command (no deadline: `timeout=0`); returns the SDK's handle (`.pid`, `.wait()`)."""
+        async def start(sandbox: AsyncSandbox):
+            return await sandbox.commands.run(command, envs=envs, background=True, timeout=0)
         return await self._envd(sandbox_id, "command", start, api_key)
 
     async def run(self, sandbox_id: str, command: str, *, envs: dict[str, str], cwd: str | None,

@@ -58,6 +58,7 @@ class Fleet:
         self.agents: dict[str, decisions.AgentView] = {}
         self.by_repo: dict[str, set[str]] = defaultdict(set)  # normalised repo -> agent uids (webhook lookups)
         self._orphans_first_seen: dict[str, float] = {}
+        self._background: set[asyncio.Task] = set()
 
     def find(self, namespace: str, name: str) -> decisions.AgentView | None:
         return next((v for v in self.agents.values() if v.namespace == namespace and v.name == name), None)
@@ -122,11 +123,25 @@ class Fleet:
     async def on_push(self, event: PushEvent) -> int:
         """A verified push: every agent tracking that branch of that repository re-resolves its ref now."""
         matched = [v for v in self.tracking(event.repo_keys) if not v.deleting and event.concerns(v.repo, v.ref)]
-        for view in matched:
-            if view.revision != event.commit:
-                await self.kube.request_reconcile(PLURAL, view.namespace, view.name, pushed_revision=event.commit)
+        behind = [v for v in matched if v.revision != event.commit]
+        # Answer GitHub at once (it gives up after 10 s); the pokes go on in the background, and the
+        # periodic ref check catches anything they miss.
+        poke = asyncio.get_running_loop().create_task(self._poke_all(behind, event.commit))
+        self._background.add(poke)
+        poke.add_done_callback(self._background.discard)
         log.info("push of %s to %s: %d agents track it", event.commit[:12], event.branch, len(matched))
         return len(matched)
+
+    async def _poke_all(self, views: list[decisions.AgentView], commit: str) -> None:
+        slots = asyncio.Semaphore(16)
+
+        async def poke(view: decisions.AgentView) -> None:
+            async with slots:
+                await self.kube.request_reconcile(PLURAL, view.namespace, view.name, pushed_revision=commit)
+        results = await asyncio.gather(*(poke(v) for v in views), return_exceptions=True)
+        for view, result in zip(views, results):
+            if isinstance(result, Exception):
+                log.warning("could not poke %s/%s after a push: %s", view.namespace, view.name, result)
 
     async def poll_refs(self) -> None:
         # One ls-remote per (repo, ref, credentials): private repos are asked with their own token.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -36,6 +37,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.peering.standalone = True
+    # The Kubernetes client is synchronous and runs in threads: enough of them for pools and pushes.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
     await runtime().start()
     fleet_task = asyncio.create_task(runtime().fleet.run(), name="fleet-checks")
     memo["background"] = [fleet_task, asyncio.create_task(runtime().tasks.run(), name="tasks")]

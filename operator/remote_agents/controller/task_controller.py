@@ -12,6 +12,7 @@ import asyncio
 import logging
 import shlex
 import time
+from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -31,7 +32,8 @@ PLURAL = "agenttasks"
 RUNS_DIR = "/home/user/.remote-agents/tasks"
 KILL_GRACE_SECONDS = 30
 NOT_STARTED_SECONDS = 15
-PUBLISH_RETRY_SECONDS = 30  # a claimed run with no pid file after this was never started  # past its deadline, a run that did not stop itself is killed from outside
+PUBLISH_RETRY_SECONDS = 30
+HOUSEKEEPING_SECONDS = 2  # TTL collection, publishing and idle pausing need no faster pace  # a claimed run with no pid file after this was never started  # past its deadline, a run that did not stop itself is killed from outside
 
 # The runner: started detached; `mkdir lock` makes a repeated start (after a crash) a no-op, the
 # exit code lands atomically in a file. The query reaches the command as $AGENT_QUERY and on stdin.
@@ -67,6 +69,8 @@ class TaskController:
         self.tasks: dict[str, dict[str, Any]] = {}  # uid -> latest body (status updated as we write)
         self._wake = asyncio.Event()
         self._publish_after: dict[str, float] = {}  # task uid -> earliest next publish attempt
+        self._watchers: set[asyncio.Task] = set()
+        self._next_housekeeping = 0.0
 
     # ---- events -------------------------------------------------------------------------------
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -103,24 +107,67 @@ class TaskController:
 
     async def step(self) -> None:
         now = time.time()
-        by_age = sorted(self.tasks.values(), key=lambda t: t["metadata"].get("creationTimestamp", ""))
-        running = [t for t in by_age if t["status"].get("phase") == "Running"]
+        running = [t for t in self.tasks.values() if t["status"].get("phase") == "Running"]
         await asyncio.gather(*(self._poll(task) for task in running))
-        for task in by_age:
-            phase = task["status"].get("phase")
-            if phase in (None, "Pending"):
-                await self._dispatch(task)
-            elif phase in ("Succeeded", "Failed"):
+        pending = sorted((t for t in self.tasks.values() if t["status"].get("phase") in (None, "Pending")),
+                         key=lambda t: t["metadata"].get("creationTimestamp", ""))
+        await self._dispatch_all(pending)
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + HOUSEKEEPING_SECONDS
+            for task in [t for t in self.tasks.values() if t["status"].get("phase") in ("Succeeded", "Failed")]:
                 await self._publish_if_asked(task, now)
                 await self._collect_if_expired(task, now)
-        await self._pause_idle_agents(now)
+            await self._pause_idle_agents(now)
 
     # ---- dispatch -----------------------------------------------------------------------------
     def running_on(self, namespace: str, agent: str) -> int:
-        return sum(1 for t in self.tasks.values() if t["metadata"]["namespace"] == namespace
-                   and t["status"].get("phase") == "Running" and t["status"].get("agent") == agent)
+        return self._load().get((namespace, agent), 0)
 
-    def _candidates(self, namespace: str, spec: AgentTaskSpec) -> list[tuple[td.Candidate, decisions.AgentView]]:
+    def _load(self) -> Counter:
+        return Counter((t["metadata"]["namespace"], t["status"].get("agent")) for t in self.tasks.values()
+                       if t["status"].get("phase") == "Running")
+
+    async def _dispatch_all(self, pending: list[dict[str, Any]]) -> None:
+        """Choose agents in FIFO order (slots are reserved in memory as we go), then start the runs
+        concurrently: starting one costs a few round trips, and tasks must not queue behind them."""
+        starts = []
+        load = self._load()
+        full: dict[tuple[str, str, str], td.Dispatch] = {}  # target -> why it cannot take more this round
+        for task in pending:
+            meta = task["metadata"]
+            spec = AgentTaskSpec.model_validate(task["spec"])
+            target = (meta["namespace"], "agent" if spec.agent_ref else "pool",
+                      (spec.agent_ref or spec.pool_ref).name)
+            choice = full.get(target)
+            if choice is None:
+                pairs = self._candidates(meta["namespace"], spec, load)
+                choice = td.choose_agent([c for c, _ in pairs], by_ref=spec.agent_ref is not None)
+            if choice.agent is None:
+                full[target] = choice
+                await self._write(task, Outcome(False, choice.reason, choice.message, reconciling=True),
+                                  phase="Pending")
+                continue
+            view = next(v for c, v in pairs if c.name == choice.agent)
+            if choice.wake:
+                await self._wake_agent(task, view)
+                continue
+            if not view.sandbox_id:
+                continue
+            load[(meta["namespace"], view.name)] += 1
+            starts.append(self._start(task, spec, view))
+        await asyncio.gather(*starts)
+
+    async def _wake_agent(self, task: dict[str, Any], view: decisions.AgentView) -> None:
+        namespace = task["metadata"]["namespace"]
+        await self.kube.patch_status(AGENT_PLURAL, namespace, view.name,
+                                     {"idlePaused": False, "lastActivityTime": now_rfc3339()})
+        await self.kube.request_reconcile(AGENT_PLURAL, namespace, view.name)
+        self.emit(task, "Normal", "WakingAgent", f"resuming idle agent {view.name} for this task")
+        await self._write(task, Outcome(False, "WakingAgent", f"resuming idle agent {view.name}", reconciling=True),
+                          phase="Pending")
+
+    def _candidates(self, namespace: str, spec: AgentTaskSpec,
+                    load: Counter) -> list[tuple[td.Candidate, decisions.AgentView]]:
         if spec.agent_ref:
             view = self.fleet.find(namespace, spec.agent_ref.name)
             views = [view] if view and not view.deleting else []
@@ -128,40 +175,16 @@ class TaskController:
             views = self.fleet.members(namespace, spec.pool_ref.name)
         return [(td.Candidate(
             name=v.name, ready=v.ready, user_paused=bool(v.spec and v.spec.paused), idle_paused=v.idle_paused,
-            running_tasks=self.running_on(namespace, v.name),
+            running_tasks=load.get((namespace, v.name), 0),
             max_concurrent_tasks=v.spec.max_concurrent_tasks if v.spec else 1,
             has_query_command=bool(v.spec and v.spec.query.command)), v) for v in views]
 
-    async def _dispatch(self, task: dict[str, Any]) -> None:
-        meta = task["metadata"]
-        spec = AgentTaskSpec.model_validate(task["spec"])
-        pairs = self._candidates(meta["namespace"], spec)
-        choice = td.choose_agent([c for c, _ in pairs], by_ref=spec.agent_ref is not None)
-        if choice.agent is None:
-            await self._write(task, Outcome(False, choice.reason, choice.message, reconciling=True), phase="Pending")
-            return
-        view = next(v for c, v in pairs if c.name == choice.agent)
-        if choice.wake:
-            await self.kube.patch_status(AGENT_PLURAL, meta["namespace"], view.name,
-                                         {"idlePaused": False, "lastActivityTime": now_rfc3339()})
-            await self.kube.request_reconcile(AGENT_PLURAL, meta["namespace"], view.name)
-            self.emit(task, "Normal", "WakingAgent", f"resuming idle agent {view.name} for this task")
-            await self._write(task, Outcome(False, "WakingAgent", f"resuming idle agent {view.name}",
-                                            reconciling=True), phase="Pending")
-            return
-        await self._start(task, spec, view)
-
     async def _start(self, task: dict[str, Any], spec: AgentTaskSpec, view: decisions.AgentView) -> None:
         meta = task["metadata"]
-        agent = await self.kube.get(AGENT_PLURAL, meta["namespace"], view.name)
-        if agent is None or not (agent.get("status") or {}).get("sandboxID"):
-            return
-        agent_status = agent["status"]
-        run_id = meta["uid"]
-        # Claim first (status says Running on this agent) so no other round double-books the slot.
+        # Claim first (status says Running on this agent) so no later round double-books the slot.
         await self._write(task, Outcome(False, "Running", f"running on {view.name}", reconciling=True),
-                          phase="Running", agent=view.name, startTime=now_rfc3339(), runId=run_id,
-                          sandboxID=agent_status["sandboxID"])
+                          phase="Running", agent=view.name, startTime=now_rfc3339(), runId=meta["uid"],
+                          sandboxID=view.sandbox_id)
         await self._set_active_tasks(meta["namespace"], view.name)
         await self._launch(task, spec, view)
 
@@ -174,7 +197,7 @@ class TaskController:
             inputs = await self.agents.resolve_inputs(meta["namespace"], view.spec, redact)
             await self.gateway.write_files(status["sandboxID"], {f"{run_dir}/query": spec.query,
                                                                  f"{run_dir}/run.sh": RUNNER}, inputs.api_key)
-            await self.gateway.start_background(status["sandboxID"], f"setsid bash {shlex.quote(run_dir)}/run.sh",
+            handle = await self.gateway.start_background(status["sandboxID"], f"setsid -w bash {shlex.quote(run_dir)}/run.sh",
                                                 envs={**inputs.env, "AGENT_QUERY": spec.query, "RUN_DIR": run_dir,
                                                       "AGENT_COMMAND": view.spec.query.command,
                                                       "AGENT_TIMEOUT": str(spec.timeout_seconds),
@@ -191,11 +214,25 @@ class TaskController:
                               phase="Pending", agent=None, startTime=None, runId=None, sandboxID=None)
             await self._set_active_tasks(meta["namespace"], view.name)
             return
+        self._watch(handle)
         log.info("task %s/%s started on agent %s (sandbox %s)", meta["namespace"], meta["name"], view.name,
                  status["sandboxID"])
         self.emit(task, "Normal", "Started", f"running on agent {view.name}")
 
     # ---- running ------------------------------------------------------------------------------
+    def _watch(self, handle: Any) -> None:
+        """Wake the loop the moment the runner exits (the exit-code file is still the truth: after a
+        restart there is no handle, and polling finds the result all the same)."""
+        async def wait() -> None:
+            try:
+                await handle.wait()
+            except Exception:  # a non-zero exit or a lost stream: the poll tells which
+                pass
+            self._wake.set()
+        watcher = asyncio.get_running_loop().create_task(wait())
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
     async def _poll(self, task: dict[str, Any]) -> None:
         status = task["status"]
         spec = AgentTaskSpec.model_validate(task["spec"])
@@ -237,7 +274,8 @@ class TaskController:
             return
         pid_file = shlex.quote(f"{RUNS_DIR}/{status['runId']}/pid")
         try:
-            await self.gateway.run(status["sandboxID"], f"kill -9 -- -$(cat {pid_file}) 2>/dev/null; true",
+            # The runner leads its own session (setsid): this reaches `timeout`'s process group too.
+            await self.gateway.run(status["sandboxID"], f"pkill -KILL -s $(cat {pid_file}) 2>/dev/null; true",
                                    envs={}, cwd=None, timeout_seconds=30)
         except E2BError as error:
             log.info("could not kill run of task %s: %s", task["metadata"]["name"], error)
