@@ -45,6 +45,20 @@ def observe_time_to_ready(created: str | None) -> None:
         TIME_TO_READY.observe(max(0.0, age.total_seconds()))
 
 
+def set_pool(namespace: str, pool: str, desired: int, ready: int) -> None:
+    POOL_REPLICAS.labels(namespace, pool, "desired").set(desired)
+    POOL_REPLICAS.labels(namespace, pool, "ready").set(ready)
+
+
+def forget_pool(namespace: str, pool: str) -> None:
+    """A deleted pool leaves no stale series behind."""
+    for kind in ("desired", "ready"):
+        try:
+            POOL_REPLICAS.remove(namespace, pool, kind)
+        except KeyError:
+            pass
+
+
 def set_agent_phases(phases: Tally) -> None:
     AGENTS.clear()
     for phase, count in phases.items():

@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from remote_agents.api.models import API_VERSION, AgentPoolSpec
+from remote_agents.controller import metrics
 from remote_agents.controller import pool_decisions as pd
 from remote_agents.controller.agent_reconciler import PLURAL as AGENT_PLURAL
 from remote_agents.controller.agent_reconciler import EventSink, RetryLater
@@ -104,6 +105,7 @@ class PoolReconciler:
         async with self._locks.setdefault((namespace, name), asyncio.Lock()):
             pool = await self.kube.get(PLURAL, namespace, name)
             if pool is None or pool["metadata"].get("deletionTimestamp"):
+                metrics.forget_pool(namespace, name)
                 return  # the garbage collector removes the agents; their finalizers kill the sandboxes
             await self._reconcile(pool)
 
@@ -139,6 +141,7 @@ class PoolReconciler:
         current = dict(pool.get("status") or {})
         paused = {c.name for c in children if c.paused}
         counts = pd.pool_status(meta["name"], spec, children, paused)
+        metrics.set_pool(meta["namespace"], meta["name"], desired=spec.replicas, ready=counts["readyReplicas"])
         acting = bool(plan.create or plan.delete or plan.patch)
         settled = (counts["replicas"] == spec.replicas and counts["readyReplicas"] == spec.replicas
                    and counts["updatedReplicas"] == spec.replicas and not acting)
