@@ -38,6 +38,9 @@ def _cluster_down(args: argparse.Namespace) -> int:
 
 
 def _e2b_local(args: argparse.Namespace) -> int:
+    from remote_agents.e2b_local import sdk_stubs
+
+    sdk_stubs.register_bare_sdk_package()  # this process serves E2B; it never uses the client SDK
     from remote_agents.e2b_local import server
 
     return server.main(args)
@@ -75,20 +78,18 @@ def _manifests(args: argparse.Namespace) -> int:
 
 
 def _add_operator(sub: argparse._SubParsersAction) -> None:
-    from remote_agents.controller.main import add_arguments
+    from remote_agents.controller.options import add_arguments
 
     parser = sub.add_parser("operator", help="run the operator (kubeconfig from the environment)")
     add_arguments(parser)
     parser.set_defaults(func=_operator)
-    crds = sub.add_parser("crds", help="write the CRDs generated from the typed models")
-    crds.add_argument("--dir", default="crds")
-    crds.add_argument("--check", action="store_true", help="fail if the files differ from the models")
-    crds.set_defaults(func=_crds)
-    from remote_agents.deploy.manifests import add_arguments as add_manifests_arguments
-
-    manifests = sub.add_parser("manifests", help="write the kustomize base (manifests/base) from remote_agents.deploy")
-    add_manifests_arguments(manifests)
-    manifests.set_defaults(func=_manifests)
+    for name, func, directory, text in (
+            ("crds", _crds, "crds", "write the CRDs generated from the typed models"),
+            ("manifests", _manifests, "manifests/base", "write the kustomize base from remote_agents.deploy")):
+        generator = sub.add_parser(name, help=text)
+        generator.add_argument("--dir", default=directory)
+        generator.add_argument("--check", action="store_true", help="fail if the files differ from their source")
+        generator.set_defaults(func=func)
 
 
 def _up(args: argparse.Namespace) -> int:

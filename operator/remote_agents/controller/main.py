@@ -17,23 +17,6 @@ from remote_agents.controller.kube import load_config
 from remote_agents.controller.settings import OperatorSettings
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--namespace", "-n", action="append", default=[],
-                        help="watch only these namespaces (repeatable); default: all namespaces")
-    parser.add_argument("--cluster-id", help="tag for this cluster's sandboxes (default: uid of kube-system)")
-    parser.add_argument("--health-interval", type=float, help="seconds between fleet-wide E2B checks (30)")
-    parser.add_argument("--ref-poll-interval", type=float, help="seconds between branch checks (60)")
-    parser.add_argument("--orphan-grace", type=float, help="seconds before an untracked sandbox is killed (300)")
-    parser.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz on this port")
-    parser.add_argument("--webhook-port", type=int,
-                        help="serve the GitHub push receiver (/webhooks/github) on this port; needs a secret: "
-                             "GITHUB_WEBHOOK_SECRET or --webhook-secret-from")
-    parser.add_argument("--webhook-secret-from", metavar="NAMESPACE/SECRET[/KEY]",
-                        help="read the webhook secret from a Kubernetes Secret (key default: secret)")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
-    parser.add_argument("--verbose", action="store_true")
-
-
 class _QuietBookkeeping(logging.Filter):
     """Drop Kopf's per-event success line of the tracking handler: it fires on every watch event."""
 
