@@ -7,8 +7,9 @@ import asyncio
 import base64
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 import kubernetes
@@ -87,12 +88,17 @@ class Kube:
                 kubernetes.client.V1OwnerReference(api_version=owner["apiVersion"], kind=owner["kind"],
                                                    name=owner["name"], uid=owner["uid"])]),
             data=data)
+        await self._create_config_map_or(namespace, body, partial(self.core.replace_namespaced_config_map, name,
+                                                                  namespace, body))
+
+    async def _create_config_map_or(self, namespace: str, body: Any, on_conflict: Callable[[], Any]) -> None:
+        """Create a ConfigMap; if it exists already, do `on_conflict` (replace or patch it) instead."""
         try:
             await asyncio.to_thread(self.core.create_namespaced_config_map, namespace, body)
         except ApiException as error:
             if error.status != 409:
                 raise
-            await asyncio.to_thread(self.core.replace_namespaced_config_map, name, namespace, body)
+            await asyncio.to_thread(on_conflict)
 
     async def request_reconcile(self, plural: str, namespace: str, name: str,
                                 pushed_revision: str | None = None) -> None:
@@ -183,12 +189,8 @@ class Kube:
         (E2B metadata cannot be changed after create, so "untagging" is recorded on our side)."""
         body = {"metadata": {"name": ORPHANS_CONFIGMAP, "labels": {ORPHANS_LABEL: "true"}},
                 "data": {sandbox_id: owner}}
-        try:
-            await asyncio.to_thread(self.core.create_namespaced_config_map, namespace, body)
-        except ApiException as error:
-            if error.status != 409:
-                raise
-            await asyncio.to_thread(self.core.patch_namespaced_config_map, ORPHANS_CONFIGMAP, namespace, body)
+        await self._create_config_map_or(namespace, body, partial(self.core.patch_namespaced_config_map,
+                                                                  ORPHANS_CONFIGMAP, namespace, body))
 
     async def orphaned_sandboxes(self) -> set[str]:
         result = await asyncio.to_thread(self.core.list_config_map_for_all_namespaces,
