@@ -334,6 +334,16 @@ class Target:
                 f"{ratio}; {'MET' if self.met else 'MISSED'})")
 
 
+def operator_version() -> dict[str, Any]:
+    """The commit the operator ran from, and whether its sources had uncommitted edits: the
+    working tree is shared with others, so a result belongs to the code of its moment (read when
+    the result is written; the operator imported its code when it started)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "operator_sources_modified": bool(git("status", "--porcelain", "--", "operator"))}
+
+
 def report(name: str, figures: dict[str, Any], targets: list[Target]) -> None:
     """Print the figures and ratios and write bench/results/<name>.json."""
     print(f"\n== {name} ==")
@@ -343,7 +353,7 @@ def report(name: str, figures: dict[str, Any], targets: list[Target]) -> None:
         print(target.line())
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"benchmark": name, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(),
-              "figures": figures,
+              **operator_version(), "figures": figures,
               "targets": [{"figure": t.figure, "measured": t.measured, "target": t.target, "unit": t.unit,
                            "ratio": t.ratio, "met": t.met} for t in targets]}
     path = RESULTS / f"{name}.json"
