@@ -155,3 +155,24 @@ def test_metrics_and_health_endpoints(operator, kubectl, namespace, agent_repo):
     assert 'remote_agents_agents{phase="Ready"}' in text
     assert "remote_agents_reconcile_duration_seconds_bucket" in text
     assert "remote_agents_agent_time_to_ready_seconds_count" in text
+
+
+def test_bad_credentials_and_missing_secrets_stall_with_a_reason(kubectl, namespace, operator, e2b_client,
+                                                                  agent_repo):
+    kubectl.run("create", "secret", "generic", "e2b", "-n", namespace, "--from-literal=apiKey=e2b_wrong_key")
+    kubectl.apply(agent_manifest("wrong-key", namespace, agent_repo.url,
+                                 e2bApiKeySecretRef={"name": "e2b", "key": "apiKey"}))
+    kubectl.apply(agent_manifest("no-secret", namespace, agent_repo.url, env=[
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "token"}}}]))
+
+    def stalled(name: str) -> dict | None:
+        conditions = (kubectl.get("ra", name, namespace).get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "Stalled" and c["status"] == "True"), None)
+    assert eventually(lambda: stalled("wrong-key"), 60, what="Stalled for the wrong key")["reason"] == "E2BAuthFailed"
+    missing = eventually(lambda: stalled("no-secret"), 60, what="Stalled for the missing Secret")
+    assert missing["reason"] == "SecretNotFound" and "absent" in missing["message"]
+    assert e2b_client.by_uid(kubectl.get("ra", "no-secret", namespace)["metadata"]["uid"]) == []
+
+    # Fixing the Secret is enough: the agent recovers without any edit of its own.
+    kubectl.run("create", "secret", "generic", "absent", "-n", namespace, "--from-literal=token=now-here")
+    wait_ready(kubectl, "no-secret", namespace, timeout=120)

@@ -31,3 +31,19 @@ def test_category_never_shadows_a_resource_name():
         spec_names = crd["spec"]["names"]
         names |= {spec_names["plural"], spec_names["singular"], *spec_names["shortNames"]}
     assert crds.CATEGORY not in names
+
+
+def test_field_names_are_plain_camel_case():
+    # to_camel turns e2b_api_key into "e2BApiKey": such names must be given explicit aliases.
+    import re
+
+    def names(node):
+        for name, child in node.get("properties", {}).items():
+            yield name
+            yield from names(child)
+        if "items" in node:
+            yield from names(node["items"])
+    for crd in crds.definitions():
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        odd = [n for n in names(schema) if re.search(r"\d[A-Z]", n)]
+        assert odd == [], f"{crd['metadata']['name']}: {odd}"

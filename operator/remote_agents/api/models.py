@@ -79,7 +79,7 @@ class RemoteAgentSpec(ApiModel):
     deletion_policy: Literal["Delete", "Orphan"] = Field(
         "Delete", description="Delete kills the sandbox with the object; Orphan leaves it running.")
     e2b_api_key_secret_ref: SecretKeySelector | None = Field(
-        None, description="E2B API key for this agent; default: the operator's E2B_API_KEY.")
+        None, alias="e2bApiKeySecretRef", description="E2B API key for this agent; default: the operator's E2B_API_KEY.")
     max_concurrent_tasks: int = Field(1, ge=1, le=64, description="Tasks this agent runs at once.")
     idle_pause_seconds: int = Field(0, ge=0, le=MAX_SANDBOX_SECONDS,
                                     description="Pause after this long without a task (0: never).")
