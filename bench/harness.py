@@ -32,6 +32,9 @@ sys.path.insert(0, str(ROOT))  # tests.support is a plain directory of the repo,
 from remote_agents import processes  # noqa: E402
 from remote_agents.cluster import control_plane  # noqa: E402
 from remote_agents.e2b_local import launcher  # noqa: E402
+from tests.e2e.conftest import AGENT_FILES  # noqa: E402
+from tests.e2e.test_agent_pool import pool_manifest  # noqa: E402,F401  (re-exported for the scripts)
+from tests.e2e.test_remote_agent import agent_manifest  # noqa: E402
 from tests.support.git_server import GitServer  # noqa: E402
 from tests.support.kubectl import Kubectl  # noqa: E402
 from tests.support.operator_process import OperatorProcess  # noqa: E402
@@ -39,33 +42,18 @@ from tests.support.operator_process import OperatorProcess  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 # Roughly what E2B itself takes for these two calls.
 E2B_LATENCY_ARGS = ("--latency", "create=1", "--latency", "pause=1")
-AGENT_FILES = {"agent.txt": "version 1\n", "answer.sh": "#!/bin/bash\necho ok\n"}
-API_VERSION = "remoteagents.io/v1alpha1"
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-# -- manifests -----------------------------------------------------------------------------------
-
-def agent_spec(repo_url: str, **extra: Any) -> dict[str, Any]:
-    return {"source": {"repo": repo_url, "ref": "main"}, **extra}
-
+# -- manifests (the e2e tests' own, so benchmarks and tests create the same objects) ------------
 
 def agents_manifest(prefix: str, count: int, namespace: str, repo_url: str) -> str:
     """`count` standalone RemoteAgents in one List, so one kubectl call creates them all."""
-    items = [{"apiVersion": API_VERSION, "kind": "RemoteAgent",
-              "metadata": {"name": f"{prefix}-{i}", "namespace": namespace}, "spec": agent_spec(repo_url)}
-             for i in range(count)]
+    items = [json.loads(agent_manifest(f"{prefix}-{i}", namespace, repo_url)) for i in range(count)]
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
-
-
-def pool_manifest(name: str, namespace: str, repo_url: str, replicas: int, **template_spec: Any) -> str:
-    return json.dumps({"apiVersion": API_VERSION, "kind": "AgentPool",
-                       "metadata": {"name": name, "namespace": namespace},
-                       "spec": {"replicas": replicas,
-                                "template": {"spec": agent_spec(repo_url, **template_spec)}}})
 
 
 # -- the stack -----------------------------------------------------------------------------------

@@ -15,16 +15,14 @@ import json
 import time
 
 import harness
+from tests.e2e.test_agent_task import task_manifest  # the e2e tests' AgentTask
 
 TARGET_SHARE = 0.8
 FINISHED = ("Succeeded", "Failed")
 
 
 def tasks_manifest(count: int, namespace: str, pool: str) -> str:
-    items = [{"apiVersion": harness.API_VERSION, "kind": "AgentTask",
-              "metadata": {"name": f"task-{i}", "namespace": namespace},
-              "spec": {"query": f"query {i}", "poolRef": {"name": pool}, "timeoutSeconds": 120}}
-             for i in range(count)]
+    items = [json.loads(task_manifest(f"task-{i}", namespace, f"query {i}", pool=pool)) for i in range(count)]
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
 
 
