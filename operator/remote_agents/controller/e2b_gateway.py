@@ -218,8 +218,7 @@ class SandboxGateway:
 
     async def write_files(self, sandbox_id: str, files: dict[str, str], api_key: str | None = None) -> None:
         async def write(sandbox: AsyncSandbox) -> None:
-            for path, content in files.items():
-                await sandbox.files.write(path, content)
+            await sandbox.files.write_files([{"path": path, "data": content} for path, content in files.items()])
         await self._envd(sandbox_id, "files", write, api_key)
 
     async def read_file(self, sandbox_id: str, path: str, api_key: str | None = None) -> str | None:

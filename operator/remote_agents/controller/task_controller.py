@@ -33,6 +33,7 @@ RUNS_DIR = "/home/user/.remote-agents/tasks"
 KILL_GRACE_SECONDS = 30
 NOT_STARTED_SECONDS = 15
 PUBLISH_RETRY_SECONDS = 30
+FULL_POLL_SECONDS = 5  # every run is checked at least this often, watched live or not
 HOUSEKEEPING_SECONDS = 2  # TTL collection, publishing and idle pausing need no faster pace  # a claimed run with no pid file after this was never started  # past its deadline, a run that did not stop itself is killed from outside
 
 # The runner: started detached; `mkdir lock` makes a repeated start (after a crash) a no-op, the
@@ -70,12 +71,16 @@ class TaskController:
         self._wake = asyncio.Event()
         self._publish_after: dict[str, float] = {}  # task uid -> earliest next publish attempt
         self._watchers: set[asyncio.Task] = set()
+        self._live: set[str] = set()  # uids of runs whose process stream we hold
+        self._specs: dict[str, AgentTaskSpec] = {}
+        self._next_full_poll = 0.0
         self._next_housekeeping = 0.0
 
     # ---- events -------------------------------------------------------------------------------
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         uid = body["metadata"]["uid"]
         if event_type == "DELETED":
+            self._specs.pop(uid, None)
             gone = self.tasks.pop(uid, None)
             if gone and (gone.get("status") or {}).get("phase") == "Running":
                 asyncio.get_running_loop().create_task(self._kill_run(gone))
@@ -88,6 +93,13 @@ class TaskController:
         self.tasks[uid] = {"apiVersion": API_VERSION, "kind": "AgentTask", "metadata": dict(body["metadata"]),
                            "spec": dict(body["spec"]), "status": dict(body.get("status") or {})}
         self._wake.set()
+
+    def _spec(self, task: Mapping[str, Any]) -> AgentTaskSpec:
+        """Parsed once per task: the spec is immutable (CEL), and rounds look at every pending task."""
+        uid = task["metadata"]["uid"]
+        if uid not in self._specs:
+            self._specs[uid] = AgentTaskSpec.model_validate(task["spec"])
+        return self._specs[uid]
 
     def agent_changed(self) -> None:
         self._wake.set()
@@ -108,6 +120,10 @@ class TaskController:
     async def step(self) -> None:
         now = time.time()
         running = [t for t in self.tasks.values() if t["status"].get("phase") == "Running"]
+        if now < self._next_full_poll:  # runs we watch live tell us when they end: no need to ask
+            running = [t for t in running if t["metadata"]["uid"] not in self._live]
+        else:
+            self._next_full_poll = now + FULL_POLL_SECONDS
         await asyncio.gather(*(self._poll(task) for task in running))
         pending = sorted((t for t in self.tasks.values() if t["status"].get("phase") in (None, "Pending")),
                          key=lambda t: t["metadata"].get("creationTimestamp", ""))
@@ -135,7 +151,7 @@ class TaskController:
         full: dict[tuple[str, str, str], td.Dispatch] = {}  # target -> why it cannot take more this round
         for task in pending:
             meta = task["metadata"]
-            spec = AgentTaskSpec.model_validate(task["spec"])
+            spec = self._spec(task)
             target = (meta["namespace"], "agent" if spec.agent_ref else "pool",
                       (spec.agent_ref or spec.pool_ref).name)
             choice = full.get(target)
@@ -185,8 +201,7 @@ class TaskController:
         await self._write(task, Outcome(False, "Running", f"running on {view.name}", reconciling=True),
                           phase="Running", agent=view.name, startTime=now_rfc3339(), runId=meta["uid"],
                           sandboxID=view.sandbox_id)
-        await self._set_active_tasks(meta["namespace"], view.name)
-        await self._launch(task, spec, view)
+        await asyncio.gather(self._set_active_tasks(meta["namespace"], view.name), self._launch(task, spec, view))
 
     async def _launch(self, task: dict[str, Any], spec: AgentTaskSpec, view: decisions.AgentView) -> None:
         """Write the query and the runner into the sandbox and start it; safe to repeat (runner's lock)."""
@@ -214,20 +229,23 @@ class TaskController:
                               phase="Pending", agent=None, startTime=None, runId=None, sandboxID=None)
             await self._set_active_tasks(meta["namespace"], view.name)
             return
-        self._watch(handle)
+        self._watch(meta["uid"], handle)
         log.info("task %s/%s started on agent %s (sandbox %s)", meta["namespace"], meta["name"], view.name,
                  status["sandboxID"])
         self.emit(task, "Normal", "Started", f"running on agent {view.name}")
 
     # ---- running ------------------------------------------------------------------------------
-    def _watch(self, handle: Any) -> None:
+    def _watch(self, uid: str, handle: Any) -> None:
         """Wake the loop the moment the runner exits (the exit-code file is still the truth: after a
         restart there is no handle, and polling finds the result all the same)."""
+        self._live.add(uid)
+
         async def wait() -> None:
             try:
                 await handle.wait()
             except Exception:  # a non-zero exit or a lost stream: the poll tells which
                 pass
+            self._live.discard(uid)
             self._wake.set()
         watcher = asyncio.get_running_loop().create_task(wait())
         self._watchers.add(watcher)
@@ -235,7 +253,7 @@ class TaskController:
 
     async def _poll(self, task: dict[str, Any]) -> None:
         status = task["status"]
-        spec = AgentTaskSpec.model_validate(task["spec"])
+        spec = self._spec(task)
         view = self.fleet.find(task["metadata"]["namespace"], status.get("agent", ""))
         if view is None or view.deleting:
             await self._finish(task, td.Verdict(False, "AgentGone", "the agent running this task was deleted"),
@@ -256,8 +274,9 @@ class TaskController:
                     await self._kill_run(task)
                     await self._finish(task, td.judge(td.TIMEOUT_EXIT_CODE, spec.timeout_seconds), None, "", "")
                 return
-            stdout = await self.gateway.read_file(status["sandboxID"], f"{run_dir}/stdout") or ""
-            stderr = await self.gateway.read_file(status["sandboxID"], f"{run_dir}/stderr") or ""
+            stdout, stderr = await asyncio.gather(
+                self.gateway.read_file(status["sandboxID"], f"{run_dir}/stdout"),
+                self.gateway.read_file(status["sandboxID"], f"{run_dir}/stderr"))
         except SandboxGone:
             await self._finish(task, td.Verdict(False, "SandboxLost", "the agent's sandbox was lost mid-run"),
                                None, "", "")
@@ -266,7 +285,7 @@ class TaskController:
             log.info("polling task %s: %s", task["metadata"]["name"], error)
             return
         code = int(exit_code.strip() or 1)
-        await self._finish(task, td.judge(code, spec.timeout_seconds), code, stdout, stderr)
+        await self._finish(task, td.judge(code, spec.timeout_seconds), code, stdout or "", stderr or "")
 
     async def _kill_run(self, task: Mapping[str, Any]) -> None:
         status = task.get("status") or {}
@@ -284,18 +303,18 @@ class TaskController:
                       stderr: str) -> None:
         meta, status = task["metadata"], task["status"]
         output_name = f"{meta['name']}-output"[:253]
-        await self.kube.apply_configmap(meta["namespace"], output_name, {
-            "stdout": td.truncate(stdout, td.OUTPUT_CONFIGMAP_LIMIT),
-            "stderr": td.truncate(stderr, 64 * 1024)},
-            owner={"apiVersion": API_VERSION, "kind": "AgentTask", "name": meta["name"], "uid": meta["uid"]})
-        finished = now_rfc3339()
         started = _epoch(status.get("startTime")) or time.time()
         duration = max(0.0, time.time() - started)
-        await self._write(task, Outcome(True, verdict.reason, verdict.message, stalled=not verdict.succeeded),
-                          phase="Succeeded" if verdict.succeeded else "Failed", completionTime=finished,
-                          duration=td.format_duration(duration), exitCode=exit_code,
-                          output=td.truncate(stdout, td.OUTPUT_STATUS_LIMIT), outputConfigMap=output_name,
-                          finished=verdict.succeeded)
+        await asyncio.gather(
+            self.kube.apply_configmap(meta["namespace"], output_name, {
+                "stdout": td.truncate(stdout, td.OUTPUT_CONFIGMAP_LIMIT), "stderr": td.truncate(stderr, 64 * 1024)},
+                owner={"apiVersion": API_VERSION, "kind": "AgentTask", "name": meta["name"], "uid": meta["uid"]}),
+            self._write(task, Outcome(True, verdict.reason, verdict.message, stalled=not verdict.succeeded),
+                        phase="Succeeded" if verdict.succeeded else "Failed", completionTime=now_rfc3339(),
+                        duration=td.format_duration(duration), exitCode=exit_code,
+                        output=td.truncate(stdout, td.OUTPUT_STATUS_LIMIT), outputConfigMap=output_name,
+                        finished=verdict.succeeded))
+        self._wake.set()  # a slot is free: dispatch without waiting for the next tick
         log.info("task %s/%s finished: %s (%s)", meta["namespace"], meta["name"], verdict.reason, verdict.message)
         metrics.TASKS.labels("succeeded" if verdict.succeeded else "failed").inc()
         metrics.TASK_DURATION.observe(duration)
@@ -312,7 +331,7 @@ class TaskController:
     # ---- afterwards ---------------------------------------------------------------------------
     async def _publish_if_asked(self, task: dict[str, Any], now: float) -> None:
         """Post a succeeded task's output to GitHub once (spec.github); retry transient failures."""
-        spec = AgentTaskSpec.model_validate(task["spec"])
+        spec = self._spec(task)
         status, meta = task["status"], task["metadata"]
         if (not spec.github or status.get("phase") != "Succeeded" or status.get("githubUrl")
                 or status.get("githubError") or now < self._publish_after.get(meta["uid"], 0)):
@@ -341,7 +360,7 @@ class TaskController:
         self.emit(task, "Normal", "Published", f"output published to {url}")
 
     async def _collect_if_expired(self, task: dict[str, Any], now: float) -> None:
-        spec = AgentTaskSpec.model_validate(task["spec"])
+        spec = self._spec(task)
         done = _epoch(task["status"].get("completionTime"))
         if done is not None and td.expired(done, spec.ttl_seconds_after_finished, now):
             await self.kube.delete(PLURAL, task["metadata"]["namespace"], task["metadata"]["name"])
