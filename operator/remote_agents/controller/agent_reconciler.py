@@ -18,9 +18,10 @@ from remote_agents.controller import decisions, git_source, metrics
 from remote_agents.controller.conditions import Outcome, conditions_for, same_status
 from remote_agents.controller.e2b_gateway import (
     CLUSTER_KEY, CONFIG_KEY, NAME_KEY, NAMESPACE_KEY, UID_KEY, E2BAuthFailed, E2BError, E2BRejected,
-    SandboxGateway, SandboxGone,
+    ObservedSandbox, SandboxGateway, SandboxGone,
 )
 from remote_agents.controller.kube import Kube, SecretMissing
+from remote_agents.controller.sightings import Sightings
 from remote_agents.controller.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -96,12 +97,13 @@ def _working(reason: str, message: str) -> Outcome:
 
 class AgentReconciler:
     def __init__(self, gateway: SandboxGateway, kube: Kube, settings: OperatorSettings, cluster_id: str,
-                 emit: EventSink):
+                 emit: EventSink, sightings: Sightings):
         self.gateway = gateway
         self.kube = kube
         self.settings = settings
         self.cluster_id = cluster_id
         self.emit = emit
+        self.sightings = sightings
         self._locks: dict[str, asyncio.Lock] = {}
 
     def lock(self, uid: str) -> asyncio.Lock:
@@ -161,7 +163,8 @@ class AgentReconciler:
                 await self._fail(status, Outcome(False, error.reason, str(error), stalled=True), body,
                                  self.settings.stalled_retry_delay_seconds, phase="Failed")
             except SandboxGone as error:
-                # Lost between our look and our action: the next round recreates it.
+                # Lost between our look and our action: the next round looks again and recreates it.
+                self.sightings.forget(body["metadata"]["uid"])
                 await self._fail(status, _working("SandboxGone", f"sandbox disappeared: {error}"), body, 1)
             except E2BError as error:
                 await self._fail(status, _working(error.reason, str(error)), body, self.settings.retry_delay_seconds)
@@ -180,12 +183,20 @@ class AgentReconciler:
         inputs = await self.resolve_inputs(body["metadata"]["namespace"], spec, redact)
         target = await git_source.resolve(spec.source.repo, spec.source.ref, inputs.git_token,
                                           self.settings.git_timeout_seconds)
-        sandboxes = await self.gateway.list({UID_KEY: uid}, inputs.api_key)
-        plan = decisions.plan_agent(uid=uid, spec=spec, recorded_sandbox_id=status.current.get("sandboxID"),
-                                    recorded_revision=status.current.get("revision"), sandboxes=sandboxes,
-                                    target_revision=target, idle_paused=bool(status.current.get("idlePaused")))
+        def plan_with(sandboxes: list[ObservedSandbox]) -> decisions.AgentPlan:
+            return decisions.plan_agent(uid=uid, spec=spec, recorded_sandbox_id=status.current.get("sandboxID"),
+                                        recorded_revision=status.current.get("revision"), sandboxes=sandboxes,
+                                        target_revision=target, idle_paused=bool(status.current.get("idlePaused")))
+
+        seen = None if inputs.api_key else self.sightings.recent(uid)  # own-key agents are not in the fleet list
+        plan = plan_with(seen) if seen is not None else None
+        if plan is None or any(isinstance(a, (decisions.Create, decisions.Kill)) for a in plan.actions):
+            self.sightings.forget(uid)  # creating or killing: decide on a fresh look only
+            plan = plan_with(await self.gateway.list({UID_KEY: uid}, inputs.api_key))
         current = plan.keep
         created = False
+        if plan.actions:
+            self.sightings.forget(uid)  # what we are about to do makes the last sighting stale
         for action in plan.actions:
             match action:
                 case decisions.Kill(sandbox_id=sandbox_id, reason=reason):

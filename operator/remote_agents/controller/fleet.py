@@ -19,6 +19,7 @@ from remote_agents.controller.kube import Kube, SecretMissing
 from remote_agents.controller.pool_decisions import POOL_LABEL
 from remote_agents.controller.webhook import PushEvent, normalise_repo
 from remote_agents.controller.settings import OperatorSettings
+from remote_agents.controller.sightings import Sightings
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,13 @@ def view_of(body: Mapping[str, Any]) -> decisions.AgentView:
 
 
 class Fleet:
-    def __init__(self, gateway: SandboxGateway, kube: Kube, settings: OperatorSettings, cluster_id: str):
+    def __init__(self, gateway: SandboxGateway, kube: Kube, settings: OperatorSettings, cluster_id: str,
+                 sightings: Sightings):
         self.gateway = gateway
         self.kube = kube
         self.settings = settings
         self.cluster_id = cluster_id
+        self.sightings = sightings
         self.agents: dict[str, decisions.AgentView] = {}
         self.by_repo: dict[str, set[str]] = defaultdict(set)  # normalised repo -> agent uids (webhook lookups)
         self._orphans_first_seen: dict[str, float] = {}
@@ -90,6 +93,7 @@ class Fleet:
 
     async def check_sandboxes(self) -> None:
         sandboxes = await self.gateway.list({CLUSTER_KEY: self.cluster_id})
+        self.sightings.record(sandboxes)
         by_uid: dict[str, list[ObservedSandbox]] = defaultdict(list)
         for sandbox in sandboxes:
             by_uid[sandbox.uid or ""].append(sandbox)
@@ -168,11 +172,13 @@ class Fleet:
                              self._every(self.settings.ref_poll_interval_seconds, self.poll_refs))
 
     async def _every(self, interval: float, check) -> None:
+        """Run `check` now and then every `interval` (the first look right away: a restarted
+        operator's reconciles can use it instead of a list call each)."""
         while True:
-            await asyncio.sleep(interval)
             try:
                 await check()
             except (E2BError, OSError) as error:
                 log.warning("%s failed: %s", check.__name__, error)
             except Exception:  # keep the loop alive whatever one round hit; it is logged with its trace
                 log.exception("%s failed", check.__name__)
+            await asyncio.sleep(interval)

@@ -11,6 +11,7 @@ from remote_agents.controller.e2b_gateway import SandboxGateway
 from remote_agents.controller.fleet import Fleet
 from remote_agents.controller.kube import Kube, load_config
 from remote_agents.controller.pool_reconciler import PoolReconciler
+from remote_agents.controller.sightings import Sightings
 from remote_agents.controller.task_controller import TaskController
 from remote_agents.controller.settings import OperatorSettings
 
@@ -31,8 +32,9 @@ class Runtime:
         emit: EventSink = self.kube.post_event
         cluster_id = self.settings.cluster_id or await self.kube.cluster_id()
         self.gateway = SandboxGateway(self.settings.gateway, observe=metrics.observe_e2b)
-        self.agents = AgentReconciler(self.gateway, self.kube, self.settings, cluster_id, emit)
-        self.fleet = Fleet(self.gateway, self.kube, self.settings, cluster_id)
+        sightings = Sightings(max_age_seconds=self.settings.health_interval_seconds * 1.5)
+        self.agents = AgentReconciler(self.gateway, self.kube, self.settings, cluster_id, emit, sightings)
+        self.fleet = Fleet(self.gateway, self.kube, self.settings, cluster_id, sightings)
         self.pools = PoolReconciler(self.kube, emit)
         self.tasks = TaskController(self.kube, self.gateway, self.agents, self.fleet, emit)
 
