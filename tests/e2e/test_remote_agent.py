@@ -88,21 +88,27 @@ def test_pause_and_resume_keep_processes(kubectl, namespace, operator, e2b_clien
     assert kubectl.get("ra", "pausable", namespace)["status"]["sandboxID"] == sandbox_id
 
 
+def revision_is(kubectl, name: str, namespace: str, revision: str) -> bool:
+    status = kubectl.get("ra", name, namespace)["status"]
+    if status.get("revision") != revision:
+        raise AssertionError(f"status: {status}")  # shown if the wait times out
+    return True
+
+
 def test_new_commit_and_new_ref_update_code_in_place(kubectl, namespace, operator, e2b_client, agent_repo):
     kubectl.apply(agent_manifest("tracker", namespace, agent_repo.url))
     first = wait_ready(kubectl, "tracker", namespace)["status"]
 
     # A push to the tracked branch is noticed by the periodic ref check.
     pushed = agent_repo.commit({"agent.txt": "version 2\n"}, "v2")
-    eventually(lambda: kubectl.get("ra", "tracker", namespace)["status"].get("revision") == pushed, 60,
-               what="status.revision to follow the branch")
+    eventually(lambda: revision_is(kubectl, "tracker", namespace, pushed), 60, what="status.revision to follow the branch")
     assert e2b_client.read(first["sandboxID"], f"{first['workdir']}/agent.txt") == "version 2\n"
 
     # A new ref in the spec is checked out in the same sandbox.
     release = agent_repo.commit({"agent.txt": "version 3\n"}, "v3", branch="release")
     kubectl.run("patch", "ra", "tracker", "-n", namespace, "--type=merge", "-p",
                 '{"spec":{"source":{"ref":"release"}}}')
-    eventually(lambda: kubectl.get("ra", "tracker", namespace)["status"].get("revision") == release, 60,
+    eventually(lambda: revision_is(kubectl, "tracker", namespace, release), 60,
                what="status.revision to be the release branch")
     status = kubectl.get("ra", "tracker", namespace)["status"]
     assert status["sandboxID"] == first["sandboxID"]
