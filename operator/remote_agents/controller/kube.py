@@ -61,25 +61,26 @@ class Kube:
             raise SecretMissing(f"key {key!r} not found in Secret {namespace}/{name}")
         return base64.b64decode(data[key]).decode()
 
-    async def patch_status(self, plural: str, namespace: str, name: str,
-                           status: dict[str, Any]) -> dict[str, Any] | None:
-        """Merge-patch the status subresource; the updated object, or None when it is gone."""
+    @staticmethod
+    async def _unless_gone(call: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking API call in a thread; None when its object is gone (404): deleted
+        meanwhile, so there is nothing left to read, change or report on."""
         try:
-            return await asyncio.to_thread(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION,
-                                           namespace, plural, name, {"status": status})
+            return await asyncio.to_thread(call, *args)
         except ApiException as error:
-            if error.status != 404:  # deleted meanwhile: nothing to report on
+            if error.status != 404:
                 raise
             return None
 
+    async def patch_status(self, plural: str, namespace: str, name: str,
+                           status: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; the updated object, or None when it is gone."""
+        return await self._unless_gone(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION,
+                                       namespace, plural, name, {"status": status})
+
     async def configmap_value(self, namespace: str, name: str, key: str) -> str | None:
-        try:
-            config_map = await asyncio.to_thread(self.core.read_namespaced_config_map, name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return (config_map.data or {}).get(key)
+        config_map = await self._unless_gone(self.core.read_namespaced_config_map, name, namespace)
+        return (config_map.data or {}).get(key) if config_map else None
 
     async def apply_configmap(self, namespace: str, name: str, data: dict[str, str], owner: dict[str, str]) -> None:
         """Create the ConfigMap, or replace its data; owned by `owner` so it goes with it."""
@@ -107,22 +108,11 @@ class Kube:
         annotations = {RECONCILE_REQUEST_ANNOTATION: now_rfc3339()}
         if pushed_revision:
             annotations[PUSHED_REVISION_ANNOTATION] = pushed_revision
-        body = {"metadata": {"annotations": annotations}}
-        try:
-            await asyncio.to_thread(self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, plural,
-                                    name, body)
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        await self.patch(plural, namespace, name, {"metadata": {"annotations": annotations}})
 
     async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await asyncio.to_thread(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace,
-                                           plural, name)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return await self._unless_gone(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace,
+                                       plural, name)
 
     async def list(self, plural: str, namespace: str, label_selector: str | None = None) -> list[dict[str, Any]]:
         result = await asyncio.to_thread(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace,
@@ -141,20 +131,12 @@ class Kube:
         return True
 
     async def delete(self, plural: str, namespace: str, name: str) -> None:
-        try:
-            await asyncio.to_thread(self.custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, plural,
-                                    name)
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        await self._unless_gone(self.custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, plural,
+                                name)
 
     async def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> None:
-        try:
-            await asyncio.to_thread(self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, plural,
-                                    name, body)
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        await self._unless_gone(self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, plural,
+                                name, body)
 
     def post_event(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
         """Record a Kubernetes Event about `body`, in the background: an Event must never block or
