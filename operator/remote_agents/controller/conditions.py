@@ -26,6 +26,13 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def epoch(rfc3339: str | None) -> float | None:
+    """Seconds since the epoch of a Kubernetes timestamp, None for none."""
+    if not rfc3339:
+        return None
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
 def condition(kind: str, is_true: bool, reason: str, message: str, generation: int,
                previous: dict[str, dict[str, Any]]) -> dict[str, Any]:
     status = "True" if is_true else "False"

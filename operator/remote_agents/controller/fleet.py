@@ -93,10 +93,7 @@ class Fleet:
 
     async def check_sandboxes(self) -> None:
         sandboxes = await self.gateway.list({CLUSTER_KEY: self.cluster_id})
-        self.sightings.record(sandboxes)
-        by_uid: dict[str, list[ObservedSandbox]] = defaultdict(list)
-        for sandbox in sandboxes:
-            by_uid[sandbox.uid or ""].append(sandbox)
+        by_uid = self.sightings.record(sandboxes)
         now = time.time()
         for view in list(self.agents.values()):
             observed = by_uid.get(view.uid, [])

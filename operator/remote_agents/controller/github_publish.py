@@ -17,7 +17,7 @@ from github.Repository import Repository
 from pydantic import ValidationError
 
 from remote_agents.api.models import DEFAULT_GITHUB_API_URL as DEFAULT_API_URL
-from remote_agents.api.models import GitHubOutput, GitHubTarget, PullRequestTarget  # noqa: F401 (re-exported)
+from remote_agents.api.models import GitHubTarget, PullRequestTarget
 
 MAX_TEXT = 65536  # GitHub refuses longer comment and pull request bodies
 TRUNCATED = "\n\n… (truncated)"

@@ -3,12 +3,14 @@ small HTTP endpoint: `/metrics` and `/healthz`."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter as Tally
 from collections.abc import Callable
-from datetime import datetime, timezone
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from remote_agents.controller.conditions import epoch
 
 registry = CollectorRegistry()
 
@@ -40,9 +42,9 @@ def observe_e2b(operation: str, outcome: str, seconds: float) -> None:
 
 
 def observe_time_to_ready(created: str | None) -> None:
-    if created:
-        age = datetime.now(timezone.utc) - datetime.fromisoformat(created.replace("Z", "+00:00"))
-        TIME_TO_READY.observe(max(0.0, age.total_seconds()))
+    created_at = epoch(created)
+    if created_at is not None:
+        TIME_TO_READY.observe(max(0.0, time.time() - created_at))
 
 
 def set_pool(namespace: str, pool: str, desired: int, ready: int) -> None:

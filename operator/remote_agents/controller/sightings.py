@@ -19,13 +19,15 @@ class Sightings:
         self._by_uid: dict[str, list[ObservedSandbox]] = {}
         self._taken_at = 0.0
 
-    def record(self, sandboxes: list[ObservedSandbox]) -> None:
+    def record(self, sandboxes: list[ObservedSandbox]) -> dict[str, list[ObservedSandbox]]:
+        """Remember a fresh fleet-wide list; returns it grouped by agent uid."""
         by_uid: dict[str, list[ObservedSandbox]] = defaultdict(list)
         for sandbox in sandboxes:
             if sandbox.uid:
                 by_uid[sandbox.uid].append(sandbox)
         self._by_uid = dict(by_uid)
         self._taken_at = time.monotonic()
+        return self._by_uid
 
     def recent(self, uid: str) -> list[ObservedSandbox] | None:
         """The agent's sandboxes as last seen, or None when that is unknown or too old. An agent

@@ -14,7 +14,6 @@ import shlex
 import time
 from collections import Counter
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import Any
 
 from remote_agents.api.models import API_VERSION, AgentTaskSpec
@@ -22,7 +21,7 @@ from remote_agents.controller import decisions, github_publish, metrics
 from remote_agents.controller import task_decisions as td
 from remote_agents.controller.agent_reconciler import PLURAL as AGENT_PLURAL
 from remote_agents.controller.agent_reconciler import AgentReconciler, EventSink, Redactor
-from remote_agents.controller.conditions import Outcome, condition, conditions_for, now_rfc3339, same_status
+from remote_agents.controller.conditions import Outcome, condition, conditions_for, epoch, now_rfc3339, same_status
 from remote_agents.controller.e2b_gateway import E2BError, SandboxGateway, SandboxGone
 from remote_agents.controller.fleet import Fleet
 from remote_agents.controller.kube import Kube, SecretMissing
@@ -50,12 +49,6 @@ echo $? > "$RUN_DIR/exit_code.tmp" && mv "$RUN_DIR/exit_code.tmp" "$RUN_DIR/exit
 def _revision(body: Mapping[str, Any]) -> int:
     version = str(body["metadata"].get("resourceVersion") or "0")
     return int(version) if version.isdigit() else 0
-
-
-def _epoch(rfc3339: str | None) -> float | None:
-    if not rfc3339:
-        return None
-    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 class TaskController:
@@ -266,7 +259,7 @@ class TaskController:
         try:
             exit_code = await self.gateway.read_file(status["sandboxID"], f"{run_dir}/exit_code")
             if exit_code is None:
-                started = _epoch(status.get("startTime")) or time.time()
+                started = epoch(status.get("startTime")) or time.time()
                 if time.time() > started + NOT_STARTED_SECONDS and \
                         await self.gateway.read_file(status["sandboxID"], f"{run_dir}/pid") is None:
                     await self._launch(task, spec, view)  # claimed, then the operator died before starting it
@@ -303,7 +296,7 @@ class TaskController:
                       stderr: str) -> None:
         meta, status = task["metadata"], task["status"]
         output_name = f"{meta['name']}-output"[:253]
-        started = _epoch(status.get("startTime")) or time.time()
+        started = epoch(status.get("startTime")) or time.time()
         duration = max(0.0, time.time() - started)
         await asyncio.gather(
             self.kube.apply_configmap(meta["namespace"], output_name, {
@@ -361,16 +354,17 @@ class TaskController:
 
     async def _collect_if_expired(self, task: dict[str, Any], now: float) -> None:
         spec = self._spec(task)
-        done = _epoch(task["status"].get("completionTime"))
+        done = epoch(task["status"].get("completionTime"))
         if done is not None and td.expired(done, spec.ttl_seconds_after_finished, now):
             await self.kube.delete(PLURAL, task["metadata"]["namespace"], task["metadata"]["name"])
 
     async def _pause_idle_agents(self, now: float) -> None:
+        load = self._load()
         for view in list(self.fleet.agents.values()):
             if view.deleting or not view.spec or not view.ready or view.paused:
                 continue
-            idle_since = _epoch(view.last_activity_time) or _epoch(view.ready_since)
-            if td.should_idle_pause(view.spec.idle_pause_seconds, self.running_on(view.namespace, view.name),
+            idle_since = epoch(view.last_activity_time) or epoch(view.ready_since)
+            if td.should_idle_pause(view.spec.idle_pause_seconds, load.get((view.namespace, view.name), 0),
                                     idle_since, view.idle_paused, now):
                 await self.kube.patch_status(AGENT_PLURAL, view.namespace, view.name, {"idlePaused": True})
                 await self.kube.request_reconcile(AGENT_PLURAL, view.namespace, view.name)
