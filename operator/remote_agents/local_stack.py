@@ -40,8 +40,7 @@ class Stack:
 
 
 def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(base) / "remote-agents" / "stack"
+    return processes.state_root() / "stack"
 
 
 def _kubectl(kubeconfig: str, *args: str, input: str | None = None) -> str:

@@ -10,6 +10,11 @@ import time
 from pathlib import Path
 
 
+def state_root() -> Path:
+    """Where the long-running local pieces keep their state ($XDG_STATE_HOME/remote-agents)."""
+    return Path(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")) / "remote-agents"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -7,20 +7,16 @@ import subprocess
 import time
 from pathlib import Path
 
+from remote_agents import processes
+
 AUTHOR = ["-c", "user.name=Test Author", "-c", "user.email=author@example.test"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class GitServer:
     def __init__(self, root: Path):
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = processes.free_port()
         self.process = subprocess.Popen(
             ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={root}", f"--port={self.port}",
              "--listen=127.0.0.1", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

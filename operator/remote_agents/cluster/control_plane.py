@@ -7,7 +7,6 @@ Everything lives in one state directory: data, logs, key material, the admin kub
 from __future__ import annotations
 
 import json
-import os
 import socket
 import ssl
 import time
@@ -46,8 +45,7 @@ class Cluster:
 def state_dir(explicit: str | None = None) -> Path:
     if explicit:
         return Path(explicit).resolve()
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(base) / "remote-agents" / "cluster"
+    return processes.state_root() / "cluster"
 
 
 def _ready(server: str, ca_cert: Path, token: str) -> bool:

@@ -7,8 +7,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from remote_agents.processes import state_root
+
 DEFAULT_API_KEY = "e2b_local_dev_key"
-DEFAULT_STATE_DIR = Path.home() / ".local" / "state" / "remote-agents" / "e2b-local"
 # Operations that accept --latency / --error-rate.
 OPERATIONS = ("create", "connect", "pause", "kill", "list", "info", "timeout", "envd")
 # The envd version reported to clients: the SDK gates features on it (0.6.x passes all gates).
@@ -55,7 +56,7 @@ def from_args(args: argparse.Namespace) -> Settings:
         host=args.host,
         port=args.port,
         api_key=args.api_key or DEFAULT_API_KEY,
-        state_dir=Path(args.state_dir).expanduser().resolve() if args.state_dir else DEFAULT_STATE_DIR,
+        state_dir=Path(args.state_dir).expanduser().resolve() if args.state_dir else state_root() / "e2b-local",
         max_running=args.max_running,
         max_timeout=args.max_timeout,
         latency=_parse_pairs(args.latency, "latency"),
