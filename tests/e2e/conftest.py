@@ -8,7 +8,7 @@ from remote_agents import processes
 from remote_agents.e2b_local import launcher
 from tests.support.e2b_client import E2BClient
 from tests.support.git_server import GitServer
-from tests.support.operator_process import OperatorProcess
+from tests.support.operator_process import OperatorProcess, stop_after_finalizing
 
 # Short intervals so drift, ref moves and orphans are noticed within a test's patience.
 FAST_OPERATOR_ARGS = ("--health-interval", "2", "--ref-poll-interval", "2", "--orphan-grace", "6")
@@ -48,10 +48,10 @@ def e2b_client(e2b) -> E2BClient:
 
 
 @pytest.fixture(scope="module")
-def operator(cluster, crds, e2b, tmp_path_factory):
+def operator(cluster, crds, kubectl, e2b, tmp_path_factory):
     metrics_port = processes.free_port()
     process = OperatorProcess(cluster.kubeconfig, e2b.env, tmp_path_factory.mktemp("operator") / "operator.log",
                               *FAST_OPERATOR_ARGS, "--metrics-port", str(metrics_port)).start()
     process.metrics_url = f"http://127.0.0.1:{metrics_port}"
     yield process
-    process.stop()
+    stop_after_finalizing(process, kubectl)

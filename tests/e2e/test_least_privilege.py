@@ -15,7 +15,7 @@ from tests.e2e.conftest import FAST_OPERATOR_ARGS
 from tests.e2e.test_agent_pool import pool_manifest, wait_pool_ready
 from tests.e2e.test_agent_task import finished, task_manifest
 from tests.e2e.test_remote_agent import agent_manifest, wait_ready
-from tests.support.operator_process import OperatorProcess
+from tests.support.operator_process import OperatorProcess, stop_after_finalizing
 
 SERVICE_ACCOUNT = ("remote-agents", "remote-agents-operator")
 
@@ -38,7 +38,7 @@ def operator(cluster, crds, kubectl, e2b, tmp_path_factory):
     kubeconfig = service_account_kubeconfig(kubectl, cluster.kubeconfig, state / "kubeconfig")
     process = OperatorProcess(kubeconfig, e2b.env, state / "operator.log", *FAST_OPERATOR_ARGS).start()
     yield process
-    process.stop()
+    stop_after_finalizing(process, kubectl)
 
 
 def test_operator_with_only_its_rbac_reconciles_agent_pool_and_task(kubectl, namespace, operator, agent_repo):

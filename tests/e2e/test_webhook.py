@@ -18,13 +18,13 @@ from remote_agents import processes
 from tests.e2e.test_agent_pool import pool_manifest, wait_pool_ready
 from tests.e2e.test_remote_agent import agent_manifest, wait_ready
 from tests.support.kubectl import eventually
-from tests.support.operator_process import OperatorProcess
+from tests.support.operator_process import OperatorProcess, stop_after_finalizing
 
 SECRET = "whsec-test-5c1d2e"
 
 
 @pytest.fixture(scope="module")
-def operator(cluster, crds, e2b, tmp_path_factory):
+def operator(cluster, crds, kubectl, e2b, tmp_path_factory):
     port = processes.free_port()
     process = OperatorProcess(cluster.kubeconfig, e2b.env, tmp_path_factory.mktemp("operator") / "operator.log",
                               "--health-interval", "2", "--ref-poll-interval", "3600", "--webhook-port", str(port),
@@ -34,7 +34,7 @@ def operator(cluster, crds, e2b, tmp_path_factory):
     eventually(lambda: _post(process.webhook_url, b"{}", {"X-GitHub-Event": "ping"})[0] in (200, 401), 30,
                what="the webhook receiver to listen")
     yield process
-    process.stop()
+    stop_after_finalizing(process, kubectl)
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:

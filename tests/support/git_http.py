@@ -64,5 +64,10 @@ class PrivateGitServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    def hang(self) -> None:
+        """Stop answering but keep the socket listening: clients connect, then wait forever."""
+        self.httpd.shutdown()
+
     def stop(self) -> None:
         self.httpd.shutdown()
+        self.httpd.server_close()  # connections are refused from now on

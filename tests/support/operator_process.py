@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.kubectl import Kubectl, eventually
+
 
 class OperatorProcess:
     def __init__(self, kubeconfig: str, e2b_env: dict[str, str], log_path: Path, *extra_args: str,
@@ -46,3 +48,17 @@ class OperatorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def stop_after_finalizing(process: OperatorProcess, kubectl: Kubectl) -> None:
+    """Stop a module's operator only once the agents of the namespaces its tests deleted are gone:
+    their finalizers need this operator and this e2b-local, not the next module's."""
+    def no_agents_left():
+        left = kubectl.run("get", "remoteagents", "--all-namespaces", "-o", "name").stdout.split()
+        if left:
+            raise AssertionError(f"still there: {left}")
+        return True
+    try:
+        eventually(no_agents_left, 120, what="the deleted namespaces' agents to be finalized")
+    finally:
+        process.stop()

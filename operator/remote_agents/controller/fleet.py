@@ -23,6 +23,8 @@ from remote_agents.controller.sightings import Sightings
 
 log = logging.getLogger(__name__)
 
+REF_CHECK_CONCURRENCY = 8  # ls-remote processes at once
+
 
 def _repo_key(repo: str) -> str:
     try:
@@ -50,6 +52,11 @@ def view_of(body: Mapping[str, Any]) -> decisions.AgentView:
     )
 
 
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed", task.get_coro().__qualname__, exc_info=task.exception())
+
+
 class Fleet:
     def __init__(self, gateway: SandboxGateway, kube: Kube, settings: OperatorSettings, cluster_id: str,
                  sightings: Sightings):
@@ -62,6 +69,8 @@ class Fleet:
         self.by_repo: dict[str, set[str]] = defaultdict(set)  # normalised repo -> agent uids (webhook lookups)
         self._orphans_first_seen: dict[str, float] = {}
         self._background: set[asyncio.Task] = set()
+        self._ref_checks: dict[tuple, asyncio.Task] = {}  # (repo, ref, credentials) being resolved
+        self._ref_check_slots = asyncio.Semaphore(REF_CHECK_CONCURRENCY)
 
     def find(self, namespace: str, name: str) -> decisions.AgentView | None:
         return next((v for v in self.agents.values() if v.namespace == namespace and v.name == name), None)
@@ -127,9 +136,7 @@ class Fleet:
         behind = [v for v in matched if v.revision != event.commit]
         # Answer GitHub at once (it gives up after 10 s); the pokes go on in the background, and the
         # periodic ref check catches anything they miss.
-        poke = asyncio.get_running_loop().create_task(self._poke_all(behind, event.commit))
-        self._background.add(poke)
-        poke.add_done_callback(self._background.discard)
+        self._in_background(self._poke_all(behind, event.commit))
         log.info("push of %s to %s: %d agents track it", event.commit[:12], event.branch, len(matched))
         return len(matched)
 
@@ -145,23 +152,41 @@ class Fleet:
                 log.warning("could not poke %s/%s after a push: %s", view.namespace, view.name, result)
 
     async def poll_refs(self) -> None:
-        # One ls-remote per (repo, ref, credentials): private repos are asked with their own token.
+        """Start one ls-remote per (repo, ref, credentials) that is not already being asked, and do
+        not wait for them: a server that accepts connections and never answers holds back only the
+        agents tracking it (until the git timeout), never the next round for every other branch."""
         tracked: dict[tuple[str, str, tuple | None], list[decisions.AgentView]] = defaultdict(list)
         for view in self.agents.values():
             if view.revision and not view.deleting and view.ref != view.revision and view.spec:
-                secret = view.spec.source.credentials_secret_ref
+                secret = view.spec.source.credentials_secret_ref  # private repos are asked with their own token
                 credentials = (view.namespace, secret.name, secret.key, secret.optional) if secret else None
                 tracked[(view.repo, view.ref, credentials)].append(view)
-        for (repo, ref, credentials), views in tracked.items():
+        for key, views in tracked.items():
+            if key not in self._ref_checks:
+                self._ref_checks[key] = self._in_background(self._check_ref(*key, views))
+                self._ref_checks[key].add_done_callback(lambda _, key=key: self._ref_checks.pop(key, None))
+
+    async def _check_ref(self, repo: str, ref: str, credentials: tuple | None,
+                         views: list[decisions.AgentView]) -> None:
+        async with self._ref_check_slots:
             try:
                 token = await self.kube.secret_value(*credentials) if credentials else None
                 commit = await git_source.resolve(repo, ref, token, self.settings.git_timeout_seconds)
             except (git_source.GitUnavailable, git_source.RefNotFound, SecretMissing) as error:
                 log.info("ref poll of %s@%s failed: %s", repo, ref, error)
-                continue
-            for view in views:
-                if view.revision != commit:
-                    await self._request(view, f"{ref} moved to {commit[:12]}")
+                return
+        for view in views:
+            if view.revision != commit:
+                await self._request(view, f"{ref} moved to {commit[:12]}")
+
+    def _in_background(self, work) -> asyncio.Task:
+        """A task kept referenced until it ends (the event loop holds tasks only weakly); a failure
+        is logged with its trace, as the loops log theirs."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
+        return task
 
     async def run(self) -> None:
         """Both loops, forever (cancelled at shutdown). A failed round is logged and retried next interval."""
