@@ -213,6 +213,15 @@ class Stack:
         self.operator.restart()
         self.wait(lambda: self.metrics_text() is not None, 60, "the restarted operator's /metrics")
 
+    def cpu_seconds_by_component(self) -> dict[str, float]:
+        """CPU used so far by each piece on this machine (e2b-local includes its reaped sandbox
+        processes), and by the whole machine: where a benchmark's time goes on shared cores."""
+        pids = {**self.cluster.pids, "operator": self.operator.process.pid}
+        used = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        used["e2b-local"] = cpu_seconds(self.e2b.pid, with_children=True)
+        used["machine"] = machine_busy_seconds()
+        return used
+
     # -- e2b-local -------------------------------------------------------------------------------
 
     def e2b_requests(self, method: str, path_pattern: str) -> int:
@@ -285,10 +294,23 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the process so far."""
+def cpu_seconds(pid: int, with_children: bool = False) -> float:
+    """utime + stime of the process so far (plus its waited-for children's)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if with_children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores spent on anything but idle and iowait since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_percent(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Per component, percent of one core over `seconds` (the machine's figure is out of
+    100 x cores)."""
+    return {name: round((after[name] - before[name]) / seconds * 100, 1) for name in after}
 
 
 def percentile(values: list[float], fraction: float) -> float:

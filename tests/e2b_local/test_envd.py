@@ -12,7 +12,9 @@ from e2b.exceptions import NotFoundException, TimeoutException
 
 from tests.e2b_local.helpers import wait_for
 
-COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /home/user/count; sleep 0.1; done"
+# Renamed into place, so a read never catches the file between truncation and write.
+COUNTER = ("i=0; while true; do i=$((i+1)); echo $i > /home/user/count.new; mv /home/user/count.new /home/user/count; "
+           "sleep 0.1; done")
 
 
 def test_foreground_command_output_env_cwd_and_exit_code(sandbox: Sandbox):

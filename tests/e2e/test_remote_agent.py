@@ -68,7 +68,9 @@ def test_pause_and_resume_keep_processes(kubectl, namespace, operator, e2b_clien
     kubectl.apply(agent_manifest("pausable", namespace, agent_repo.url))
     sandbox_id = wait_ready(kubectl, "pausable", namespace)["status"]["sandboxID"]
     sandbox = e2b_client.connect(sandbox_id)
-    counter = sandbox.commands.run("i=0; while true; do i=$((i+1)); echo $i > /home/user/count; sleep 0.2; done",
+    # The count is renamed into place: a read never sees the file between truncation and write.
+    counter = sandbox.commands.run("i=0; while true; do i=$((i+1)); echo $i > /home/user/count.new; "
+                                   "mv /home/user/count.new /home/user/count; sleep 0.2; done",
                                    background=True, timeout=0)
 
     kubectl.run("patch", "ra", "pausable", "-n", namespace, "--type=merge", "-p", '{"spec":{"paused":true}}')
