@@ -62,6 +62,7 @@ def main() -> None:
         harness.log(f"pool of {args.pool} Ready; submitting {count} tasks")
         with harness.Watch(stack.kubectl, "agenttasks", "-n", stack.namespace, "--watch", "--no-headers",
                            "-o", "custom-columns=N:.metadata.name,P:.status.phase") as watch:
+            writes_before = stack.apiserver_writes()
             cpu_before, submitted = stack.cpu_seconds_by_component(), time.monotonic()
             stack.apply(tasks_manifest(count, stack.namespace, "workers"))
             submit_s = time.monotonic() - submitted
@@ -70,6 +71,7 @@ def main() -> None:
             seen, dispatched, finished, phases = first_times(watch)
             # Where the time goes: is a piece (or the whole machine) CPU-bound, or waiting on round trips?
             cpu = harness.cpu_percent(cpu_before, stack.cpu_seconds_by_component(), time.monotonic() - submitted)
+            writes = harness.delta(writes_before, stack.apiserver_writes())  # the tasks' creation included
         calls = stack.e2b_calls()  # since the operator started: pool set-up included
 
     window = max(finished.values()) - min(seen.values())
@@ -82,6 +84,7 @@ def main() -> None:
                "dispatch_p50_s": harness.percentile(latencies, 0.5),
                "dispatch_p95_s": harness.percentile(latencies, 0.95),
                "dispatch_max_s": max(latencies), "operator_e2b_calls": calls,
+               "apiserver_writes_per_task": {k: round(v / count, 2) for k, v in sorted(writes.items())},
                "cpu_percent_of_a_core": cpu, "cores": os.cpu_count()}
     harness.report("tasks", figures, [
         harness.Target("throughput / capacity", throughput / capacity, TARGET_SHARE, "", higher_is_better=True),

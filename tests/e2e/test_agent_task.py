@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.e2e.test_agent_pool import pool_manifest, wait_pool_ready
+from tests.e2e.test_agent_pool import members, pool_manifest, wait_pool_ready
 from tests.e2e.test_remote_agent import agent_manifest, wait_ready
 from tests.support.fake_github import FakeGitHub
 from tests.support.kubectl import eventually
@@ -132,3 +132,30 @@ def test_task_output_is_published_to_github_through_pygithub(kubectl, namespace,
         comments = github.repos["quant/research"].comments
         assert len(comments) == 1 and "answer to: top gainers" in comments[0]["body"]
         assert "ghp_task_token_81f2" not in operator.log()
+
+
+def test_scale_down_waits_for_busy_agents_and_their_status_shows_the_tasks(kubectl, namespace, operator, agent_repo):
+    # The query is the number of seconds the task sleeps (it arrives on stdin).
+    kubectl.apply(pool_manifest("keepers", namespace, agent_repo.url, 2, query={"command": "sleep \"$(cat)\""}))
+    wait_pool_ready(kubectl, "keepers", namespace)
+    kubectl.apply(task_manifest("short", namespace, "4", agent="keepers-0"))
+    kubectl.apply(task_manifest("long", namespace, "20", agent="keepers-1"))
+    eventually(lambda: all((kubectl.get("agenttask", name, namespace).get("status") or {}).get("phase") == "Running"
+                           for name in ("short", "long")), 30, what="both tasks running")
+    # At once, before any status could mirror the running tasks: both agents are busy, none may go.
+    kubectl.run("scale", "agentpool/keepers", "-n", namespace, "--replicas=1")
+
+    def only_the_long_runner_left():
+        assert kubectl.get("agenttask", "long", namespace)["status"]["phase"] == "Running", "long task ended"
+        names = [a["metadata"]["name"] for a in members(kubectl, namespace, "keepers")]
+        assert "keepers-1" in names, f"the busy agent was removed: {names}"
+        return names == ["keepers-1"]
+    eventually(only_the_long_runner_left, 15, what="the agent whose task ended to be removed, the busy one kept")
+    assert kubectl.get("ra", "keepers-1", namespace)["status"]["activeTasks"] == 1
+    assert finished(kubectl, "long", namespace, timeout=60)["status"]["phase"] == "Succeeded"
+    assert finished(kubectl, "short", namespace)["status"]["phase"] == "Succeeded"
+
+    def idle_again():
+        status = kubectl.get("ra", "keepers-1", namespace)["status"]
+        return status.get("activeTasks") == 0 and status.get("lastActivityTime")
+    eventually(idle_again, 15, what="the agent's status to show it idle again")

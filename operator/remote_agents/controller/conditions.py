@@ -6,6 +6,7 @@ compared before writing, so a reconcile that changes nothing writes nothing.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -22,8 +23,13 @@ class Outcome:
     stalled: bool = False
 
 
+def rfc3339(seconds: float) -> str:
+    """A Kubernetes timestamp (whole seconds, UTC) of seconds since the epoch."""
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(time.time())
 
 
 def epoch(rfc3339: str | None) -> float | None:

@@ -216,11 +216,6 @@ class SandboxGateway:
         self._observe(what, "ok", time.monotonic() - started)
         return result
 
-    async def write_files(self, sandbox_id: str, files: dict[str, str], api_key: str | None = None) -> None:
-        async def write(sandbox: AsyncSandbox) -> None:
-            await sandbox.files.write_files([{"path": path, "data": content} for path, content in files.items()])
-        await self._envd(sandbox_id, "files", write, api_key)
-
     async def read_file(self, sandbox_id: str, path: str, api_key: str | None = None) -> str | None:
         """The file's text, or None when it does not exist (yet)."""
         async def read(sandbox: AsyncSandbox) -> str | None:

@@ -17,6 +17,7 @@ from remote_agents.api.models import GROUP, VERSION
 from remote_agents.controller import metrics, webhook
 from remote_agents.controller.agent_reconciler import RetryLater
 from remote_agents.controller.pool_decisions import POOL_LABEL
+from remote_agents.controller.kube import API_THREADS
 from remote_agents.controller.runtime import runtime
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -38,7 +39,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.peering.standalone = True
     # The Kubernetes client is synchronous and runs in threads: enough of them for pools and pushes.
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
     await runtime().start()
     fleet_task = asyncio.create_task(runtime().fleet.run(), name="fleet-checks")
     memo["background"] = [fleet_task, asyncio.create_task(runtime().tasks.run(), name="tasks")]

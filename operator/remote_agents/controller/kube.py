@@ -25,6 +25,9 @@ RECONCILE_REQUEST_ANNOTATION = f"reconcile.{GROUP}/requested-at"
 PUSHED_REVISION_ANNOTATION = f"reconcile.{GROUP}/pushed-revision"
 ORPHANS_CONFIGMAP = "remote-agents-orphaned-sandboxes"
 ORPHANS_LABEL = f"{GROUP}/orphaned-sandboxes"
+# The client is synchronous: calls run in this many threads, over as many pooled connections
+# (fewer connections than threads and every call past the pool pays a fresh TLS handshake).
+API_THREADS = 32
 
 
 class SecretMissing(Exception):
@@ -40,7 +43,9 @@ def load_config() -> None:
 
 class Kube:
     def __init__(self) -> None:
-        client = kubernetes.client.ApiClient()
+        configuration = kubernetes.client.Configuration.get_default_copy()
+        configuration.connection_pool_maxsize = API_THREADS
+        client = kubernetes.client.ApiClient(configuration)
         self.core = kubernetes.client.CoreV1Api(client)
         self.custom = kubernetes.client.CustomObjectsApi(client)
         self._pending_events: set[asyncio.Task] = set()

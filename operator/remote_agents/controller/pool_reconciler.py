@@ -32,12 +32,14 @@ def _ready(agent: Mapping[str, Any]) -> bool:
                for c in conditions)
 
 
-def child_view(agent: Mapping[str, Any]) -> pd.Child:
+def child_view(agent: Mapping[str, Any], running: int = 0) -> pd.Child:
+    """`running`: tasks the operator knows run on it now (its status mirrors that count only every
+    few seconds); the larger of the two counts, so a busy agent is never taken for idle."""
     meta, spec, status = agent["metadata"], agent.get("spec") or {}, agent.get("status") or {}
     return pd.Child(
         name=meta["name"], template_hash=(meta.get("labels") or {}).get(pd.TEMPLATE_HASH_LABEL, ""),
         ref=(spec.get("source") or {}).get("ref", "main"), paused=bool(spec.get("paused")), ready=_ready(agent),
-        deleting=bool(meta.get("deletionTimestamp")), active_tasks=int(status.get("activeTasks") or 0),
+        deleting=bool(meta.get("deletionTimestamp")), active_tasks=max(running, int(status.get("activeTasks") or 0)),
         created=meta.get("creationTimestamp", ""),
     )
 
@@ -92,9 +94,10 @@ class Coalescer:
 
 
 class PoolReconciler:
-    def __init__(self, kube: Kube, emit: EventSink):
+    def __init__(self, kube: Kube, emit: EventSink, running_on: Callable[[str, str], int]):
         self.kube = kube
         self.emit = emit
+        self.running_on = running_on
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.coalescer = Coalescer(lambda key: self.reconcile(*key))
 
@@ -116,7 +119,7 @@ class PoolReconciler:
         agents = await self.kube.list(AGENT_PLURAL, namespace, f"{pd.POOL_LABEL}={name}")
         owned = [a for a in agents if any(ref.get("uid") == meta["uid"]
                                           for ref in a["metadata"].get("ownerReferences") or [])]
-        children = [child_view(a) for a in owned]
+        children = [child_view(a, self.running_on(namespace, a["metadata"]["name"])) for a in owned]
         plan = pd.plan_pool(name, spec, children)
         try:
             for child in plan.delete:

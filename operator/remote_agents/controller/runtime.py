@@ -35,8 +35,8 @@ class Runtime:
         sightings = Sightings(max_age_seconds=self.settings.health_interval_seconds * 1.5)
         self.agents = AgentReconciler(self.gateway, self.kube, self.settings, cluster_id, emit, sightings)
         self.fleet = Fleet(self.gateway, self.kube, self.settings, cluster_id, sightings)
-        self.pools = PoolReconciler(self.kube, emit)
         self.tasks = TaskController(self.kube, self.gateway, self.agents, self.fleet, emit)
+        self.pools = PoolReconciler(self.kube, emit, running_on=self.tasks.running_on)
 
 
     def refresh_metrics(self) -> None:

@@ -21,7 +21,8 @@ from remote_agents.controller import decisions, github_publish, metrics
 from remote_agents.controller import task_decisions as td
 from remote_agents.controller.agent_reconciler import PLURAL as AGENT_PLURAL
 from remote_agents.controller.agent_reconciler import AgentReconciler, EventSink, Redactor
-from remote_agents.controller.conditions import Outcome, condition, conditions_for, epoch, now_rfc3339, same_status
+from remote_agents.controller.conditions import (Outcome, condition, conditions_for, epoch, now_rfc3339, rfc3339,
+                                                 same_status)
 from remote_agents.controller.e2b_gateway import E2BError, SandboxGateway, SandboxGone
 from remote_agents.controller.fleet import Fleet
 from remote_agents.controller.kube import Kube, SecretMissing
@@ -33,14 +34,16 @@ KILL_GRACE_SECONDS = 30
 NOT_STARTED_SECONDS = 15
 PUBLISH_RETRY_SECONDS = 30
 FULL_POLL_SECONDS = 5  # every run is checked at least this often, watched live or not
-HOUSEKEEPING_SECONDS = 2  # TTL collection, publishing and idle pausing need no faster pace  # a claimed run with no pid file after this was never started  # past its deadline, a run that did not stop itself is killed from outside
+HOUSEKEEPING_SECONDS = 2  # TTL collection, publishing, idle pausing and activity mirroring need no faster pace
+ACTIVITY_RESOLUTION_SECONDS = 30  # an agent's status.lastActivityTime may lag its real activity by this much
 
-# The runner: started detached; `mkdir lock` makes a repeated start (after a crash) a no-op, the
-# exit code lands atomically in a file. The query reaches the command as $AGENT_QUERY and on stdin.
-RUNNER = """#!/bin/bash
-cd "$AGENT_WORKDIR" || { echo 97 > "$RUN_DIR/exit_code"; exit 0; }
+# The runner travels in the start call itself (no file to write first): started detached, `mkdir
+# lock` makes a repeated start (after a crash) a no-op, the exit code lands atomically in a file.
+# The query reaches the command as $AGENT_QUERY and on stdin.
+RUNNER = """mkdir -p "$RUN_DIR" && cd "$AGENT_WORKDIR" || { echo 97 > "$RUN_DIR/exit_code"; exit 0; }
 mkdir "$RUN_DIR/lock" 2>/dev/null || exit 0
 echo $$ > "$RUN_DIR/pid"
+printf '%s' "$AGENT_QUERY" > "$RUN_DIR/query"
 timeout -k 5 "$AGENT_TIMEOUT" bash -c "$AGENT_COMMAND" < "$RUN_DIR/query" > "$RUN_DIR/stdout" 2> "$RUN_DIR/stderr"
 echo $? > "$RUN_DIR/exit_code.tmp" && mv "$RUN_DIR/exit_code.tmp" "$RUN_DIR/exit_code"
 """
@@ -68,6 +71,8 @@ class TaskController:
         self._specs: dict[str, AgentTaskSpec] = {}
         self._next_full_poll = 0.0
         self._next_housekeeping = 0.0
+        self._activity: dict[tuple[str, str], float] = {}  # (namespace, agent) -> last task start or end
+        self._mirrored: dict[tuple[str, str], tuple[int, float]] = {}  # what its status says: (running, activity)
 
     # ---- events -------------------------------------------------------------------------------
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -126,7 +131,9 @@ class TaskController:
             for task in [t for t in self.tasks.values() if t["status"].get("phase") in ("Succeeded", "Failed")]:
                 await self._publish_if_asked(task, now)
                 await self._collect_if_expired(task, now)
-            await self._pause_idle_agents(now)
+            load = self._load()
+            await self._mirror_activity(load)
+            await self._pause_idle_agents(now, load)
 
     # ---- dispatch -----------------------------------------------------------------------------
     def running_on(self, namespace: str, agent: str) -> int:
@@ -194,18 +201,17 @@ class TaskController:
         await self._write(task, Outcome(False, "Running", f"running on {view.name}", reconciling=True),
                           phase="Running", agent=view.name, startTime=now_rfc3339(), runId=meta["uid"],
                           sandboxID=view.sandbox_id)
-        await asyncio.gather(self._set_active_tasks(meta["namespace"], view.name), self._launch(task, spec, view))
+        self._note_activity(meta["namespace"], view.name)
+        await self._launch(task, spec, view)
 
     async def _launch(self, task: dict[str, Any], spec: AgentTaskSpec, view: decisions.AgentView) -> None:
-        """Write the query and the runner into the sandbox and start it; safe to repeat (runner's lock)."""
+        """Start the runner in the sandbox; safe to repeat (the runner's lock)."""
         meta, status = task["metadata"], task["status"]
         run_dir = f"{RUNS_DIR}/{status['runId']}"
         redact = Redactor()
         try:
             inputs = await self.agents.resolve_inputs(meta["namespace"], view.spec, redact)
-            await self.gateway.write_files(status["sandboxID"], {f"{run_dir}/query": spec.query,
-                                                                 f"{run_dir}/run.sh": RUNNER}, inputs.api_key)
-            handle = await self.gateway.start_background(status["sandboxID"], f"setsid -w bash {shlex.quote(run_dir)}/run.sh",
+            handle = await self.gateway.start_background(status["sandboxID"], f"setsid -w bash -c {shlex.quote(RUNNER)}",
                                                 envs={**inputs.env, "AGENT_QUERY": spec.query, "RUN_DIR": run_dir,
                                                       "AGENT_COMMAND": view.spec.query.command,
                                                       "AGENT_TIMEOUT": str(spec.timeout_seconds),
@@ -220,7 +226,7 @@ class TaskController:
                         redact(str(error)))
             await self._write(task, Outcome(False, "StartFailed", redact(str(error)), reconciling=True),
                               phase="Pending", agent=None, startTime=None, runId=None, sandboxID=None)
-            await self._set_active_tasks(meta["namespace"], view.name)
+            self._note_activity(meta["namespace"], view.name)
             return
         self._watch(meta["uid"], handle)
         log.info("task %s/%s started on agent %s (sandbox %s)", meta["namespace"], meta["name"], view.name,
@@ -313,13 +319,28 @@ class TaskController:
         metrics.TASK_DURATION.observe(duration)
         self.emit(task, "Normal" if verdict.succeeded else "Warning", verdict.reason, verdict.message)
         if status.get("agent"):
-            await self._set_active_tasks(meta["namespace"], status["agent"])
+            self._note_activity(meta["namespace"], status["agent"])
 
-    async def _set_active_tasks(self, namespace: str, agent: str) -> None:
-        """Mirror the agent's running-task count into its status (the pool's scale-down reads it),
-        and restart its idle clock."""
-        await self.kube.patch_status(AGENT_PLURAL, namespace, agent, {
-            "activeTasks": self.running_on(namespace, agent), "lastActivityTime": now_rfc3339()})
+    def _note_activity(self, namespace: str, agent: str) -> None:
+        """A task started or ended on the agent: its idle clock restarts now, in memory. The status
+        follows at the next housekeeping round: two writes per task would double the API load of
+        short tasks, and what reads the count in this process (scale-down, dispatch) asks us."""
+        self._activity[(namespace, agent)] = time.time()
+
+    async def _mirror_activity(self, load: Counter) -> None:
+        """Bring agents' status.activeTasks / lastActivityTime up to date, writing only when the
+        count changed or the activity moved on by more than the resolution."""
+        for key, at in list(self._activity.items()):
+            running = load.get(key, 0)
+            written = self._mirrored.get(key)
+            if written and written[0] == running and at - written[1] < ACTIVITY_RESOLUTION_SECONDS:
+                continue
+            if await self.kube.patch_status(AGENT_PLURAL, *key, {"activeTasks": running,
+                                                                  "lastActivityTime": rfc3339(at)}) is None:
+                self._activity.pop(key, None)  # the agent is gone
+                self._mirrored.pop(key, None)
+                continue
+            self._mirrored[key] = (running, at)
 
     # ---- afterwards ---------------------------------------------------------------------------
     async def _publish_if_asked(self, task: dict[str, Any], now: float) -> None:
@@ -358,12 +379,12 @@ class TaskController:
         if done is not None and td.expired(done, spec.ttl_seconds_after_finished, now):
             await self.kube.delete(PLURAL, task["metadata"]["namespace"], task["metadata"]["name"])
 
-    async def _pause_idle_agents(self, now: float) -> None:
-        load = self._load()
+    async def _pause_idle_agents(self, now: float, load: Counter) -> None:
         for view in list(self.fleet.agents.values()):
             if view.deleting or not view.spec or not view.ready or view.paused:
                 continue
-            idle_since = epoch(view.last_activity_time) or epoch(view.ready_since)
+            recorded = epoch(view.last_activity_time) or epoch(view.ready_since)
+            idle_since = max(filter(None, (recorded, self._activity.get((view.namespace, view.name)))), default=None)
             if td.should_idle_pause(view.spec.idle_pause_seconds, load.get((view.namespace, view.name), 0),
                                     idle_since, view.idle_paused, now):
                 await self.kube.patch_status(AGENT_PLURAL, view.namespace, view.name, {"idlePaused": True})

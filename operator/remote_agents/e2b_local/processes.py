@@ -95,15 +95,14 @@ class ProcessTable:
             self.files, [config.cmd, *config.args], config.cwd if config.has_field("cwd") else None)
         env = {**self._env(), "HOME": home, **dict(config.envs)}
         join = self._cgroup_procs()
-
-        def enter_cgroup() -> None:  # in the child, before exec: no fork escapes the freezer
-            if join:
-                with open(join, "w") as procs:
-                    procs.write(str(os.getpid()))
-
+        if join:
+            # A shell joins the sandbox's cgroup, then becomes the command: nothing it forks escapes
+            # the freezer. (A preexec_fn would do the same but forces a full fork of this server
+            # for every command; without one, Python spawns with vfork.)
+            argv = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', join, *argv]
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=cwd, env=env, start_new_session=True, preexec_fn=enter_cgroup,
+                *argv, cwd=cwd, env=env, start_new_session=True,
                 stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         except OSError as error:
