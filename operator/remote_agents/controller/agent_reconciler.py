@@ -15,7 +15,7 @@ from typing import Any
 
 from remote_agents.api.models import RemoteAgentSpec
 from remote_agents.controller import decisions, git_source, metrics
-from remote_agents.controller.conditions import Outcome, conditions_for, same_status
+from remote_agents.controller.conditions import Outcome, status_update
 from remote_agents.controller.e2b_gateway import (
     CLUSTER_KEY, CONFIG_KEY, NAME_KEY, NAMESPACE_KEY, UID_KEY, E2BAuthFailed, E2BError, E2BRejected,
     ObservedSandbox, SandboxGateway, SandboxGone,
@@ -83,9 +83,8 @@ class StatusWriter:
     async def write(self, outcome: Outcome, **fields: Any) -> None:
         outcome = Outcome(outcome.ready, outcome.reason, self.redact(outcome.message), outcome.reconciling,
                           outcome.stalled)
-        desired = {**fields, "observedGeneration": self.generation, "message": outcome.message or None,
-                   "conditions": conditions_for(outcome, self.generation, self.current.get("conditions"))}
-        if same_status(self.current, desired):
+        desired = status_update(self.current, outcome, self.generation, message=outcome.message or None, **fields)
+        if desired is None:
             return
         await self.kube.patch_status(PLURAL, self.namespace, self.name, desired)
         self.current = {**self.current, **desired}

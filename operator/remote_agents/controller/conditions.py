@@ -72,3 +72,16 @@ def same_status(current: dict[str, Any], desired: dict[str, Any]) -> bool:
         conditions = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status.get("conditions") or []]
         return {**{k: v for k, v in status.items() if v is not None}, "conditions": conditions}
     return comparable({**current, **desired}) == comparable(current)
+
+
+def status_update(current: dict[str, Any], outcome: Outcome, generation: int,
+                  extra: tuple[tuple[str, bool, str], ...] = (), **fields: Any) -> dict[str, Any] | None:
+    """The status patch reporting `outcome` (the kstatus conditions, then `extra` ones given as
+    (type, true?, reason) with the outcome's message) with `fields` and observedGeneration; None
+    when writing it would change nothing visible. Every kind's status writer goes through here."""
+    previous = current.get("conditions") or []
+    by_type = {c.get("type"): c for c in previous}
+    conditions = conditions_for(outcome, generation, previous) + [
+        condition(kind, is_true, reason, outcome.message, generation, by_type) for kind, is_true, reason in extra]
+    desired = {**fields, "observedGeneration": generation, "conditions": conditions}
+    return None if same_status(current, desired) else desired

@@ -18,7 +18,7 @@ from remote_agents.controller import metrics
 from remote_agents.controller import pool_decisions as pd
 from remote_agents.controller.agent_reconciler import PLURAL as AGENT_PLURAL
 from remote_agents.controller.agent_reconciler import EventSink, RetryLater
-from remote_agents.controller.conditions import Outcome, condition, conditions_for, same_status
+from remote_agents.controller.conditions import Outcome, status_update
 from remote_agents.controller.kube import Kube
 
 log = logging.getLogger(__name__)
@@ -158,11 +158,8 @@ class PoolReconciler:
             extra = f", keeping {plan.waiting_for_busy} busy agents until their tasks end" if plan.waiting_for_busy else ""
             outcome = Outcome(False, why, f"{counts['readyReplicas']}/{spec.replicas} ready, "
                                           f"{counts['updatedReplicas']} updated{extra}", reconciling=True)
-        previous = current.get("conditions") or []
-        conditions = conditions_for(outcome, generation, previous)
         progressing_reason = "RolloutComplete" if settled else ("RollingUpdate" if rolling else "Scaling")
-        conditions.append(condition("Progressing", not stalled, progressing_reason,
-                                    outcome.message, generation, {c.get("type"): c for c in previous}))
-        desired = {**counts, "observedGeneration": generation, "conditions": conditions}
-        if not same_status(current, desired):
+        desired = status_update(current, outcome, generation, (("Progressing", not stalled, progressing_reason),),
+                                **counts)
+        if desired is not None:
             await self.kube.patch_status(PLURAL, meta["namespace"], meta["name"], desired)

@@ -21,8 +21,7 @@ from remote_agents.controller import decisions, github_publish, metrics
 from remote_agents.controller import task_decisions as td
 from remote_agents.controller.agent_reconciler import PLURAL as AGENT_PLURAL
 from remote_agents.controller.agent_reconciler import AgentReconciler, EventSink, Redactor
-from remote_agents.controller.conditions import (Outcome, condition, conditions_for, epoch, now_rfc3339, rfc3339,
-                                                 same_status)
+from remote_agents.controller.conditions import Outcome, epoch, now_rfc3339, rfc3339, status_update
 from remote_agents.controller.e2b_gateway import E2BError, SandboxGateway, SandboxGone
 from remote_agents.controller.fleet import Fleet
 from remote_agents.controller.kube import Kube, SecretMissing
@@ -394,16 +393,12 @@ class TaskController:
     async def _write(self, task: dict[str, Any], outcome: Outcome, phase: str, finished: bool | None = None,
                      **fields: Any) -> None:
         meta = task["metadata"]
-        generation = meta.get("generation", 0)
         current = task["status"]
-        conditions = conditions_for(outcome, generation, current.get("conditions"))
-        if finished is not None:  # Job-like terminal conditions for tools that know Jobs
-            by_type = {c.get("type"): c for c in current.get("conditions") or []}
-            conditions.append(condition("Complete" if finished else "Failed", True, outcome.reason, outcome.message,
-                                        generation, by_type))
-        desired = {**fields, "phase": phase, "observedGeneration": generation, "message": outcome.message or None,
-                   "conditions": conditions}
-        if same_status(current, desired):
+        # Job-like terminal conditions (Complete or Failed) for tools that know Jobs.
+        terminal = () if finished is None else (("Complete" if finished else "Failed", True, outcome.reason),)
+        desired = status_update(current, outcome, meta.get("generation", 0), terminal, phase=phase,
+                                message=outcome.message or None, **fields)
+        if desired is None:
             return
         updated = await self.kube.patch_status(PLURAL, meta["namespace"], meta["name"], desired)
         task["status"] = {k: v for k, v in {**current, **desired}.items() if v is not None}
