@@ -161,7 +161,7 @@ class Stack:
         kube-controller-manager renews its leader lease every few seconds whatever we do."""
         text = self.kubectl.run("get", "--raw", "/metrics", timeout=60).stdout
         writes: dict[str, int] = {}
-        for resource in set(re.findall(r'apiserver_request_total\{[^}]*resource="([^"]*)"', text)) - {"leases"}:
+        for resource in set(re.findall(r'apiserver_request_total\{(?:[^}]*,)?resource="([^"]*)"', text)) - {"leases"}:
             count = sum_metric(text, "apiserver_request_total", lambda labels: labels.get("resource") == resource
                                and labels.get("verb") in ("POST", "PUT", "PATCH", "DELETE"))
             if count:
