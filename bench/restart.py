@@ -53,12 +53,13 @@ def main() -> None:
         creates = stack.e2b_creates() - creates_before
         writes_after = stack.apiserver_writes()
         restart_log = stack.operator.log_path.read_text(errors="replace")[log_before:]
+        calls = stack.e2b_calls()  # the new process's counters: all of them after the restart
 
     writes = harness.delta(writes_before, writes_after)
     figures = {"agents": count, "setup_s": setup_s, "e2b_creates_after_restart": creates,
                "least_converged_seen": least_converged, "time_to_all_converged_s": converged_s,
                "time_to_all_reconciled_s": reconciled_s, "time_to_log_quiet_s": quiet_s,
-               "kubernetes_writes_after_restart": writes,
+               "kubernetes_writes_after_restart": writes, "operator_e2b_calls_after_restart": calls,
                "operator_log_lines_after_restart": restart_log.count("\n")}
     harness.report("restart", figures, [harness.Target("E2B creates after restart", creates, 0, "")])
 

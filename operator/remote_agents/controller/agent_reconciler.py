@@ -21,6 +21,7 @@ from remote_agents.controller.e2b_gateway import (
     ObservedSandbox, SandboxGateway, SandboxGone,
 )
 from remote_agents.controller.kube import Kube, SecretMissing
+from remote_agents.controller.ref_resolver import RefResolver
 from remote_agents.controller.sightings import Sightings
 from remote_agents.controller.settings import OperatorSettings
 
@@ -96,8 +97,9 @@ def _working(reason: str, message: str) -> Outcome:
 
 class AgentReconciler:
     def __init__(self, gateway: SandboxGateway, kube: Kube, settings: OperatorSettings, cluster_id: str,
-                 emit: EventSink, sightings: Sightings):
+                 emit: EventSink, sightings: Sightings, refs: RefResolver):
         self.gateway = gateway
+        self.refs = refs
         self.kube = kube
         self.settings = settings
         self.cluster_id = cluster_id
@@ -180,14 +182,13 @@ class AgentReconciler:
                          redact: Redactor) -> None:
         uid = body["metadata"]["uid"]
         inputs = await self.resolve_inputs(body["metadata"]["namespace"], spec, redact)
-        target = await git_source.resolve(spec.source.repo, spec.source.ref, inputs.git_token,
-                                          self.settings.git_timeout_seconds)
+        target = await self.refs.resolve(spec.source.repo, spec.source.ref, inputs.git_token)
         def plan_with(sandboxes: list[ObservedSandbox]) -> decisions.AgentPlan:
             return decisions.plan_agent(uid=uid, spec=spec, recorded_sandbox_id=status.current.get("sandboxID"),
                                         recorded_revision=status.current.get("revision"), sandboxes=sandboxes,
                                         target_revision=target, idle_paused=bool(status.current.get("idlePaused")))
 
-        seen = None if inputs.api_key else self.sightings.recent(uid)  # own-key agents are not in the fleet list
+        seen = None if inputs.api_key else await self.sightings.look(uid)  # own-key agents are not in the fleet list
         plan = plan_with(seen) if seen is not None else None
         if plan is None or any(isinstance(a, (decisions.Create, decisions.Kill)) for a in plan.actions):
             self.sightings.forget(uid)  # creating or killing: decide on a fresh look only

@@ -17,20 +17,14 @@ from remote_agents.controller.agent_reconciler import PLURAL
 from remote_agents.controller.e2b_gateway import CLUSTER_KEY, E2BError, ObservedSandbox, SandboxGateway
 from remote_agents.controller.kube import Kube, SecretMissing
 from remote_agents.controller.pool_decisions import POOL_LABEL
-from remote_agents.controller.webhook import PushEvent, normalise_repo
+from remote_agents.controller.ref_resolver import RefResolver, repo_key
+from remote_agents.controller.webhook import PushEvent
 from remote_agents.controller.settings import OperatorSettings
 from remote_agents.controller.sightings import Sightings
 
 log = logging.getLogger(__name__)
 
 REF_CHECK_CONCURRENCY = 8  # ls-remote processes at once
-
-
-def _repo_key(repo: str) -> str:
-    try:
-        return normalise_repo(repo)
-    except ValueError:
-        return repo
 
 
 def view_of(body: Mapping[str, Any]) -> decisions.AgentView:
@@ -59,8 +53,9 @@ def _log_failure(task: asyncio.Task) -> None:
 
 class Fleet:
     def __init__(self, gateway: SandboxGateway, kube: Kube, settings: OperatorSettings, cluster_id: str,
-                 sightings: Sightings):
+                 sightings: Sightings, refs: RefResolver):
         self.gateway = gateway
+        self.refs = refs
         self.kube = kube
         self.settings = settings
         self.cluster_id = cluster_id
@@ -82,7 +77,7 @@ class Fleet:
         uid = body["metadata"]["uid"]
         previous = self.agents.pop(uid, None)
         if previous is not None:
-            self.by_repo[_repo_key(previous.repo)].discard(uid)
+            self.by_repo[repo_key(previous.repo)].discard(uid)
         if event_type == "DELETED":
             return
         try:
@@ -90,7 +85,7 @@ class Fleet:
         except ValueError:
             return  # a spec the schema let through but we cannot parse: its handler reports it
         self.agents[uid] = view
-        self.by_repo[_repo_key(view.repo)].add(uid)
+        self.by_repo[repo_key(view.repo)].add(uid)
 
     def tracking(self, repo_keys: frozenset[str]) -> list[decisions.AgentView]:
         """Agents whose source is one of these repositories (by index, not by a scan)."""
@@ -101,8 +96,9 @@ class Fleet:
         await self.kube.request_reconcile(PLURAL, view.namespace, view.name)
 
     async def check_sandboxes(self) -> None:
-        sandboxes = await self.gateway.list({CLUSTER_KEY: self.cluster_id})
-        by_uid = self.sightings.record(sandboxes)
+        async with self.sightings.listing():
+            sandboxes = await self.gateway.list({CLUSTER_KEY: self.cluster_id})
+            by_uid = self.sightings.record(sandboxes)
         now = time.time()
         for view in list(self.agents.values()):
             observed = by_uid.get(view.uid, [])
@@ -132,6 +128,7 @@ class Fleet:
 
     async def on_push(self, event: PushEvent) -> int:
         """A verified push: every agent tracking that branch of that repository re-resolves its ref now."""
+        self.refs.pushed(event.repo_keys)  # the reconciles it pokes must not reuse a lookup from before it
         matched = [v for v in self.tracking(event.repo_keys) if not v.deleting and event.concerns(v.repo, v.ref)]
         behind = [v for v in matched if v.revision != event.commit]
         # Answer GitHub at once (it gives up after 10 s); the pokes go on in the background, and the
@@ -171,7 +168,7 @@ class Fleet:
         async with self._ref_check_slots:
             try:
                 token = await self.kube.secret_value(*credentials) if credentials else None
-                commit = await git_source.resolve(repo, ref, token, self.settings.git_timeout_seconds)
+                commit = await self.refs.resolve(repo, ref, token)
             except (git_source.GitUnavailable, git_source.RefNotFound, SecretMissing) as error:
                 log.info("ref poll of %s@%s failed: %s", repo, ref, error)
                 return

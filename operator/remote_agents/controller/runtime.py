@@ -11,6 +11,7 @@ from remote_agents.controller.e2b_gateway import SandboxGateway
 from remote_agents.controller.fleet import Fleet
 from remote_agents.controller.kube import Kube, load_config
 from remote_agents.controller.pool_reconciler import PoolReconciler
+from remote_agents.controller.ref_resolver import RefResolver
 from remote_agents.controller.sightings import Sightings
 from remote_agents.controller.task_controller import TaskController
 from remote_agents.controller.settings import OperatorSettings
@@ -33,8 +34,9 @@ class Runtime:
         cluster_id = self.settings.cluster_id or await self.kube.cluster_id()
         self.gateway = SandboxGateway(self.settings.gateway, observe=metrics.observe_e2b)
         sightings = Sightings(max_age_seconds=self.settings.health_interval_seconds * 1.5)
-        self.agents = AgentReconciler(self.gateway, self.kube, self.settings, cluster_id, emit, sightings)
-        self.fleet = Fleet(self.gateway, self.kube, self.settings, cluster_id, sightings)
+        refs = RefResolver(self.settings.git_timeout_seconds)
+        self.agents = AgentReconciler(self.gateway, self.kube, self.settings, cluster_id, emit, sightings, refs)
+        self.fleet = Fleet(self.gateway, self.kube, self.settings, cluster_id, sightings, refs)
         self.tasks = TaskController(self.kube, self.gateway, self.agents, self.fleet, emit)
         self.pools = PoolReconciler(self.kube, emit, running_on=self.tasks.running_on)
 
