@@ -84,7 +84,11 @@ class CommandOutcome:
 @dataclass(frozen=True)
 class GatewaySettings:
     api_key: str | None = None  # None: the SDK reads E2B_API_KEY
-    max_concurrency: int = 8
+    max_concurrency: int = 8  # E2B API calls at once
+    # In-sandbox calls (commands, files) at once. Each goes to its sandbox's own envd, not to E2B's
+    # API, and a setup command may run for minutes: under the API's bound, eight long setups would
+    # stall every other agent's checkout.
+    sandbox_concurrency: int = 64
     calls_per_second: float = 10.0
     creates_per_second: float = 1.0  # E2B Hobby: 1 create/s
     call_timeout_seconds: float = 60.0
@@ -97,6 +101,7 @@ class SandboxGateway:
     def __init__(self, settings: GatewaySettings, observe: Callable[[str, str, float], None] | None = None):
         self.settings = settings
         self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._sandbox_slots = asyncio.Semaphore(settings.sandbox_concurrency)
         self.calls_bucket = TokenBucket(settings.calls_per_second, burst=max(1, int(settings.calls_per_second)))
         self.creates_bucket = TokenBucket(settings.creates_per_second, burst=1)
         self._observe = observe or (lambda operation, outcome, seconds: None)
@@ -203,7 +208,7 @@ class SandboxGateway:
         sandbox = await self._sandbox(sandbox_id, api_key)
         started = time.monotonic()
         try:
-            async with self._slots:
+            async with self._sandbox_slots:
                 result = await asyncio.wait_for(call(sandbox), timeout_seconds or self.settings.call_timeout_seconds)
         except e2b_errors.SandboxNotRunningException as error:
             self._handles.pop(sandbox_id, None)
@@ -248,7 +253,7 @@ class SandboxGateway:
         # Commands are not retried: setup steps need not be idempotent. Their own timeout bounds them.
         started = time.monotonic()
         try:
-            async with self._slots:
+            async with self._sandbox_slots:
                 outcome = await asyncio.wait_for(run(), timeout_seconds + 60)
         except e2b_errors.SandboxNotRunningException as error:
             self._handles.pop(sandbox_id, None)

@@ -31,6 +31,7 @@ class OperatorSettings:
     def from_env(cls, **overrides) -> OperatorSettings:
         gateway = GatewaySettings(
             max_concurrency=int(_env_float("REMOTE_AGENTS_E2B_MAX_CONCURRENCY", 8)),
+            sandbox_concurrency=int(_env_float("REMOTE_AGENTS_E2B_SANDBOX_CONCURRENCY", 64)),
             calls_per_second=_env_float("REMOTE_AGENTS_E2B_CALLS_PER_SECOND", 10),
             creates_per_second=_env_float("REMOTE_AGENTS_E2B_CREATES_PER_SECOND", 1),
             call_timeout_seconds=_env_float("REMOTE_AGENTS_E2B_CALL_TIMEOUT", 60),

@@ -1,0 +1,44 @@
+"""The operator's SandboxGateway (the one owner of E2B calls) through the real SDK against e2b-local."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from remote_agents.controller.e2b_gateway import GatewaySettings, SandboxGateway
+
+
+async def test_create_is_idempotent_and_sandboxes_are_found_by_metadata():
+    gateway = SandboxGateway(GatewaySettings(creates_per_second=100, calls_per_second=100))
+    uid = str(uuid.uuid4())
+    metadata = {"remoteagents.io/uid": uid}
+    first = await gateway.create(template="base", timeout_seconds=120, metadata=metadata, idempotency_key=uid)
+    again = await gateway.create(template="base", timeout_seconds=120, metadata=metadata, idempotency_key=uid)
+    try:
+        assert again == first  # a retried create (lost answer, operator crash) never makes a second sandbox
+        assert [s.sandbox_id for s in await gateway.list(metadata)] == [first]
+    finally:
+        await gateway.kill(first)
+    assert await gateway.list(metadata) == []
+
+
+async def test_long_in_sandbox_commands_do_not_hold_the_api_slots():
+    # One E2B API call at a time, yet a short command in one sandbox is not held up by a long one
+    # in another: in-sandbox calls have their own bound.
+    gateway = SandboxGateway(GatewaySettings(max_concurrency=1, creates_per_second=100, calls_per_second=100))
+    keys = [str(uuid.uuid4()) for _ in range(2)]
+    slow, quick = [await gateway.create(template="base", timeout_seconds=120, metadata={"remoteagents.io/uid": key},
+                                        idempotency_key=key) for key in keys]
+    try:
+        long_setup = asyncio.create_task(gateway.run(slow, "sleep 20; echo slow", envs={}, cwd=None,
+                                                     timeout_seconds=60))
+        await asyncio.sleep(0.5)
+        outcome = await gateway.run(quick, "echo quick", envs={}, cwd=None, timeout_seconds=60)
+        assert outcome.stdout == "quick\n"
+        assert not long_setup.done()
+        assert (await gateway.list({"remoteagents.io/uid": keys[1]}))[0].sandbox_id == quick  # API calls too
+        assert not long_setup.done()
+        long_setup.cancel()
+    finally:
+        for sandbox_id in (slow, quick):
+            await gateway.kill(sandbox_id)
