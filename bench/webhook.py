@@ -55,6 +55,7 @@ def main() -> None:
                           f"{agents} Ready agents")
         harness.log(f"{agents} agents Ready; {args.pushes} pushes")
         latencies, responses, matched = [], [], []
+        calls_before = stack.e2b_calls()
         for push in range(args.pushes):
             commit = stack.repo.commit({"agent.txt": f"version {push + 2}\n"}, f"push {push}")
             started = time.monotonic()
@@ -64,10 +65,11 @@ def main() -> None:
                                      120 + agents, f"every agent at {commit[:12]}", interval=0.2)
             latencies.append(done - started)
             harness.log(f"push {push}: answered in {responses[-1]:.2f}s, all agents updated in {latencies[-1]:.2f}s")
+        calls = harness.delta(calls_before, stack.e2b_calls())
 
     p50, p95 = harness.percentile(latencies, 0.5), harness.percentile(latencies, 0.95)
     figures = {"agents": agents, "pushes": args.pushes, "matched": matched, "latencies_s": latencies,
-               "p50_s": p50, "p95_s": p95, "per_agent_ms_p50": p50 / agents * 1000,
+               "p50_s": p50, "p95_s": p95, "operator_e2b_calls_during_pushes": calls, "per_agent_ms_p50": p50 / agents * 1000,
                "response_s": responses, "response_max_s": max(responses)}
     harness.report("webhook", figures, [
         harness.Target("slowest answer to a delivery", max(responses), GITHUB_TIMEOUT_S, "s"),

@@ -195,8 +195,10 @@ class AgentReconciler:
             plan = plan_with(await self.gateway.list({UID_KEY: uid}, inputs.api_key))
         current = plan.keep
         created = False
-        if plan.actions:
-            self.sightings.forget(uid)  # what we are about to do makes the last sighting stale
+        if any(not isinstance(a, decisions.Checkout) for a in plan.actions):
+            # Creating, killing, pausing or resuming makes the last sighting stale; a checkout
+            # changes nothing the list shows (and pushes come in bursts: keep planning from it).
+            self.sightings.forget(uid)
         for action in plan.actions:
             match action:
                 case decisions.Kill(sandbox_id=sandbox_id, reason=reason):
