@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -94,10 +95,10 @@ class Coalescer:
 
 
 class PoolReconciler:
-    def __init__(self, kube: Kube, emit: EventSink, running_on: Callable[[str, str], int]):
+    def __init__(self, kube: Kube, emit: EventSink, running_counts: Callable[[], Counter]):
         self.kube = kube
         self.emit = emit
-        self.running_on = running_on
+        self.running_counts = running_counts  # tasks running now, by (namespace, agent)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.coalescer = Coalescer(lambda key: self.reconcile(*key))
 
@@ -119,7 +120,8 @@ class PoolReconciler:
         agents = await self.kube.list(AGENT_PLURAL, namespace, f"{pd.POOL_LABEL}={name}")
         owned = [a for a in agents if any(ref.get("uid") == meta["uid"]
                                           for ref in a["metadata"].get("ownerReferences") or [])]
-        children = [child_view(a, self.running_on(namespace, a["metadata"]["name"])) for a in owned]
+        running = self.running_counts()
+        children = [child_view(a, running.get((namespace, a["metadata"]["name"]), 0)) for a in owned]
         plan = pd.plan_pool(name, spec, children)
         try:
             for child in plan.delete:

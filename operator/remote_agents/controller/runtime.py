@@ -38,7 +38,7 @@ class Runtime:
         self.agents = AgentReconciler(self.gateway, self.kube, self.settings, cluster_id, emit, sightings, refs)
         self.fleet = Fleet(self.gateway, self.kube, self.settings, cluster_id, sightings, refs)
         self.tasks = TaskController(self.kube, self.gateway, self.agents, self.fleet, emit)
-        self.pools = PoolReconciler(self.kube, emit, running_on=self.tasks.running_on)
+        self.pools = PoolReconciler(self.kube, emit, running_counts=self.tasks.running_counts)
 
 
     def refresh_metrics(self) -> None:

@@ -130,15 +130,13 @@ class TaskController:
             for task in [t for t in self.tasks.values() if t["status"].get("phase") in ("Succeeded", "Failed")]:
                 await self._publish_if_asked(task, now)
                 await self._collect_if_expired(task, now)
-            load = self._load()
+            load = self.running_counts()
             await self._mirror_activity(load)
             await self._pause_idle_agents(now, load)
 
     # ---- dispatch -----------------------------------------------------------------------------
-    def running_on(self, namespace: str, agent: str) -> int:
-        return self._load().get((namespace, agent), 0)
-
-    def _load(self) -> Counter:
+    def running_counts(self) -> Counter:
+        """Tasks running now, by (namespace, agent)."""
         return Counter((t["metadata"]["namespace"], t["status"].get("agent")) for t in self.tasks.values()
                        if t["status"].get("phase") == "Running")
 
@@ -146,7 +144,7 @@ class TaskController:
         """Choose agents in FIFO order (slots are reserved in memory as we go), then start the runs
         concurrently: starting one costs a few round trips, and tasks must not queue behind them."""
         starts = []
-        load = self._load()
+        load = self.running_counts()
         full: dict[tuple[str, str, str], td.Dispatch] = {}  # target -> why it cannot take more this round
         for task in pending:
             meta = task["metadata"]
