@@ -22,6 +22,13 @@ class ApiModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
+def exactly_one_of(first: str, second: str) -> dict[str, str]:
+    """A CEL rule (x-kubernetes-validations) that one and only one of two optional fields is set;
+    the fields by their JSON names."""
+    return {"rule": f"has(self.{first}) != has(self.{second})",
+            "message": f"exactly one of {first} and {second} must be set"}
+
+
 class SecretKeySelector(ApiModel):
     name: str = Field(min_length=1, max_length=253, description="Name of a Secret in the object's namespace.")
     key: str = Field(min_length=1, max_length=253, description="Key inside the Secret.")
@@ -33,10 +40,7 @@ class EnvVarSource(ApiModel):
 
 
 class EnvVar(ApiModel):
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
-        "rule": "has(self.value) != has(self.valueFrom)",
-        "message": "exactly one of value and valueFrom must be set",
-    }]})
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [exactly_one_of("value", "valueFrom")]})
     name: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                       description="Environment variable name.")
     value: str | None = Field(None, max_length=32768, description="Literal value (never put secrets here).")
@@ -171,10 +175,7 @@ class PullRequestTarget(ApiModel):
 
 class GitHubTarget(ApiModel):
     """Where output goes: exactly one of issue and pullRequest."""
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
-        "rule": "has(self.issue) != has(self.pullRequest)",
-        "message": "exactly one of issue and pullRequest must be set",
-    }]})
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [exactly_one_of("issue", "pullRequest")]})
     repo: str = Field(min_length=3, max_length=200, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
                       description="owner/name of the GitHub repository.")
     issue: int | None = Field(None, ge=1, description="Comment on this issue or pull request number.")
@@ -205,7 +206,7 @@ class GitHubOutput(GitHubTarget):
 
 class AgentTaskSpec(ApiModel):
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
-        {"rule": "has(self.poolRef) != has(self.agentRef)", "message": "exactly one of poolRef and agentRef must be set"},
+        exactly_one_of("poolRef", "agentRef"),
         {"rule": "self == oldSelf", "message": "an AgentTask's spec is immutable"},
     ]})
     query: str = Field(min_length=1, max_length=65536)
