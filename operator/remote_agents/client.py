@@ -100,10 +100,8 @@ class RemoteAgentOrchestrator:
                      env: dict[str, str] | None = None, template: str | None = None, wait: bool = True,
                      timeout: float = 300) -> str:
         name = name or f"agent-{uuid.uuid4().hex[:8]}"
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RemoteAgent",
-                "metadata": {"name": name, "namespace": self.namespace},
-                "spec": self._agent_spec(repo, ref, setup, query_command, env, template)}
-        self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION, self.namespace, AGENTS, body)
+        self._create(AGENTS, "RemoteAgent", {"name": name},
+                     self._agent_spec(repo, ref, setup, query_command, env, template))
         if wait:
             self._wait(AGENTS, name, lambda a: is_current(a, "Ready"), timeout, "to be Ready")
         return name
@@ -154,11 +152,8 @@ class RemoteAgentOrchestrator:
                           env: dict[str, str] | None = None, template: str | None = None, wait: bool = True,
                           timeout: float = 300) -> str:
         name = name or f"pool-{uuid.uuid4().hex[:8]}"
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentPool",
-                "metadata": {"name": name, "namespace": self.namespace},
-                "spec": {"replicas": size,
-                         "template": {"spec": self._agent_spec(repo, ref, setup, query_command, env, template)}}}
-        self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION, self.namespace, POOLS, body)
+        self._create(POOLS, "AgentPool", {"name": name}, {
+            "replicas": size, "template": {"spec": self._agent_spec(repo, ref, setup, query_command, env, template)}})
         if wait:
             self._wait(POOLS, name, lambda p: is_current(p, "Ready") and (p.get("status") or {}).get("readyReplicas")
                        == size, timeout, f"to have {size} Ready agents")
@@ -182,10 +177,8 @@ class RemoteAgentOrchestrator:
     def submit_task(self, query: str, agent: str | None = None, pool: str | None = None,
                     timeout: float = 900) -> str:
         target = {"agentRef": {"name": agent}} if agent else {"poolRef": {"name": pool}}
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentTask",
-                "metadata": {"generateName": f"{(agent or pool)[:40]}-q-", "namespace": self.namespace},
-                "spec": {"query": query, "timeoutSeconds": max(1, int(timeout)), **target}}
-        created = self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION, self.namespace, TASKS, body)
+        created = self._create(TASKS, "AgentTask", {"generateName": f"{(agent or pool)[:40]}-q-"},
+                               {"query": query, "timeoutSeconds": max(1, int(timeout)), **target})
         return created["metadata"]["name"]
 
     def wait_tasks(self, names: list[str], timeout: float,
@@ -298,6 +291,11 @@ class RemoteAgentOrchestrator:
             return asyncio.run(git_source.resolve(source["repo"], ref, token))
         except (git_source.RefNotFound, git_source.GitUnavailable) as error:
             raise OrchestratorError(str(error)) from None
+
+    def _create(self, plural: str, kind: str, metadata: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind,
+                "metadata": {**metadata, "namespace": self.namespace}, "spec": spec}
+        return self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION, self.namespace, plural, body)
 
     def _delete(self, plural: str, name: str, timeout: float, propagation: str = "Background") -> None:
         self._call(self.custom.delete_namespaced_custom_object, GROUP, VERSION, self.namespace, plural, name,
