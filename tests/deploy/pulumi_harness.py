@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -99,10 +100,16 @@ def _resolve(value: Any) -> tuple[Any, bool]:
     return _sync_await(output.future()), _sync_await(output.is_secret())
 
 
+_LOOP = asyncio.new_event_loop()
+
+
 def run_program(config: dict[str, Any]) -> Run:
     mocks = _RecordingMocks()
     monitor = _ProtectRecordingMonitor(mocks)
     set_root_resource(None)  # a fresh Stack per run, so exports of an earlier run do not linger
+    # Pulumi's mocks run on the thread's current event loop; an earlier asyncio.run() (the client's
+    # ref lookup, in the e2e tests) leaves none behind.
+    asyncio.set_event_loop(_LOOP)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="test", preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(
         {f"{PROJECT}:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in config.items()},
