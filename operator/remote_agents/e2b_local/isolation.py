@@ -1,7 +1,7 @@
 """Giving each sandbox its own /home/user and /tmp.
 
 Preferred: every command runs in a private mount namespace (`unshare --mount`) where the
-sandbox's directories are bind-mounted over /home/user and /tmp, so `echo hi > /home/user/x`
+sandbox's directories are bind-mounted over /home and /tmp, so `echo hi > /home/user/x`
 writes into that sandbox only and no sandbox sees another's files. When the machine does not
 allow mount namespaces, the fallback maps paths instead: the files API rewrites them and
 commands get HOME and cwd inside the sandbox directory (absolute /home/user paths inside a
@@ -23,9 +23,7 @@ PRIVATE_ROOTS = (HOME, "/tmp")
 # $1 = sandbox dir, $2 = cwd, rest = argv.
 _MOUNT_SCRIPT = """
 set -e
-mount -t tmpfs e2b-home /home
-mkdir -p /home/user
-mount --bind "$1/home/user" /home/user
+mount --bind "$1/home" /home
 mount --bind "$1/tmp" /tmp
 cd "$2"
 shift 2
