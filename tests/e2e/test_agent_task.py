@@ -116,6 +116,18 @@ def test_timeout_fails_the_task_and_kills_its_process(kubectl, namespace, operat
     assert "marker-7731" not in sandbox.commands.run("ps -eo args").stdout
 
 
+def test_deleting_a_running_task_kills_its_process(kubectl, namespace, operator, e2b_client, agent_repo):
+    kubectl.apply(agent_manifest("busy", namespace, agent_repo.url,
+                                 query={"command": "sleep 307 & sleep 308 # marker-5120"}))
+    sandbox = e2b_client.connect(wait_ready(kubectl, "busy", namespace)["status"]["sandboxID"])
+    kubectl.apply(task_manifest("cancelled", namespace, "wait", agent="busy", timeout=600))
+    eventually(lambda: "marker-5120" in sandbox.commands.run("ps -eo args").stdout, 60, what="the run to start")
+    kubectl.run("delete", "agenttask", "cancelled", "-n", namespace)
+    # Both sleeps (the command's own and the one it put in the background) go with the task.
+    eventually(lambda: not {"sleep 307", "sleep 308"} & set(sandbox.commands.run("ps -eo args").stdout.splitlines()),
+               30, what="the run to be killed")
+
+
 def test_task_output_is_published_to_github_through_pygithub(kubectl, namespace, operator, agent_repo):
     with FakeGitHub(tokens=("ghp_task_token_81f2",)) as github:
         github.add_repo("quant/research", issues=(7,))

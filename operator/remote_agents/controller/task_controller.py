@@ -13,7 +13,7 @@ import logging
 import shlex
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from remote_agents.api.models import API_VERSION, AgentTaskSpec
@@ -35,16 +35,23 @@ PUBLISH_RETRY_SECONDS = 30
 FULL_POLL_SECONDS = 5  # every run is checked at least this often, watched live or not
 HOUSEKEEPING_SECONDS = 2  # TTL collection, publishing, idle pausing and activity mirroring need no faster pace
 ACTIVITY_RESOLUTION_SECONDS = 30  # an agent's status.lastActivityTime may lag its real activity by this much
+# "Pending: every agent is busy" notes in flight at once: a burst of tasks must not queue the
+# claims and results (the work itself) behind a thousand notes in the API client's threads.
+PENDING_NOTES_IN_FLIGHT = 4
 
-# The runner travels in the start call itself (no file to write first): started detached, `mkdir
-# lock` makes a repeated start (after a crash) a no-op, the exit code lands atomically in a file.
-# The query reaches the command as $AGENT_QUERY and on stdin.
+# The runner is the start call's command itself (no file to write first), started detached. The
+# lock (created with noclobber, O_EXCL) makes a repeated start (after a crash) a no-op. `timeout`
+# leads its own process group, whose id goes into the pid file: killing that group stops the
+# command and all it started. The exit code lands in a file (read as "not yet" while still empty).
+# The query reaches the command as $AGENT_QUERY and on stdin. Builtins wherever possible: every
+# process started here is CPU in the sandbox, once per task.
 RUNNER = """mkdir -p "$RUN_DIR" && cd "$AGENT_WORKDIR" || { echo 97 > "$RUN_DIR/exit_code"; exit 0; }
-mkdir "$RUN_DIR/lock" 2>/dev/null || exit 0
-echo $$ > "$RUN_DIR/pid"
+set -C; { : > "$RUN_DIR/lock"; } 2>/dev/null || exit 0; set +C
 printf '%s' "$AGENT_QUERY" > "$RUN_DIR/query"
-timeout -k 5 "$AGENT_TIMEOUT" bash -c "$AGENT_COMMAND" < "$RUN_DIR/query" > "$RUN_DIR/stdout" 2> "$RUN_DIR/stderr"
-echo $? > "$RUN_DIR/exit_code.tmp" && mv "$RUN_DIR/exit_code.tmp" "$RUN_DIR/exit_code"
+timeout -k 5 "$AGENT_TIMEOUT" bash -c "$AGENT_COMMAND" < "$RUN_DIR/query" > "$RUN_DIR/stdout" 2> "$RUN_DIR/stderr" &
+echo $! > "$RUN_DIR/pid"
+wait $!
+echo $? > "$RUN_DIR/exit_code"
 """
 
 
@@ -72,6 +79,13 @@ class TaskController:
         self._next_housekeeping = 0.0
         self._activity: dict[tuple[str, str], float] = {}  # (namespace, agent) -> last task start or end
         self._mirrored: dict[tuple[str, str], tuple[int, float]] = {}  # what its status says: (running, activity)
+        # Rounds never wait on the API or E2B: each task's next step runs in the background, one at
+        # a time per task. Slots are counted from what is in flight, not only from written status.
+        self._busy: dict[str, asyncio.Task] = {}  # task uid -> its operation in flight
+        self._starting: dict[str, tuple[str, str]] = {}  # uid -> (namespace, agent): slot taken, claim being written
+        self._finishing: set[str] = set()  # uids whose run has ended: slot free, result being written
+        self._notes_in_flight = 0
+        self._housekeeping: asyncio.Task | None = None
 
     # ---- events -------------------------------------------------------------------------------
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -87,8 +101,12 @@ class TaskController:
         # (resourceVersions are etcd revisions: numeric in every kube-apiserver).
         if known and _revision(known) > _revision(body):
             return
-        self.tasks[uid] = {"apiVersion": API_VERSION, "kind": "AgentTask", "metadata": dict(body["metadata"]),
-                           "spec": dict(body["spec"]), "status": dict(body.get("status") or {})}
+        fresh = {"apiVersion": API_VERSION, "kind": "AgentTask", "metadata": dict(body["metadata"]),
+                 "spec": dict(body["spec"]), "status": dict(body.get("status") or {})}
+        if known:
+            known.update(fresh)  # in place: operations in flight hold this very dict
+        else:
+            self.tasks[uid] = fresh
         self._wake.set()
 
     def _spec(self, task: Mapping[str, Any]) -> AgentTaskSpec:
@@ -115,60 +133,103 @@ class TaskController:
                 log.exception("task round failed")
 
     async def step(self) -> None:
+        """One round: decide, and hand every action to the background (see _spawn)."""
         now = time.time()
-        running = [t for t in self.tasks.values() if t["status"].get("phase") == "Running"]
-        if now < self._next_full_poll:  # runs we watch live tell us when they end: no need to ask
-            running = [t for t in running if t["metadata"]["uid"] not in self._live]
-        else:
+        full_poll = now >= self._next_full_poll
+        if full_poll:
             self._next_full_poll = now + FULL_POLL_SECONDS
-        await asyncio.gather(*(self._poll(task) for task in running))
-        pending = sorted((t for t in self.tasks.values() if t["status"].get("phase") in (None, "Pending")),
+        for uid, task in self.tasks.items():
+            # Runs we watch live tell us when they end: no need to ask before the full poll.
+            if (task["status"].get("phase") == "Running" and uid not in self._busy
+                    and (full_poll or uid not in self._live)):
+                self._spawn(uid, self._poll(task))
+        pending = sorted((t for uid, t in self.tasks.items()
+                          if t["status"].get("phase") in (None, "Pending") and uid not in self._busy),
                          key=lambda t: t["metadata"].get("creationTimestamp", ""))
-        await self._dispatch_all(pending)
-        if now >= self._next_housekeeping:
+        self._dispatch_all(pending)
+        if now >= self._next_housekeeping and (self._housekeeping is None or self._housekeeping.done()):
             self._next_housekeeping = now + HOUSEKEEPING_SECONDS
+            self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep(now))
+
+    def _spawn(self, uid: str, operation: Coroutine[Any, Any, None]) -> None:
+        """Run a task's next step in the background; the loop looks again when it ends."""
+        job = asyncio.get_running_loop().create_task(operation)
+        self._busy[uid] = job
+
+        def ended(job: asyncio.Task) -> None:
+            if self._busy.get(uid) is job:
+                del self._busy[uid]
+            if not job.cancelled() and job.exception() is not None:
+                log.error("task %s: step failed", uid, exc_info=job.exception())
+            self._wake.set()
+        job.add_done_callback(ended)
+
+    async def _housekeep(self, now: float) -> None:
+        try:
             for task in [t for t in self.tasks.values() if t["status"].get("phase") in ("Succeeded", "Failed")]:
                 await self._publish_if_asked(task, now)
                 await self._collect_if_expired(task, now)
             load = self.running_counts()
             await self._mirror_activity(load)
             await self._pause_idle_agents(now, load)
+        except Exception:  # the next round tries again; logged with its trace
+            log.exception("task housekeeping failed")
 
     # ---- dispatch -----------------------------------------------------------------------------
     def running_counts(self) -> Counter:
-        """Tasks running now, by (namespace, agent)."""
-        return Counter((t["metadata"]["namespace"], t["status"].get("agent")) for t in self.tasks.values()
-                       if t["status"].get("phase") == "Running")
+        """Tasks running now, by (namespace, agent): claimed in status or being claimed, not yet ended."""
+        counts = Counter((t["metadata"]["namespace"], t["status"].get("agent")) for uid, t in self.tasks.items()
+                         if t["status"].get("phase") == "Running" and uid not in self._finishing)
+        counts.update(self._starting.values())
+        return counts
 
-    async def _dispatch_all(self, pending: list[dict[str, Any]]) -> None:
-        """Choose agents in FIFO order (slots are reserved in memory as we go), then start the runs
-        concurrently: starting one costs a few round trips, and tasks must not queue behind them."""
-        starts = []
+    def _dispatch_all(self, pending: list[dict[str, Any]]) -> None:
+        """Choose agents in FIFO order (slots are reserved in memory as we go) and start the runs in
+        the background: starting one costs a few round trips, and tasks must not queue behind them."""
         load = self.running_counts()
-        full: dict[tuple[str, str, str], td.Dispatch] = {}  # target -> why it cannot take more this round
+        blocked: dict[tuple[str, str, str], td.Dispatch] = {}  # target -> why it cannot take more this round
         for task in pending:
             meta = task["metadata"]
+            uid = meta["uid"]
             spec = self._spec(task)
             target = (meta["namespace"], "agent" if spec.agent_ref else "pool",
                       (spec.agent_ref or spec.pool_ref).name)
-            choice = full.get(target)
+            choice = blocked.get(target)
             if choice is None:
                 pairs = self._candidates(meta["namespace"], spec, load)
                 choice = td.choose_agent([c for c, _ in pairs], by_ref=spec.agent_ref is not None)
             if choice.agent is None:
-                full[target] = choice
-                await self._write(task, Outcome(False, choice.reason, choice.message, reconciling=True),
-                                  phase="Pending")
+                blocked[target] = choice
+                self._note_pending(task, Outcome(False, choice.reason, choice.message, reconciling=True))
                 continue
             view = next(v for c, v in pairs if c.name == choice.agent)
-            if choice.wake:
-                await self._wake_agent(task, view)
+            if choice.wake:  # one task wakes the agent; the others of this round wait for it
+                blocked[target] = td.Dispatch(None, reason="WakingAgent", message=f"resuming idle agent {view.name}")
+                self._spawn(uid, self._wake_agent(task, view))
                 continue
             if not view.sandbox_id:
                 continue
             load[(meta["namespace"], view.name)] += 1
-            starts.append(self._start(task, spec, view))
-        await asyncio.gather(*starts)
+            self._starting[uid] = (meta["namespace"], view.name)
+            self._spawn(uid, self._start(task, spec, view))
+
+    def _note_pending(self, task: dict[str, Any], outcome: Outcome) -> None:
+        """Say in the task's status why it waits, a few tasks at a time (the rest at later rounds)."""
+        status = task["status"]
+        if self._notes_in_flight >= PENDING_NOTES_IN_FLIGHT or (
+                status.get("phase") == "Pending" and status.get("message") == outcome.message):
+            return  # said already (the cheap test: every round looks at every waiting task)
+        desired = self._status_patch(task, outcome, phase="Pending")
+        if desired is None:
+            return
+
+        async def note() -> None:
+            self._notes_in_flight += 1
+            try:
+                await self._apply(task, desired)
+            finally:
+                self._notes_in_flight -= 1
+        self._spawn(task["metadata"]["uid"], note())
 
     async def _wake_agent(self, task: dict[str, Any], view: decisions.AgentView) -> None:
         namespace = task["metadata"]["namespace"]
@@ -194,10 +255,13 @@ class TaskController:
 
     async def _start(self, task: dict[str, Any], spec: AgentTaskSpec, view: decisions.AgentView) -> None:
         meta = task["metadata"]
-        # Claim first (status says Running on this agent) so no later round double-books the slot.
-        await self._write(task, Outcome(False, "Running", f"running on {view.name}", reconciling=True),
-                          phase="Running", agent=view.name, startTime=now_rfc3339(), runId=meta["uid"],
-                          sandboxID=view.sandbox_id)
+        # Claim first (status says Running on this agent): after a crash, the run is found, not repeated.
+        try:
+            await self._write(task, Outcome(False, "Running", f"running on {view.name}", reconciling=True),
+                              phase="Running", agent=view.name, startTime=now_rfc3339(), runId=meta["uid"],
+                              sandboxID=view.sandbox_id)
+        finally:
+            self._starting.pop(meta["uid"], None)
         self._note_activity(meta["namespace"], view.name)
         await self._launch(task, spec, view)
 
@@ -208,12 +272,10 @@ class TaskController:
         redact = Redactor()
         try:
             inputs = await self.agents.resolve_inputs(meta["namespace"], view.spec, redact)
-            handle = await self.gateway.start_background(status["sandboxID"], f"setsid -w bash -c {shlex.quote(RUNNER)}",
-                                                envs={**inputs.env, "AGENT_QUERY": spec.query, "RUN_DIR": run_dir,
-                                                      "AGENT_COMMAND": view.spec.query.command,
-                                                      "AGENT_TIMEOUT": str(spec.timeout_seconds),
-                                                      "AGENT_WORKDIR": view.workdir},
-                                                api_key=inputs.api_key)
+            handle = await self.gateway.start_background(
+                status["sandboxID"], RUNNER, api_key=inputs.api_key,
+                envs={**inputs.env, "AGENT_QUERY": spec.query, "RUN_DIR": run_dir, "AGENT_WORKDIR": view.workdir,
+                      "AGENT_COMMAND": view.spec.query.command, "AGENT_TIMEOUT": str(spec.timeout_seconds)})
         except SandboxGone:
             await self._finish(task, td.Verdict(False, "SandboxLost", "the agent's sandbox is gone"), None, "", "")
             return
@@ -259,9 +321,10 @@ class TaskController:
             log.debug("task %s waits: agent %s is paused", task["metadata"]["name"], view.name)
             return  # its sandbox is frozen with the run inside; it goes on when the agent is resumed
         run_dir = f"{RUNS_DIR}/{status['runId']}"
+        uid = task["metadata"]["uid"]
         try:
-            exit_code = await self.gateway.read_file(status["sandboxID"], f"{run_dir}/exit_code")
-            if exit_code is None:
+            exit_code = (await self.gateway.read_file(status["sandboxID"], f"{run_dir}/exit_code") or "").strip()
+            if not exit_code:  # no file yet, or the runner is between creating and writing it
                 started = epoch(status.get("startTime")) or time.time()
                 if time.time() > started + NOT_STARTED_SECONDS and \
                         await self.gateway.read_file(status["sandboxID"], f"{run_dir}/pid") is None:
@@ -270,18 +333,20 @@ class TaskController:
                     await self._kill_run(task)
                     await self._finish(task, td.judge(td.TIMEOUT_EXIT_CODE, spec.timeout_seconds), None, "", "")
                 return
+            self._finishing.add(uid)  # the run has ended: its slot takes the next task meanwhile
+            self._wake.set()
             stdout, stderr = await asyncio.gather(
                 self.gateway.read_file(status["sandboxID"], f"{run_dir}/stdout"),
                 self.gateway.read_file(status["sandboxID"], f"{run_dir}/stderr"))
+            code = int(exit_code)
+            await self._finish(task, td.judge(code, spec.timeout_seconds), code, stdout or "", stderr or "")
         except SandboxGone:
             await self._finish(task, td.Verdict(False, "SandboxLost", "the agent's sandbox was lost mid-run"),
                                None, "", "")
-            return
         except E2BError as error:
             log.info("polling task %s: %s", task["metadata"]["name"], error)
-            return
-        code = int(exit_code.strip() or 1)
-        await self._finish(task, td.judge(code, spec.timeout_seconds), code, stdout or "", stderr or "")
+        finally:
+            self._finishing.discard(uid)
 
     async def _kill_run(self, task: Mapping[str, Any]) -> None:
         status = task.get("status") or {}
@@ -289,8 +354,8 @@ class TaskController:
             return
         pid_file = shlex.quote(f"{RUNS_DIR}/{status['runId']}/pid")
         try:
-            # The runner leads its own session (setsid): this reaches `timeout`'s process group too.
-            await self.gateway.run(status["sandboxID"], f"pkill -KILL -s $(cat {pid_file}) 2>/dev/null; true",
+            # `timeout`'s process group: the command and everything it started.
+            await self.gateway.run(status["sandboxID"], f"kill -KILL -- -$(cat {pid_file}) 2>/dev/null; true",
                                    envs={}, cwd=None, timeout_seconds=30)
         except E2BError as error:
             log.info("could not kill run of task %s: %s", task["metadata"]["name"], error)
@@ -388,17 +453,24 @@ class TaskController:
                 await self.kube.request_reconcile(AGENT_PLURAL, view.namespace, view.name)
 
     # ---- status -------------------------------------------------------------------------------
-    async def _write(self, task: dict[str, Any], outcome: Outcome, phase: str, finished: bool | None = None,
-                     **fields: Any) -> None:
-        meta = task["metadata"]
-        current = task["status"]
+    def _status_patch(self, task: Mapping[str, Any], outcome: Outcome, phase: str, finished: bool | None = None,
+                      **fields: Any) -> dict[str, Any] | None:
+        """The status patch for `outcome`, or None when it would change nothing."""
         # Job-like terminal conditions (Complete or Failed) for tools that know Jobs.
         terminal = () if finished is None else (("Complete" if finished else "Failed", True, outcome.reason),)
-        desired = status_update(current, outcome, meta.get("generation", 0), terminal, phase=phase,
-                                message=outcome.message or None, **fields)
-        if desired is None:
-            return
+        return status_update(task["status"], outcome, task["metadata"].get("generation", 0), terminal, phase=phase,
+                             message=outcome.message or None, **fields)
+
+    async def _write(self, task: dict[str, Any], outcome: Outcome, phase: str, finished: bool | None = None,
+                     **fields: Any) -> None:
+        desired = self._status_patch(task, outcome, phase, finished, **fields)
+        if desired is not None:
+            await self._apply(task, desired)
+
+    async def _apply(self, task: dict[str, Any], desired: dict[str, Any]) -> None:
+        meta = task["metadata"]
         updated = await self.kube.patch_status(PLURAL, meta["namespace"], meta["name"], desired)
-        task["status"] = {k: v for k, v in {**current, **desired}.items() if v is not None}
-        if updated:
-            meta["resourceVersion"] = updated["metadata"]["resourceVersion"]
+        # Merged into what the task holds now: a watch event may have refreshed it meanwhile.
+        task["status"] = {k: v for k, v in {**task["status"], **desired}.items() if v is not None}
+        if updated and _revision(updated) > _revision(task):
+            task["metadata"]["resourceVersion"] = updated["metadata"]["resourceVersion"]
