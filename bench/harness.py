@@ -130,6 +130,11 @@ class Stack:
     def apply(self, manifest: str) -> None:
         self.kubectl.run("apply", "-f", "-", input=manifest, timeout=600)
 
+    def create(self, manifest: str) -> None:
+        """`kubectl create`: for one-shot objects (tasks), as the orchestrator client submits them;
+        without apply's read before each write and its last-applied copy in every object."""
+        self.kubectl.run("create", "-f", "-", input=manifest, timeout=600)
+
     def agents(self) -> list[AgentRow]:
         """One cheap kubectl call (custom columns, not JSON) for every RemoteAgent of the namespace."""
         columns = ("N:.metadata.name,G:.metadata.generation,O:.status.observedGeneration,P:.status.phase,"
@@ -245,16 +250,29 @@ class Watch:
 
     def __init__(self, kubectl: Kubectl, kind: str, *args: str):
         self.lines: list[tuple[float, str]] = []
-        self.process = subprocess.Popen(["kubectl", "--kubeconfig", kubectl.kubeconfig, "get", kind, *args],
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self._argv = ["kubectl", "--kubeconfig", kubectl.kubeconfig, "get", kind, *args]
+        self._stopping = False
+        self.process = self._spawn()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen(self._argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
     def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append((time.monotonic(), line.rstrip("\n")))
+        """Every line; a watch the API server ends (kubectl exits, e.g. on an expired resource
+        version) is started again: it lists every object anew, so no final state is missed."""
+        while True:
+            for line in self.process.stdout:
+                self.lines.append((time.monotonic(), line.rstrip("\n")))
+            error = self.process.stderr.read().strip()
+            if self._stopping:
+                return
+            log(f"kubectl watch ended ({self.process.wait()}: {error[-200:]}); watching again")
+            self.process = self._spawn()
 
     def stop(self) -> None:
+        self._stopping = True
         self.process.terminate()
         self.process.wait(timeout=10)
         self._reader.join(10)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import socket
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from functools import partial
 from typing import Any
 
@@ -45,9 +45,9 @@ class Kube:
     def __init__(self) -> None:
         configuration = kubernetes.client.Configuration.get_default_copy()
         configuration.connection_pool_maxsize = API_THREADS
-        client = kubernetes.client.ApiClient(configuration)
-        self.core = kubernetes.client.CoreV1Api(client)
-        self.custom = kubernetes.client.CustomObjectsApi(client)
+        self.client = kubernetes.client.ApiClient(configuration)
+        self.core = kubernetes.client.CoreV1Api(self.client)
+        self.custom = kubernetes.client.CustomObjectsApi(self.client)
         self._pending_events: set[asyncio.Task] = set()
 
     async def secret_value(self, namespace: str, name: str, key: str, optional: bool = False) -> str | None:
@@ -66,6 +66,20 @@ class Kube:
             raise SecretMissing(f"key {key!r} not found in Secret {namespace}/{name}")
         return base64.b64decode(data[key]).decode()
 
+    def _json(self, method: str, path: str, body: Any, content_type: str = "application/json") -> dict[str, Any]:
+        """One blocking call with a JSON body and reply, over the client's connections and
+        credentials but without its typed models: validating, building and parsing those costs
+        more than the request itself, on the writes every task makes (status, Events, output)."""
+        request = self.client.param_serialize(
+            method=method, resource_path=path, body=body, auth_settings=["BearerToken"],
+            header_params={"Content-Type": content_type, "Accept": "application/json"})
+        response = self.client.call_api(*request)
+        response.read()
+        text = (response.data or b"").decode()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=text, data=None)
+        return json.loads(text) if text else {}
+
     @staticmethod
     async def _unless_gone(call: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking API call in a thread; None when its object is gone (404): deleted
@@ -80,8 +94,8 @@ class Kube:
     async def patch_status(self, plural: str, namespace: str, name: str,
                            status: dict[str, Any]) -> dict[str, Any] | None:
         """Merge-patch the status subresource; the updated object, or None when it is gone."""
-        return await self._unless_gone(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION,
-                                       namespace, plural, name, {"status": status})
+        return await self._unless_gone(self._json, "PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/"
+                                       f"{plural}/{name}/status", {"status": status}, "application/merge-patch+json")
 
     async def configmap_value(self, namespace: str, name: str, key: str) -> str | None:
         config_map = await self._unless_gone(self.core.read_namespaced_config_map, name, namespace)
@@ -89,18 +103,17 @@ class Kube:
 
     async def apply_configmap(self, namespace: str, name: str, data: dict[str, str], owner: dict[str, str]) -> None:
         """Create the ConfigMap, or replace its data; owned by `owner` so it goes with it."""
-        body = kubernetes.client.V1ConfigMap(
-            metadata=kubernetes.client.V1ObjectMeta(name=name, namespace=namespace, owner_references=[
-                kubernetes.client.V1OwnerReference(api_version=owner["apiVersion"], kind=owner["kind"],
-                                                   name=owner["name"], uid=owner["uid"])]),
-            data=data)
-        await self._create_config_map_or(namespace, body, partial(self.core.replace_namespaced_config_map, name,
-                                                                  namespace, body))
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "data": data,
+                "metadata": {"name": name, "namespace": namespace, "ownerReferences": [
+                    {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["name"],
+                     "uid": owner["uid"]}]}}
+        await self._create_config_map_or(namespace, body, partial(self._json, "PUT",
+                                                                  f"/api/v1/namespaces/{namespace}/configmaps/{name}", body))
 
-    async def _create_config_map_or(self, namespace: str, body: Any, on_conflict: Callable[[], Any]) -> None:
+    async def _create_config_map_or(self, namespace: str, body: dict[str, Any], on_conflict: Callable[[], Any]) -> None:
         """Create a ConfigMap; if it exists already, do `on_conflict` (replace or patch it) instead."""
         try:
-            await asyncio.to_thread(self.core.create_namespaced_config_map, namespace, body)
+            await asyncio.to_thread(self._json, "POST", f"/api/v1/namespaces/{namespace}/configmaps", body)
         except ApiException as error:
             if error.status != 409:
                 raise
@@ -152,17 +165,17 @@ class Kube:
 
     async def _post_event(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
         meta = body["metadata"]
-        now = datetime.now(timezone.utc)
-        event = kubernetes.client.CoreV1Event(
-            metadata=kubernetes.client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
-            involved_object=kubernetes.client.V1ObjectReference(
-                api_version=body.get("apiVersion", f"{GROUP}/{VERSION}"), kind=body.get("kind"), name=meta["name"],
-                namespace=meta["namespace"], uid=meta["uid"]),
-            reason=reason, message=message[:1024], type=kind, count=1, first_timestamp=now, last_timestamp=now,
-            source=kubernetes.client.V1EventSource(component=EVENT_SOURCE), reporting_component=EVENT_SOURCE,
-            reporting_instance=socket.gethostname())
+        now = now_rfc3339()
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": body.get("apiVersion", f"{GROUP}/{VERSION}"), "kind": body.get("kind"),
+                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+            "reason": reason, "message": message[:1024], "type": kind, "count": 1, "firstTimestamp": now,
+            "lastTimestamp": now, "source": {"component": EVENT_SOURCE}, "reportingComponent": EVENT_SOURCE,
+            "reportingInstance": socket.gethostname()}
         try:
-            await asyncio.to_thread(self.core.create_namespaced_event, meta["namespace"], event)
+            await asyncio.to_thread(self._json, "POST", f"/api/v1/namespaces/{meta['namespace']}/events", event)
         except ApiException as error:
             # A namespace being deleted refuses new Events: nothing left to tell anyone there.
             level = logging.DEBUG if "NamespaceTerminating" in (error.body or "") else logging.WARNING
@@ -174,10 +187,11 @@ class Kube:
     async def record_orphan(self, namespace: str, sandbox_id: str, owner: str) -> None:
         """Remember a sandbox left running by deletionPolicy Orphan, so the sweeper leaves it alone
         (E2B metadata cannot be changed after create, so "untagging" is recorded on our side)."""
-        body = {"metadata": {"name": ORPHANS_CONFIGMAP, "labels": {ORPHANS_LABEL: "true"}},
-                "data": {sandbox_id: owner}}
-        await self._create_config_map_or(namespace, body, partial(self.core.patch_namespaced_config_map,
-                                                                  ORPHANS_CONFIGMAP, namespace, body))
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "data": {sandbox_id: owner},
+                "metadata": {"name": ORPHANS_CONFIGMAP, "labels": {ORPHANS_LABEL: "true"}}}
+        await self._create_config_map_or(namespace, body, partial(
+            self._json, "PATCH", f"/api/v1/namespaces/{namespace}/configmaps/{ORPHANS_CONFIGMAP}", body,
+            "application/merge-patch+json"))
 
     async def orphaned_sandboxes(self) -> set[str]:
         result = await asyncio.to_thread(self.core.list_config_map_for_all_namespaces,

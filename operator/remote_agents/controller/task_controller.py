@@ -38,11 +38,15 @@ ACTIVITY_RESOLUTION_SECONDS = 30  # an agent's status.lastActivityTime may lag i
 # "Pending: every agent is busy" notes in flight at once: a burst of tasks must not queue the
 # claims and results (the work itself) behind a thousand notes in the API client's threads.
 PENDING_NOTES_IN_FLIGHT = 4
+# A round looks at every waiting task; under load events arrive by the hundred per second, so a
+# round first lets those of the next moment gather (each costs a slot that much latency, at most).
+ROUND_GATHER_SECONDS = 0.02
 
 # The runner is the start call's command itself (no file to write first), started detached. The
 # lock (created with noclobber, O_EXCL) makes a repeated start (after a crash) a no-op. `timeout`
 # leads its own process group, whose id goes into the pid file: killing that group stops the
-# command and all it started. The exit code lands in a file (read as "not yet" while still empty).
+# command and all it started. The exit code lands in a file (read as "not yet" until its line is
+# complete), followed by "stderr" when the command wrote any, so that a quiet run costs no read.
 # The query reaches the command as $AGENT_QUERY and on stdin. Builtins wherever possible: every
 # process started here is CPU in the sandbox, once per task.
 RUNNER = """mkdir -p "$RUN_DIR" && cd "$AGENT_WORKDIR" || { echo 97 > "$RUN_DIR/exit_code"; exit 0; }
@@ -51,8 +55,14 @@ printf '%s' "$AGENT_QUERY" > "$RUN_DIR/query"
 timeout -k 5 "$AGENT_TIMEOUT" bash -c "$AGENT_COMMAND" < "$RUN_DIR/query" > "$RUN_DIR/stdout" 2> "$RUN_DIR/stderr" &
 echo $! > "$RUN_DIR/pid"
 wait $!
-echo $? > "$RUN_DIR/exit_code"
+code=$?
+if [ -s "$RUN_DIR/stderr" ]; then echo "$code stderr"; else echo "$code"; fi > "$RUN_DIR/exit_code"
 """
+
+
+async def _no_file() -> None:
+    """read_file's answer for a file not worth asking for (the runner said the command wrote none)."""
+    return None
 
 
 def _revision(body: Mapping[str, Any]) -> int:
@@ -85,6 +95,7 @@ class TaskController:
         self._starting: dict[str, tuple[str, str]] = {}  # uid -> (namespace, agent): slot taken, claim being written
         self._finishing: set[str] = set()  # uids whose run has ended: slot free, result being written
         self._notes_in_flight = 0
+        self._dispatch_due = True  # something changed that may let a waiting task start (or need a note)
         self._housekeeping: asyncio.Task | None = None
 
     # ---- events -------------------------------------------------------------------------------
@@ -103,6 +114,8 @@ class TaskController:
             return
         fresh = {"apiVersion": API_VERSION, "kind": "AgentTask", "metadata": dict(body["metadata"]),
                  "spec": dict(body["spec"]), "status": dict(body.get("status") or {})}
+        if known is None or known["status"].get("phase") != fresh["status"].get("phase"):
+            self._dispatch_due = True  # not for the echoes of our own writes
         if known:
             known.update(fresh)  # in place: operations in flight hold this very dict
         else:
@@ -117,6 +130,7 @@ class TaskController:
         return self._specs[uid]
 
     def agent_changed(self) -> None:
+        self._dispatch_due = True
         self._wake.set()
 
     # ---- the loop -----------------------------------------------------------------------------
@@ -125,7 +139,8 @@ class TaskController:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             except asyncio.TimeoutError:
-                pass
+                self._dispatch_due = True  # a quiet moment: look at everything once more
+            await asyncio.sleep(ROUND_GATHER_SECONDS)
             self._wake.clear()
             try:
                 await self.step()
@@ -138,15 +153,19 @@ class TaskController:
         full_poll = now >= self._next_full_poll
         if full_poll:
             self._next_full_poll = now + FULL_POLL_SECONDS
+        dispatch, self._dispatch_due = self._dispatch_due, False
+        pending = []
         for uid, task in self.tasks.items():
+            phase = task["status"].get("phase")
+            if uid in self._busy:
+                continue
             # Runs we watch live tell us when they end: no need to ask before the full poll.
-            if (task["status"].get("phase") == "Running" and uid not in self._busy
-                    and (full_poll or uid not in self._live)):
+            if phase == "Running" and (full_poll or uid not in self._live):
                 self._spawn(uid, self._poll(task))
-        pending = sorted((t for uid, t in self.tasks.items()
-                          if t["status"].get("phase") in (None, "Pending") and uid not in self._busy),
-                         key=lambda t: t["metadata"].get("creationTimestamp", ""))
-        self._dispatch_all(pending)
+            elif dispatch and phase in (None, "Pending"):
+                pending.append(task)
+        if dispatch:
+            self._dispatch_all(sorted(pending, key=lambda t: t["metadata"].get("creationTimestamp", "")))
         if now >= self._next_housekeeping and (self._housekeeping is None or self._housekeeping.done()):
             self._next_housekeeping = now + HOUSEKEEPING_SECONDS
             self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep(now))
@@ -161,6 +180,8 @@ class TaskController:
                 del self._busy[uid]
             if not job.cancelled() and job.exception() is not None:
                 log.error("task %s: step failed", uid, exc_info=job.exception())
+            if (self.tasks.get(uid) or {}).get("status", {}).get("phase") != "Running":
+                self._dispatch_due = True  # it still waits (a note, a failed start) or freed its slot
             self._wake.set()
         job.add_done_callback(ended)
 
@@ -195,12 +216,14 @@ class TaskController:
             target = (meta["namespace"], "agent" if spec.agent_ref else "pool",
                       (spec.agent_ref or spec.pool_ref).name)
             choice = blocked.get(target)
+            if choice is not None and self._notes_in_flight >= PENDING_NOTES_IN_FLIGHT:
+                continue  # the target takes no more tasks this round, and no note can go out now
             if choice is None:
                 pairs = self._candidates(meta["namespace"], spec, load)
                 choice = td.choose_agent([c for c, _ in pairs], by_ref=spec.agent_ref is not None)
             if choice.agent is None:
                 blocked[target] = choice
-                self._note_pending(task, Outcome(False, choice.reason, choice.message, reconciling=True))
+                self._note_pending(task, choice)
                 continue
             view = next(v for c, v in pairs if c.name == choice.agent)
             if choice.wake:  # one task wakes the agent; the others of this round wait for it
@@ -213,13 +236,13 @@ class TaskController:
             self._starting[uid] = (meta["namespace"], view.name)
             self._spawn(uid, self._start(task, spec, view))
 
-    def _note_pending(self, task: dict[str, Any], outcome: Outcome) -> None:
+    def _note_pending(self, task: dict[str, Any], why: td.Dispatch) -> None:
         """Say in the task's status why it waits, a few tasks at a time (the rest at later rounds)."""
         status = task["status"]
         if self._notes_in_flight >= PENDING_NOTES_IN_FLIGHT or (
-                status.get("phase") == "Pending" and status.get("message") == outcome.message):
+                status.get("phase") == "Pending" and status.get("message") == why.message):
             return  # said already (the cheap test: every round looks at every waiting task)
-        desired = self._status_patch(task, outcome, phase="Pending")
+        desired = self._status_patch(task, Outcome(False, why.reason, why.message, reconciling=True), phase="Pending")
         if desired is None:
             return
 
@@ -323,8 +346,8 @@ class TaskController:
         run_dir = f"{RUNS_DIR}/{status['runId']}"
         uid = task["metadata"]["uid"]
         try:
-            exit_code = (await self.gateway.read_file(status["sandboxID"], f"{run_dir}/exit_code") or "").strip()
-            if not exit_code:  # no file yet, or the runner is between creating and writing it
+            ended = await self.gateway.read_file(status["sandboxID"], f"{run_dir}/exit_code") or ""
+            if not ended.endswith("\n"):  # no file yet, or the runner is between creating and writing it
                 started = epoch(status.get("startTime")) or time.time()
                 if time.time() > started + NOT_STARTED_SECONDS and \
                         await self.gateway.read_file(status["sandboxID"], f"{run_dir}/pid") is None:
@@ -334,11 +357,13 @@ class TaskController:
                     await self._finish(task, td.judge(td.TIMEOUT_EXIT_CODE, spec.timeout_seconds), None, "", "")
                 return
             self._finishing.add(uid)  # the run has ended: its slot takes the next task meanwhile
+            self._dispatch_due = True
             self._wake.set()
+            exit_text, *wrote = ended.split()
             stdout, stderr = await asyncio.gather(
                 self.gateway.read_file(status["sandboxID"], f"{run_dir}/stdout"),
-                self.gateway.read_file(status["sandboxID"], f"{run_dir}/stderr"))
-            code = int(exit_code)
+                self.gateway.read_file(status["sandboxID"], f"{run_dir}/stderr") if "stderr" in wrote else _no_file())
+            code = int(exit_text)
             await self._finish(task, td.judge(code, spec.timeout_seconds), code, stdout or "", stderr or "")
         except SandboxGone:
             await self._finish(task, td.Verdict(False, "SandboxLost", "the agent's sandbox was lost mid-run"),
@@ -375,7 +400,8 @@ class TaskController:
                         duration=td.format_duration(duration), exitCode=exit_code,
                         output=td.truncate(stdout, td.OUTPUT_STATUS_LIMIT), outputConfigMap=output_name,
                         finished=verdict.succeeded))
-        self._wake.set()  # a slot is free: dispatch without waiting for the next tick
+        self._dispatch_due = True  # a slot is free: dispatch without waiting for the next tick
+        self._wake.set()
         log.info("task %s/%s finished: %s (%s)", meta["namespace"], meta["name"], verdict.reason, verdict.message)
         metrics.TASKS.labels("succeeded" if verdict.succeeded else "failed").inc()
         metrics.TASK_DURATION.observe(duration)
