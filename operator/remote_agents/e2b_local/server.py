@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
     url = f"http://{host}:{port}"
     print(f"E2B_API_URL={url}\nE2B_SANDBOX_URL={url}\nE2B_API_KEY={settings.api_key}", flush=True)
-    server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+    server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", http="httptools",
                                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS), manager)
     server.run(sockets=[sock])
     return 0
