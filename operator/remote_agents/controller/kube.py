@@ -52,21 +52,21 @@ class Kube:
 
     async def secret_value(self, namespace: str, name: str, key: str, optional: bool = False) -> str | None:
         try:
-            secret = await asyncio.to_thread(self.core.read_namespaced_secret, name, namespace)
+            secret = await asyncio.to_thread(self._json, "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
         except ApiException as error:
             if error.status == 404:
                 if optional:
                     return None
                 raise SecretMissing(f"Secret {namespace}/{name} not found") from None
             raise
-        data = secret.data or {}
+        data = secret.get("data") or {}
         if key not in data:
             if optional:
                 return None
             raise SecretMissing(f"key {key!r} not found in Secret {namespace}/{name}")
         return base64.b64decode(data[key]).decode()
 
-    def _json(self, method: str, path: str, body: Any, content_type: str = "application/json") -> dict[str, Any]:
+    def _json(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
         """One blocking call with a JSON body and reply, over the client's connections and
         credentials but without its typed models: validating, building and parsing those costs
         more than the request itself, on the writes every task makes (status, Events, output)."""

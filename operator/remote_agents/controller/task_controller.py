@@ -153,19 +153,13 @@ class TaskController:
         full_poll = now >= self._next_full_poll
         if full_poll:
             self._next_full_poll = now + FULL_POLL_SECONDS
-        dispatch, self._dispatch_due = self._dispatch_due, False
-        pending = []
-        for uid, task in self.tasks.items():
-            phase = task["status"].get("phase")
-            if uid in self._busy:
-                continue
+        for uid, task in list(self.tasks.items()):
             # Runs we watch live tell us when they end: no need to ask before the full poll.
-            if phase == "Running" and (full_poll or uid not in self._live):
+            if (task["status"].get("phase") == "Running" and uid not in self._busy
+                    and (full_poll or uid not in self._live)):
                 self._spawn(uid, self._poll(task))
-            elif dispatch and phase in (None, "Pending"):
-                pending.append(task)
-        if dispatch:
-            self._dispatch_all(sorted(pending, key=lambda t: t["metadata"].get("creationTimestamp", "")))
+        if self._dispatch_due:
+            self._dispatch()
         if now >= self._next_housekeeping and (self._housekeeping is None or self._housekeeping.done()):
             self._next_housekeeping = now + HOUSEKEEPING_SECONDS
             self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep(now))
@@ -203,6 +197,14 @@ class TaskController:
                          if t["status"].get("phase") == "Running" and uid not in self._finishing)
         counts.update(self._starting.values())
         return counts
+
+    def _dispatch(self) -> None:
+        """Start what can start now: at rounds, and at once when a run ends (a freed slot is on
+        the critical path of every queued task)."""
+        self._dispatch_due = False
+        self._dispatch_all(sorted((t for uid, t in self.tasks.items()
+                                   if t["status"].get("phase") in (None, "Pending") and uid not in self._busy),
+                                  key=lambda t: t["metadata"].get("creationTimestamp", "")))
 
     def _dispatch_all(self, pending: list[dict[str, Any]]) -> None:
         """Choose agents in FIFO order (slots are reserved in memory as we go) and start the runs in
@@ -317,8 +319,8 @@ class TaskController:
 
     # ---- running ------------------------------------------------------------------------------
     def _watch(self, uid: str, handle: Any) -> None:
-        """Wake the loop the moment the runner exits (the exit-code file is still the truth: after a
-        restart there is no handle, and polling finds the result all the same)."""
+        """Poll the run the moment the runner exits (the exit-code file is still the truth: after a
+        restart there is no handle, and the rounds' polls find the result all the same)."""
         self._live.add(uid)
 
         async def wait() -> None:
@@ -327,7 +329,9 @@ class TaskController:
             except Exception:  # a non-zero exit or a lost stream: the poll tells which
                 pass
             self._live.discard(uid)
-            self._wake.set()
+            task = self.tasks.get(uid)
+            if task and uid not in self._busy and task["status"].get("phase") == "Running":
+                self._spawn(uid, self._poll(task))  # now, not at the next round
         watcher = asyncio.get_running_loop().create_task(wait())
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
@@ -357,8 +361,7 @@ class TaskController:
                     await self._finish(task, td.judge(td.TIMEOUT_EXIT_CODE, spec.timeout_seconds), None, "", "")
                 return
             self._finishing.add(uid)  # the run has ended: its slot takes the next task meanwhile
-            self._dispatch_due = True
-            self._wake.set()
+            self._dispatch()
             exit_text, *wrote = ended.split()
             stdout, stderr = await asyncio.gather(
                 self.gateway.read_file(status["sandboxID"], f"{run_dir}/stdout"),
