@@ -153,7 +153,7 @@ class TaskController:
         full_poll = now >= self._next_full_poll
         if full_poll:
             self._next_full_poll = now + FULL_POLL_SECONDS
-        for uid, task in list(self.tasks.items()):
+        for uid, task in self.tasks.items():  # (spawning only schedules: nothing changes the dict here)
             # Runs we watch live tell us when they end: no need to ask before the full poll.
             if (task["status"].get("phase") == "Running" and uid not in self._busy
                     and (full_poll or uid not in self._live)):
