@@ -23,7 +23,6 @@ from remote_agents.controller.runtime import runtime
 FINALIZER = f"{GROUP}/finalizer"
 AGENTS = (GROUP, VERSION, "remoteagents")
 POOLS = (GROUP, VERSION, "agentpools")
-TASKS = (GROUP, VERSION, "agenttasks")
 
 
 @kopf.on.startup()
@@ -42,6 +41,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
     await runtime().start()
     fleet_task = asyncio.create_task(runtime().fleet.run(), name="fleet-checks")
+    runtime().task_watch.start(asyncio.get_running_loop())  # AgentTasks are streamed without Kopf
     memo["background"] = [fleet_task, asyncio.create_task(runtime().tasks.run(), name="tasks")]
     if runtime().settings.webhook_port is not None:
         memo["webhook_runner"] = await metrics.serve(
@@ -56,6 +56,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    runtime().task_watch.stop()
     for task in memo.get("background", []):
         task.cancel()
     for key in ("metrics_runner", "webhook_runner"):
@@ -99,8 +100,3 @@ async def delete_agent(body: kopf.Body, **_: Any) -> None:
 @kopf.on.update(*POOLS)
 async def reconcile_pool(name: str, namespace: str, **_: Any) -> None:
     await _run("AgentPool", runtime().pools.reconcile(namespace, name))
-
-
-@kopf.on.event(*TASKS)
-async def track_task(type: str | None, body: kopf.Body, **_: Any) -> None:
-    runtime().tasks.observe(type, body)

@@ -8,7 +8,7 @@ import base64
 import json
 import logging
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import Any
 
@@ -66,19 +66,38 @@ class Kube:
             raise SecretMissing(f"key {key!r} not found in Secret {namespace}/{name}")
         return base64.b64decode(data[key]).decode()
 
-    def _json(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
-        """One blocking call with a JSON body and reply, over the client's connections and
-        credentials but without its typed models: validating, building and parsing those costs
-        more than the request itself, on the writes every task makes (status, Events, output)."""
+    def _request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+                 query: dict[str, str] | None = None, read_timeout: float | None = None) -> Any:
+        """Send one blocking request over the client's connections and credentials, without its
+        typed models: validating, building and parsing those costs more than the request itself on
+        the calls every task makes (status, Events, output, the task stream). The response, its
+        body not read yet; an ApiException when the status is not 2xx."""
         request = self.client.param_serialize(
-            method=method, resource_path=path, body=body, auth_settings=["BearerToken"],
-            header_params={"Content-Type": content_type, "Accept": "application/json"})
-        response = self.client.call_api(*request)
-        response.read()
-        text = (response.data or b"").decode()
+            method=method, resource_path=path, body=body, query_params=list((query or {}).items()),
+            auth_settings=["BearerToken"], header_params={"Content-Type": content_type, "Accept": "application/json"})
+        response = self.client.call_api(*request, _request_timeout=(10, read_timeout) if read_timeout else None)
         if not 200 <= response.status <= 299:
-            raise ApiException.from_response(http_resp=response, body=text, data=None)
+            raise ApiException.from_response(http_resp=response, body=response.read().decode(), data=None)
+        return response
+
+    def _json(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
+        text = self._request(method, path, body, content_type).read().decode()
         return json.loads(text) if text else {}
+
+    def get_json(self, path: str) -> dict[str, Any]:
+        """Blocking GET of any API path, as JSON."""
+        return self._json("GET", path)
+
+    def stream_json(self, path: str, query: dict[str, str], read_timeout: float) -> Iterator[dict[str, Any]]:
+        """Blocking: the objects of a streaming GET (a watch: one JSON object per line) as they
+        arrive, until the server ends it."""
+        response = self._request("GET", path, query=query, read_timeout=read_timeout).response
+        try:
+            for line in response:
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            response.release_conn()
 
     @staticmethod
     async def _unless_gone(call: Callable[..., Any], *args: Any) -> Any:

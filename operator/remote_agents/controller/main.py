@@ -21,8 +21,7 @@ class _QuietBookkeeping(logging.Filter):
     """Drop Kopf's per-event success line of the tracking handler: it fires on every watch event."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return "'track_agent' succeeded" not in message and "'track_task' succeeded" not in message
+        return "'track_agent' succeeded" not in record.getMessage()
 
 
 def _configure_logging(verbose: bool, log_format: str) -> None:
@@ -55,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     settings = OperatorSettings.from_env(cluster_id=args.cluster_id, health_interval_seconds=args.health_interval,
                                          ref_poll_interval_seconds=args.ref_poll_interval,
                                          orphan_grace_seconds=args.orphan_grace, metrics_port=args.metrics_port,
-                                         webhook_port=args.webhook_port, webhook_secret=secret)
+                                         webhook_port=args.webhook_port, webhook_secret=secret,
+                                         namespaces=tuple(args.namespace))
     runtime.install(runtime.Runtime(settings))
     from remote_agents.controller import handlers  # noqa: F401  (registers the handlers with Kopf)
 

@@ -10,9 +10,11 @@ from remote_agents.controller.agent_reconciler import AgentReconciler, EventSink
 from remote_agents.controller.e2b_gateway import SandboxGateway
 from remote_agents.controller.fleet import Fleet
 from remote_agents.controller.kube import Kube, load_config
+from remote_agents.controller.object_watch import ObjectWatch
 from remote_agents.controller.pool_reconciler import PoolReconciler
 from remote_agents.controller.ref_resolver import RefResolver
 from remote_agents.controller.sightings import Sightings
+from remote_agents.controller.task_controller import PLURAL as TASKS_PLURAL
 from remote_agents.controller.task_controller import TaskController
 from remote_agents.controller.settings import OperatorSettings
 
@@ -26,6 +28,7 @@ class Runtime:
         self.fleet: Fleet
         self.pools: PoolReconciler
         self.tasks: TaskController
+        self.task_watch: ObjectWatch
 
     async def start(self) -> None:
         load_config()
@@ -38,6 +41,7 @@ class Runtime:
         self.agents = AgentReconciler(self.gateway, self.kube, self.settings, cluster_id, emit, sightings, refs)
         self.fleet = Fleet(self.gateway, self.kube, self.settings, cluster_id, sightings, refs)
         self.tasks = TaskController(self.kube, self.gateway, self.agents, self.fleet, emit)
+        self.task_watch = ObjectWatch(self.kube, TASKS_PLURAL, self.settings.namespaces, self.tasks.observe)
         self.pools = PoolReconciler(self.kube, emit, running_counts=self.tasks.running_counts)
 
 

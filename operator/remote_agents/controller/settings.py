@@ -25,6 +25,7 @@ class OperatorSettings:
     metrics_port: int | None = None  # /metrics and /healthz; None: not served
     webhook_port: int | None = None  # GitHub push receiver at /webhooks/github; None: not served
     webhook_secret: bytes = field(default=b"", repr=False)  # never printed, never logged
+    namespaces: tuple[str, ...] = ()  # the namespaces served; empty: all
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
     @classmethod
