@@ -199,8 +199,8 @@ class TaskController:
         return counts
 
     def _dispatch(self) -> None:
-        """Start what can start now: at rounds, and at once when a run ends (a freed slot is on
-        the critical path of every queued task)."""
+        """Start what can start now. Each call looks at every waiting task: callers let the
+        reasons to call gather (a round) rather than call once per freed slot."""
         self._dispatch_due = False
         self._dispatch_all(sorted((t for uid, t in self.tasks.items()
                                    if t["status"].get("phase") in (None, "Pending") and uid not in self._busy),
@@ -361,7 +361,8 @@ class TaskController:
                     await self._finish(task, td.judge(td.TIMEOUT_EXIT_CODE, spec.timeout_seconds), None, "", "")
                 return
             self._finishing.add(uid)  # the run has ended: its slot takes the next task meanwhile
-            self._dispatch()
+            self._dispatch_due = True
+            self._wake.set()
             exit_text, *wrote = ended.split()
             stdout, stderr = await asyncio.gather(
                 self.gateway.read_file(status["sandboxID"], f"{run_dir}/stdout"),
