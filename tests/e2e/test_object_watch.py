@@ -6,7 +6,7 @@ import asyncio
 
 import kubernetes
 
-from remote_agents.controller.kube import Kube
+from remote_agents.controller.kube import Kube, api_path
 from remote_agents.controller.object_watch import ObjectWatch
 from tests.e2e.test_agent_task import task_manifest
 
@@ -45,7 +45,7 @@ async def test_stream_lists_then_follows_tasks_and_a_relist_reports_the_vanished
         # What a relist after a lost watch does: objects gone meanwhile come as deleted (by uid).
         events.clear()
         known = {"uid-of-a-task-deleted-unseen", bodies["after"]["metadata"]["uid"]}
-        listed, version = await asyncio.to_thread(watch._relist, watch._path(namespace), known,
+        listed, version = await asyncio.to_thread(watch._relist, api_path("agenttasks", namespace, ours=True), known,
                                                   asyncio.get_running_loop())
         await until(lambda: len(events) == 2, "the relist's events")
         assert events == [("DELETED", "uid-of-a-task-deleted-unseen"), (None, "after")]

@@ -30,6 +30,14 @@ ORPHANS_LABEL = f"{GROUP}/orphaned-sandboxes"
 API_THREADS = 32
 
 
+def api_path(resource: str, namespace: str | None = None, name: str = "", ours: bool = False) -> str:
+    """The REST path of a collection (all namespaces when `namespace` is None) or of one object:
+    a core `v1` resource, or one of ours."""
+    root = f"/apis/{GROUP}/{VERSION}" if ours else "/api/v1"
+    scope = f"/namespaces/{namespace}" if namespace else ""
+    return f"{root}{scope}/{resource}" + (f"/{name}" if name else "")
+
+
 class SecretMissing(Exception):
     """A referenced Secret or key does not exist (the message names which, never a value)."""
 
@@ -52,7 +60,7 @@ class Kube:
 
     async def secret_value(self, namespace: str, name: str, key: str, optional: bool = False) -> str | None:
         try:
-            secret = await asyncio.to_thread(self._json, "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+            secret = await asyncio.to_thread(self._json, "GET", api_path("secrets", namespace, name))
         except ApiException as error:
             if error.status == 404:
                 if optional:
@@ -113,8 +121,8 @@ class Kube:
     async def patch_status(self, plural: str, namespace: str, name: str,
                            status: dict[str, Any]) -> dict[str, Any] | None:
         """Merge-patch the status subresource; the updated object, or None when it is gone."""
-        return await self._unless_gone(self._json, "PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/"
-                                       f"{plural}/{name}/status", {"status": status}, "application/merge-patch+json")
+        return await self._unless_gone(self._json, "PATCH", api_path(plural, namespace, name, ours=True) + "/status",
+                                       {"status": status}, "application/merge-patch+json")
 
     async def configmap_value(self, namespace: str, name: str, key: str) -> str | None:
         config_map = await self._unless_gone(self.core.read_namespaced_config_map, name, namespace)
@@ -126,13 +134,13 @@ class Kube:
                 "metadata": {"name": name, "namespace": namespace, "ownerReferences": [
                     {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["name"],
                      "uid": owner["uid"]}]}}
-        await self._create_config_map_or(namespace, body, partial(self._json, "PUT",
-                                                                  f"/api/v1/namespaces/{namespace}/configmaps/{name}", body))
+        await self._create_config_map_or(namespace, body, partial(
+            self._json, "PUT", api_path("configmaps", namespace, name), body))
 
     async def _create_config_map_or(self, namespace: str, body: dict[str, Any], on_conflict: Callable[[], Any]) -> None:
         """Create a ConfigMap; if it exists already, do `on_conflict` (replace or patch it) instead."""
         try:
-            await asyncio.to_thread(self._json, "POST", f"/api/v1/namespaces/{namespace}/configmaps", body)
+            await asyncio.to_thread(self._json, "POST", api_path("configmaps", namespace), body)
         except ApiException as error:
             if error.status != 409:
                 raise
@@ -194,7 +202,7 @@ class Kube:
             "lastTimestamp": now, "source": {"component": EVENT_SOURCE}, "reportingComponent": EVENT_SOURCE,
             "reportingInstance": socket.gethostname()}
         try:
-            await asyncio.to_thread(self._json, "POST", f"/api/v1/namespaces/{meta['namespace']}/events", event)
+            await asyncio.to_thread(self._json, "POST", api_path("events", meta["namespace"]), event)
         except ApiException as error:
             # A namespace being deleted refuses new Events: nothing left to tell anyone there.
             level = logging.DEBUG if "NamespaceTerminating" in (error.body or "") else logging.WARNING
@@ -209,7 +217,7 @@ class Kube:
         body = {"apiVersion": "v1", "kind": "ConfigMap", "data": {sandbox_id: owner},
                 "metadata": {"name": ORPHANS_CONFIGMAP, "labels": {ORPHANS_LABEL: "true"}}}
         await self._create_config_map_or(namespace, body, partial(
-            self._json, "PATCH", f"/api/v1/namespaces/{namespace}/configmaps/{ORPHANS_CONFIGMAP}", body,
+            self._json, "PATCH", api_path("configmaps", namespace, ORPHANS_CONFIGMAP), body,
             "application/merge-patch+json"))
 
     async def orphaned_sandboxes(self) -> set[str]:

@@ -21,8 +21,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from remote_agents.api.models import GROUP, VERSION
-from remote_agents.controller.kube import Kube
+from remote_agents.controller.kube import Kube, api_path
 
 log = logging.getLogger(__name__)
 WATCH_SECONDS = 300  # the server ends each watch after this long; it is resumed at once
@@ -53,12 +52,8 @@ class ObjectWatch:
         if not self._stopped.is_set():
             loop.call_soon_threadsafe(self.deliver, kind, body)
 
-    def _path(self, namespace: str | None) -> str:
-        scope = f"namespaces/{namespace}/" if namespace else ""
-        return f"/apis/{GROUP}/{VERSION}/{scope}{self.plural}"
-
     def _follow(self, namespace: str | None, loop: asyncio.AbstractEventLoop) -> None:
-        path = self._path(namespace)
+        path = api_path(self.plural, namespace, ours=True)
         known: set[str] = set()  # uids delivered and not deleted since
         failures = 0
         while not self._stopped.is_set():

@@ -404,8 +404,6 @@ class TaskController:
                         duration=td.format_duration(duration), exitCode=exit_code,
                         output=td.truncate(stdout, td.OUTPUT_STATUS_LIMIT), outputConfigMap=output_name,
                         finished=verdict.succeeded))
-        self._dispatch_due = True  # a slot is free: dispatch without waiting for the next tick
-        self._wake.set()
         log.info("task %s/%s finished: %s (%s)", meta["namespace"], meta["name"], verdict.reason, verdict.message)
         metrics.TASKS.labels("succeeded" if verdict.succeeded else "failed").inc()
         metrics.TASK_DURATION.observe(duration)
