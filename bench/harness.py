@@ -224,6 +224,7 @@ class Stack:
         pids = {**self.cluster.pids, "operator": self.operator.process.pid}
         used = {name: cpu_seconds(pid) for name, pid in pids.items()}
         used["e2b-local"] = cpu_seconds(self.e2b.pid, with_children=True)
+        used["e2b-local sandboxes"] = used["e2b-local"] - cpu_seconds(self.e2b.pid)  # its reaped commands
         used["machine"] = machine_busy_seconds()
         return used
 

@@ -3,6 +3,8 @@ isolation between two sandboxes' /home/user."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -10,7 +12,7 @@ from e2b import Sandbox
 from e2b import CommandExitException
 from e2b.exceptions import NotFoundException, TimeoutException
 
-from tests.e2b_local.helpers import wait_for
+from tests.e2b_local.helpers import namespace_holders, wait_for
 
 # Renamed into place, so a read never catches the file between truncation and write.
 COUNTER = ("i=0; while true; do i=$((i+1)); echo $i > /home/user/count.new; mv /home/user/count.new /home/user/count; "
@@ -120,3 +122,20 @@ def test_two_sandboxes_do_not_share_home_or_tmp():
     finally:
         first.kill()
         second.kill()
+
+
+def test_a_sandbox_keeps_one_namespace_that_is_replaced_if_lost_and_ends_with_it():
+    box = Sandbox.create(timeout=60)
+    try:
+        box.commands.run("echo kept > /home/user/kept")
+        box.commands.run("true")
+        holders = namespace_holders(box.sandbox_id)
+        assert len(holders) == 1  # every command entered the same one
+        os.kill(holders[0], signal.SIGKILL)
+        wait_for(lambda: not namespace_holders(box.sandbox_id), 10)
+        # The next command gets a new namespace, with the same files mounted.
+        assert box.commands.run("cat /home/user/kept").stdout == "kept\n"
+        assert len(namespace_holders(box.sandbox_id)) == 1
+    finally:
+        box.kill()
+    assert namespace_holders(box.sandbox_id) == []

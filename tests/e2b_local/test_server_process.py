@@ -12,6 +12,7 @@ from e2b import Sandbox, SandboxQuery, SandboxState
 from e2b.exceptions import RateLimitException, ServiceBusyException
 
 from remote_agents.e2b_local import launcher
+from tests.e2b_local.helpers import namespace_holders, wait_for
 
 
 def _use(server: launcher.LocalE2B, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,6 +90,7 @@ def test_processes_left_by_a_killed_server_are_reaped(tmp_path: Path, monkeypatc
     os.kill(server.pid, signal.SIGKILL)  # no graceful shutdown: the sleep is orphaned
     server.process.wait(10)
     assert _alive(pid)
+    wait_for(lambda: not namespace_holders(box.sandbox_id), 10)  # its namespace died with the server
     with launcher.start(state):
         deadline = time.monotonic() + 5
         while _alive(pid) and time.monotonic() < deadline:

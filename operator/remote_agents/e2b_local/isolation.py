@@ -1,8 +1,10 @@
 """Giving each sandbox its own /home/user and /tmp.
 
-Preferred: every command runs in a private mount namespace (`unshare --mount`) where the
-sandbox's directories are bind-mounted over /home and /tmp, so `echo hi > /home/user/x`
-writes into that sandbox only and no sandbox sees another's files. When the machine does not
+Preferred: every command runs in the sandbox's private mount namespace, where its directories
+are bind-mounted over /home and /tmp, so `echo hi > /home/user/x` writes into that sandbox only
+and no sandbox sees another's files. The namespace is set up once per sandbox and kept by a
+sleeping holder process; commands enter it with `nsenter` (setting it up for every command cost
+four more processes each: a task's run is a handful of processes). When the machine does not
 allow mount namespaces, the fallback maps paths instead: the files API rewrites them and
 commands get HOME and cwd inside the sandbox directory (absolute /home/user paths inside a
 command line then point at the host's, which is documented in docs/e2b-local.md).
@@ -10,6 +12,7 @@ command line then point at the host's, which is documented in docs/e2b-local.md)
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 import shutil
 import subprocess
@@ -19,24 +22,23 @@ HOME = "/home/user"
 # Sandbox paths that live in the sandbox's own directory; everything else is the host's.
 PRIVATE_ROOTS = (HOME, "/tmp")
 
-# Runs as root inside the new mount namespace, then becomes the user's command.
-# $1 = sandbox dir, $2 = cwd, rest = argv.
-_MOUNT_SCRIPT = """
+# The holder: runs as root in the new mount namespace, mounts the sandbox's directories, says
+# so, then sleeps for as long as the sandbox exists. $1 = sandbox dir.
+_HOLDER_SCRIPT = """
 set -e
 mount --bind "$1/home" /home
 mount --bind "$1/tmp" /tmp
-cd "$2"
-shift 2
-exec "$@"
+echo ready
+exec sleep infinity
 """
+_NAMESPACE_TOOLS = ("unshare", "nsenter", "setpriv")  # util-linux, all three
 
 
 def mount_namespaces_available() -> bool:
-    unshare = shutil.which("unshare")
-    if unshare is None or not Path("/home").is_dir():
+    if not all(shutil.which(tool) for tool in _NAMESPACE_TOOLS) or not Path("/home").is_dir():
         return False
     probe = subprocess.run(
-        [unshare, "--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs probe /home"],
+        [shutil.which("unshare"), "--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs probe /home"],
         capture_output=True, timeout=10,
     )
     return probe.returncode == 0
@@ -71,22 +73,69 @@ class SandboxFiles:
             return host.as_posix()
 
 
+class MountNamespace:
+    """One sandbox's mount namespace, kept by its holder process (started on first use, and
+    again if it died). The holder dies with the server (parent-death signal) or its sandbox."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._holder: subprocess.Popen | None = None
+        self._starting = asyncio.Lock()  # two first commands at once start one holder
+
+    async def holder_pid(self) -> int:
+        async with self._starting:
+            # poll() reaps a dead holder: until then its pid cannot be reused, so nsenter can
+            # fail on a dead one but never enter someone else's namespace.
+            if self._holder is None or self._holder.poll() is not None:
+                self._holder = await self._start_holder()
+            return self._holder.pid
+
+    async def _start_holder(self) -> subprocess.Popen:
+        # Spawned from the event loop's thread, which lives as long as the server: the
+        # parent-death signal follows the thread that forked.
+        holder = subprocess.Popen(
+            [shutil.which("setpriv"), "--pdeathsig", "KILL", shutil.which("unshare"), "--mount", "--propagation",
+             "private", "sh", "-c", _HOLDER_SCRIPT, "e2b-sandbox-ns", str(self.root)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with holder.stdout, holder.stderr:
+            if await asyncio.to_thread(holder.stdout.readline) == b"ready\n":
+                return holder
+            problem = (await asyncio.to_thread(holder.stderr.read)).decode(errors="replace").strip()
+        await asyncio.to_thread(holder.wait)
+        raise OSError(f"cannot set up the sandbox's mount namespace: {problem or holder.returncode}")
+
+    def close(self) -> None:
+        if self._holder is not None and self._holder.poll() is None:
+            self._holder.kill()
+            self._holder.wait()
+
+
 class CommandWrapper:
     """Turns a command's argv/cwd/HOME into what runs on the host for one isolation mode."""
 
     def __init__(self, namespaces: bool) -> None:
         self.namespaces = namespaces
-        self.unshare = shutil.which("unshare")
+        self.nsenter = shutil.which("nsenter")
+        self._namespaces: dict[Path, MountNamespace] = {}  # sandbox root -> its namespace
 
     @property
     def mode(self) -> str:
         return "mount-namespace" if self.namespaces else "path-mapping"
 
-    def wrap(self, files: SandboxFiles, argv: list[str], cwd: str | None) -> tuple[list[str], str, str]:
+    async def wrap(self, files: SandboxFiles, argv: list[str], cwd: str | None) -> tuple[list[str], str, str]:
         """Returns (argv, host cwd, HOME) for the process to spawn."""
         cwd = posixpath.normpath(posixpath.join(HOME, cwd or HOME))
         if self.namespaces:
-            argv = [self.unshare, "--mount", "--propagation", "private", "sh", "-c", _MOUNT_SCRIPT,
-                    "e2b-sandbox", str(files.root), cwd, *argv]
+            namespace = self._namespaces.setdefault(files.root, MountNamespace(files.root))
+            pid = await namespace.holder_pid()
+            # The working directory is looked up through the holder's root, i.e. in its namespace
+            # (nsenter resolves --wd before it enters).
+            argv = [self.nsenter, "-t", str(pid), "-m", f"--wd=/proc/{pid}/root{cwd}", *argv]
             return argv, str(files.root), HOME
         return argv, str(files.to_host(cwd)), str(files.to_host(HOME))
+
+    def release(self, files: SandboxFiles) -> None:
+        """The sandbox is gone (or the server stops): its namespace goes too."""
+        namespace = self._namespaces.pop(files.root, None)
+        if namespace is not None:
+            namespace.close()

@@ -165,6 +165,7 @@ class SandboxManager:
             runtime.processes.drop_streams()
             groups = runtime.processes.process_groups()
         self.freezer.kill_all(sandbox_id, groups)
+        self.wrapper.release(SandboxFiles(self.sandbox_root / sandbox_id))
         await asyncio.to_thread(self.freezer.remove, sandbox_id)
         await asyncio.to_thread(SandboxFiles(self.sandbox_root / sandbox_id).destroy)
 
@@ -200,5 +201,6 @@ class SandboxManager:
         for sandbox_id, runtime in self.runtimes.items():
             self.freezer.kill_all(sandbox_id, runtime.processes.process_groups())
             self.freezer.remove(sandbox_id)
+            self.wrapper.release(runtime.files)
         self.runtimes.clear()
         self.freezer.release()
