@@ -11,7 +11,7 @@ from tests.support.kubectl import eventually
 
 HOSTILE = "\"; rm -rf ~; echo $(id) ' `uname` \\n %s {{x}}\n second line ✓"
 # stdout is the query read from stdin; the environment copy goes to a file to be compared too.
-ECHO_QUERY = "printf '%s' \"$AGENT_QUERY\" > \"$RUN_DIR/env_query\"; echo 'a note on stderr' >&2; cat"
+ECHO_QUERY = "printf '%s' \"$AGENT_QUERY\" > \"$RUN_FILES.env_query\"; echo 'a note on stderr' >&2; cat"
 
 
 def task_manifest(name: str, namespace: str, query: str, agent: str | None = None, pool: str | None = None,
@@ -45,8 +45,8 @@ def test_task_output_in_status_and_configmap_and_hostile_query_round_trips(kubec
     assert config_map["data"]["stdout"] == HOSTILE
     assert config_map["data"]["stderr"] == "a note on stderr\n"
     assert config_map["metadata"]["ownerReferences"][0]["uid"] == task["metadata"]["uid"]
-    run_dir = f"/home/user/.remote-agents/tasks/{task['metadata']['uid']}"
-    assert e2b_client.read(sandbox_id, f"{run_dir}/env_query") == HOSTILE
+    run_files = f"/home/user/.remote-agents/tasks/{task['metadata']['uid']}"
+    assert e2b_client.read(sandbox_id, f"{run_files}.env_query") == HOSTILE
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions["Complete"] == "True" and conditions["Ready"] == "True"
     table = kubectl.run("get", "atask", "-n", namespace).stdout

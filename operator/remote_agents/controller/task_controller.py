@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shlex
 import time
 from collections import Counter
@@ -42,22 +43,43 @@ PENDING_NOTES_IN_FLIGHT = 4
 # round first lets those of the next moment gather (each costs a slot that much latency, at most).
 ROUND_GATHER_SECONDS = 0.02
 
-# The runner is the start call's command itself (no file to write first), started detached. The
+# The runner is the start call's command itself (no file to write first), started detached. Its
+# files are $RUN_FILES.<name>, next to every other run's (one directory: no mkdir per run). The
 # lock (created with noclobber, O_EXCL) makes a repeated start (after a crash) a no-op. `timeout`
 # leads its own process group, whose id goes into the pid file: killing that group stops the
-# command and all it started. The exit code lands in a file (read as "not yet" until its line is
-# complete), followed by "stderr" when the command wrote any, so that a quiet run costs no read.
-# The query reaches the command as $AGENT_QUERY and on stdin. Builtins wherever possible: every
-# process started here is CPU in the sandbox, once per task.
-RUNNER = """mkdir -p "$RUN_DIR" && cd "$AGENT_WORKDIR" || { echo 97 > "$RUN_DIR/exit_code"; exit 0; }
-set -C; { : > "$RUN_DIR/lock"; } 2>/dev/null || exit 0; set +C
-printf '%s' "$AGENT_QUERY" > "$RUN_DIR/query"
-timeout -k 5 "$AGENT_TIMEOUT" bash -c "$AGENT_COMMAND" < "$RUN_DIR/query" > "$RUN_DIR/stdout" 2> "$RUN_DIR/stderr" &
-echo $! > "$RUN_DIR/pid"
+# command and all it started. The exit line ("CODE", or "CODE stderr" when the command wrote to
+# stderr, so that a quiet run costs no read) goes to a file, read as "not yet" until the line is
+# complete, and to the runner's stdout, where an operator that holds the run's stream reads it
+# without asking. The query reaches the command as $AGENT_QUERY and on stdin. Builtins wherever
+# possible: every process started here is CPU in the sandbox, once per task.
+RUNNER = """[ -d "${RUN_FILES%/*}" ] || mkdir -p "${RUN_FILES%/*}"
+cd "$AGENT_WORKDIR" || { echo 97 > "$RUN_FILES.exit_code"; echo 97; exit 0; }
+set -C; { : > "$RUN_FILES.lock"; } 2>/dev/null || exit 0; set +C
+printf '%s' "$AGENT_QUERY" > "$RUN_FILES.query"
+timeout -k 5 "$AGENT_TIMEOUT" bash -c "$AGENT_COMMAND" < "$RUN_FILES.query" > "$RUN_FILES.stdout" 2> "$RUN_FILES.stderr" &
+echo $! > "$RUN_FILES.pid"
 wait $!
 code=$?
-if [ -s "$RUN_DIR/stderr" ]; then echo "$code stderr"; else echo "$code"; fi > "$RUN_DIR/exit_code"
+if [ -s "$RUN_FILES.stderr" ]; then line="$code stderr"; else line="$code"; fi
+echo "$line" > "$RUN_FILES.exit_code"
+echo "$line"
 """
+EXIT_LINE = re.compile(r"(-?\d+)( stderr)?\n")
+
+
+def _exit_line(text: str) -> re.Match | None:
+    """The runner's exit line, if `text` ends with a complete one (the login shell may print more)."""
+    last = text[text.rfind("\n", 0, -1) + 1:]
+    return EXIT_LINE.fullmatch(last)
+
+
+def _run_files(status: Mapping[str, Any]) -> str:
+    """The path prefix of a run's files in its sandbox."""
+    return f"{RUNS_DIR}/{status['runId']}"
+
+
+def _run_file(status: Mapping[str, Any], name: str) -> str:
+    return f"{_run_files(status)}.{name}"
 
 
 async def _no_file() -> None:
@@ -293,14 +315,14 @@ class TaskController:
     async def _launch(self, task: dict[str, Any], spec: AgentTaskSpec, view: decisions.AgentView) -> None:
         """Start the runner in the sandbox; safe to repeat (the runner's lock)."""
         meta, status = task["metadata"], task["status"]
-        run_dir = f"{RUNS_DIR}/{status['runId']}"
         redact = Redactor()
         try:
             inputs = await self.agents.resolve_inputs(meta["namespace"], view.spec, redact)
             handle = await self.gateway.start_background(
                 status["sandboxID"], RUNNER, api_key=inputs.api_key,
-                envs={**inputs.env, "AGENT_QUERY": spec.query, "RUN_DIR": run_dir, "AGENT_WORKDIR": view.workdir,
-                      "AGENT_COMMAND": view.spec.query.command, "AGENT_TIMEOUT": str(spec.timeout_seconds)})
+                envs={**inputs.env, "AGENT_QUERY": spec.query, "RUN_FILES": _run_files(status),
+                      "AGENT_WORKDIR": view.workdir, "AGENT_COMMAND": view.spec.query.command,
+                      "AGENT_TIMEOUT": str(spec.timeout_seconds)})
         except SandboxGone:
             await self._finish(task, td.Verdict(False, "SandboxLost", "the agent's sandbox is gone"), None, "", "")
             return
@@ -325,18 +347,19 @@ class TaskController:
 
         async def wait() -> None:
             try:
-                await handle.wait()
-            except Exception:  # a non-zero exit or a lost stream: the poll tells which
-                pass
+                ended = _exit_line((await handle.wait()).stdout)
+            except Exception:  # a lost stream, or a runner that did not get to its end: the poll tells
+                ended = None
             self._live.discard(uid)
             task = self.tasks.get(uid)
             if task and uid not in self._busy and task["status"].get("phase") == "Running":
-                self._spawn(uid, self._poll(task))  # now, not at the next round
+                self._spawn(uid, self._poll(task, ended))  # now, not at the next round
         watcher = asyncio.get_running_loop().create_task(wait())
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
 
-    async def _poll(self, task: dict[str, Any]) -> None:
+    async def _poll(self, task: dict[str, Any], ended: re.Match | None = None) -> None:
+        """Look at a run; `ended` is its exit line when the run's stream already said it."""
         status = task["status"]
         spec = self._spec(task)
         view = self.fleet.find(task["metadata"]["namespace"], status.get("agent", ""))
@@ -347,14 +370,15 @@ class TaskController:
         if view.paused:
             log.debug("task %s waits: agent %s is paused", task["metadata"]["name"], view.name)
             return  # its sandbox is frozen with the run inside; it goes on when the agent is resumed
-        run_dir = f"{RUNS_DIR}/{status['runId']}"
         uid = task["metadata"]["uid"]
         try:
-            ended = await self.gateway.read_file(status["sandboxID"], f"{run_dir}/exit_code") or ""
-            if not ended.endswith("\n"):  # no file yet, or the runner is between creating and writing it
+            # No file yet, or the runner is between creating and writing it: "not yet".
+            ended = ended or _exit_line(await self.gateway.read_file(status["sandboxID"],
+                                                                     _run_file(status, "exit_code")) or "")
+            if ended is None:
                 started = epoch(status.get("startTime")) or time.time()
                 if time.time() > started + NOT_STARTED_SECONDS and \
-                        await self.gateway.read_file(status["sandboxID"], f"{run_dir}/pid") is None:
+                        await self.gateway.read_file(status["sandboxID"], _run_file(status, "pid")) is None:
                     await self._launch(task, spec, view)  # claimed, then the operator died before starting it
                 elif time.time() > started + spec.timeout_seconds + KILL_GRACE_SECONDS:
                     await self._kill_run(task)
@@ -363,11 +387,10 @@ class TaskController:
             self._finishing.add(uid)  # the run has ended: its slot takes the next task meanwhile
             self._dispatch_due = True
             self._wake.set()
-            exit_text, *wrote = ended.split()
             stdout, stderr = await asyncio.gather(
-                self.gateway.read_file(status["sandboxID"], f"{run_dir}/stdout"),
-                self.gateway.read_file(status["sandboxID"], f"{run_dir}/stderr") if "stderr" in wrote else _no_file())
-            code = int(exit_text)
+                self.gateway.read_file(status["sandboxID"], _run_file(status, "stdout")),
+                self.gateway.read_file(status["sandboxID"], _run_file(status, "stderr")) if ended[2] else _no_file())
+            code = int(ended[1])
             await self._finish(task, td.judge(code, spec.timeout_seconds), code, stdout or "", stderr or "")
         except SandboxGone:
             await self._finish(task, td.Verdict(False, "SandboxLost", "the agent's sandbox was lost mid-run"),
@@ -381,7 +404,7 @@ class TaskController:
         status = task.get("status") or {}
         if not status.get("runId") or not status.get("sandboxID"):
             return
-        pid_file = shlex.quote(f"{RUNS_DIR}/{status['runId']}/pid")
+        pid_file = shlex.quote(_run_file(status, "pid"))
         try:
             # `timeout`'s process group: the command and everything it started.
             await self.gateway.run(status["sandboxID"], f"kill -KILL -- -$(cat {pid_file}) 2>/dev/null; true",
