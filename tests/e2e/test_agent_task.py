@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from tests.e2e.test_agent_pool import members, pool_manifest, wait_pool_ready
 from tests.e2e.test_remote_agent import agent_manifest, wait_ready
@@ -59,12 +60,30 @@ def test_task_for_user_paused_agent_waits_with_reason(kubectl, namespace, operat
     eventually(lambda: (kubectl.get("ra", "sleepy", namespace).get("status") or {}).get("phase") == "Paused", 60,
                what="agent paused")
     kubectl.apply(task_manifest("waits", namespace, "hello", agent="sleepy"))
-    task = eventually(lambda: (t := kubectl.get("agenttask", "waits", namespace)).get("status", {}).get("phase")
-                      == "Pending" and t, 30, what="task pending")
+    task = eventually(lambda: (t := kubectl.get("agenttask", "waits", namespace))["status"].get("conditions") and t,
+                      30, what="the task to say why it waits")
     ready = next(c for c in task["status"]["conditions"] if c["type"] == "Ready")
+    assert task["status"]["phase"] == "Pending"
     assert ready["reason"] == "AgentPaused" and "spec.paused" in ready["message"]
     kubectl.run("patch", "ra", "sleepy", "-n", namespace, "--type=merge", "-p", '{"spec":{"paused":false}}')
     assert finished(kubectl, "waits", namespace)["status"]["output"] == "answer to: hello\n"
+
+
+def test_a_task_queued_behind_another_is_pending_without_a_write(kubectl, namespace, operator, agent_repo):
+    kubectl.apply(agent_manifest("single", namespace, agent_repo.url, query={"command": "sleep 3; echo done"}))
+    wait_ready(kubectl, "single", namespace)
+    kubectl.apply(task_manifest("first", namespace, "one", agent="single"))
+    eventually(lambda: kubectl.get("agenttask", "first", namespace)["status"]["phase"] == "Running", 30,
+               what="the first task to run")
+    kubectl.apply(task_manifest("queued", namespace, "two", agent="single"))
+    created = kubectl.get("agenttask", "queued", namespace)
+    assert created["status"] == {"phase": "Pending", "observedGeneration": 0}  # the API server's defaults
+    time.sleep(1.5)  # rounds run every few ms: a "why it waits" note would have been written by now
+    assert kubectl.get("agenttask", "first", namespace)["status"]["phase"] == "Running"
+    waiting = kubectl.get("agenttask", "queued", namespace)
+    assert waiting["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"], waiting["status"]
+    assert kubectl.run("get", "agenttask", "queued", "-n", namespace, "--no-headers").stdout.split()[1] == "Pending"
+    assert finished(kubectl, "queued", namespace)["status"]["phase"] == "Succeeded"
 
 
 def test_six_tasks_on_a_pool_of_three_never_overlap_on_an_agent(kubectl, namespace, operator, e2b_client,

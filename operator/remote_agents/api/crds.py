@@ -28,7 +28,6 @@ def _age_column() -> dict[str, Any]:
 def _crd(kind: str, plural: str, short: str, model: type[BaseModel], columns: list[dict[str, Any]],
          scale: dict[str, str] | None = None) -> dict[str, Any]:
     schema = structural_schema(model)
-    schema["properties"]["status"].pop("default", None)
     subresources: dict[str, Any] = {"status": {}}
     if scale:
         subresources["scale"] = scale

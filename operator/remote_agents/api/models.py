@@ -222,7 +222,8 @@ TaskPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
 
 class AgentTaskStatus(ApiModel):
     observed_generation: int = 0
-    phase: TaskPhase | None = None
+    # Defaulted by the API server (like a Pod's): a task waiting in the queue says so without a write.
+    phase: TaskPhase = "Pending"
     agent: str | None = None
     start_time: str | None = None
     completion_time: str | None = None
@@ -240,4 +241,4 @@ class AgentTaskStatus(ApiModel):
 
 class AgentTask(ApiModel):
     spec: AgentTaskSpec
-    status: AgentTaskStatus = Field(default_factory=AgentTaskStatus)
+    status: AgentTaskStatus = Field(default_factory=AgentTaskStatus, json_schema_extra={"default": {}})

@@ -266,6 +266,8 @@ class TaskController:
         if self._notes_in_flight >= PENDING_NOTES_IN_FLIGHT or (
                 status.get("phase") == "Pending" and status.get("message") == why.message):
             return  # said already (the cheap test: every round looks at every waiting task)
+        if not td.worth_a_note(why.reason, has_conditions=bool(status.get("conditions"))):
+            return
         desired = self._status_patch(task, Outcome(False, why.reason, why.message, reconciling=True), phase="Pending")
         if desired is None:
             return

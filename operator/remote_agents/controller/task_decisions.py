@@ -8,6 +8,7 @@ from dataclasses import dataclass
 OUTPUT_STATUS_LIMIT = 4096  # bytes of stdout kept in status.output; the ConfigMap has the rest
 OUTPUT_CONFIGMAP_LIMIT = 900 * 1024  # under the 1 MiB object limit, with room for stderr and metadata
 TIMEOUT_EXIT_CODE = 124  # what `timeout` returns when it had to stop the command
+QUEUED = "AllAgentsBusy"  # the reason of a task that only waits for a free slot
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,15 @@ def choose_agent(candidates: list[Candidate], by_ref: bool) -> Dispatch:
         return Dispatch(sleeping[0].name, wake=True)
     if free:
         return Dispatch(None, reason="AgentNotReady", message="no agent is Ready yet")
-    return Dispatch(None, reason="AllAgentsBusy", message="every agent is running its maximum of tasks")
+    return Dispatch(None, reason=QUEUED, message="every agent is running its maximum of tasks")
+
+
+def worth_a_note(reason: str, has_conditions: bool) -> bool:
+    """Whether a waiting task's status should be written to say why. Waiting for a free slot is
+    the ordinary queue: phase Pending (the API server's default) says it, without a write per task
+    (a burst of a thousand tasks would cost a thousand). Any other reason is news the user may
+    have to act on; and a task that already shows a reason has it replaced, never left stale."""
+    return reason != QUEUED or has_conditions
 
 
 @dataclass(frozen=True)
