@@ -26,6 +26,7 @@ from remote_agents.controller.conditions import Outcome, epoch, now_rfc3339, rfc
 from remote_agents.controller.e2b_gateway import E2BError, SandboxGateway, SandboxGone
 from remote_agents.controller.fleet import Fleet
 from remote_agents.controller.kube import Kube, SecretMissing
+from remote_agents.controller.task_index import Target, TaskIndex
 
 log = logging.getLogger(__name__)
 PLURAL = "agenttasks"
@@ -102,6 +103,7 @@ class TaskController:
         self.emit = emit
         self.interval = interval_seconds
         self.tasks: dict[str, dict[str, Any]] = {}  # uid -> latest body (status updated as we write)
+        self.index = TaskIndex()  # the waiting ones by target, the running ones
         self._wake = asyncio.Event()
         self._publish_after: dict[str, float] = {}  # task uid -> earliest next publish attempt
         self._watchers: set[asyncio.Task] = set()
@@ -124,8 +126,10 @@ class TaskController:
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         uid = body["metadata"]["uid"]
         if event_type == "DELETED":
-            self._specs.pop(uid, None)
             gone = self.tasks.pop(uid, None)
+            if gone:
+                self.index.update(uid, self._target(gone), None)
+            self._specs.pop(uid, None)
             if gone and (gone.get("status") or {}).get("phase") == "Running":
                 asyncio.get_running_loop().create_task(self._kill_run(gone))
             return
@@ -142,6 +146,7 @@ class TaskController:
             known.update(fresh)  # in place: operations in flight hold this very dict
         else:
             self.tasks[uid] = fresh
+        self.index.update(uid, self._target(fresh), self.tasks[uid])
         self._wake.set()
 
     def _spec(self, task: Mapping[str, Any]) -> AgentTaskSpec:
@@ -150,6 +155,11 @@ class TaskController:
         if uid not in self._specs:
             self._specs[uid] = AgentTaskSpec.model_validate(task["spec"])
         return self._specs[uid]
+
+    def _target(self, task: Mapping[str, Any]) -> Target:
+        spec = self._spec(task)
+        return (task["metadata"]["namespace"], "agent" if spec.agent_ref else "pool",
+                (spec.agent_ref or spec.pool_ref).name)
 
     def agent_changed(self) -> None:
         self._dispatch_due = True
@@ -175,11 +185,10 @@ class TaskController:
         full_poll = now >= self._next_full_poll
         if full_poll:
             self._next_full_poll = now + FULL_POLL_SECONDS
-        for uid, task in self.tasks.items():  # (spawning only schedules: nothing changes the dict here)
+        for uid in self.index.running:  # (spawning only schedules: nothing changes the set here)
             # Runs we watch live tell us when they end: no need to ask before the full poll.
-            if (task["status"].get("phase") == "Running" and uid not in self._busy
-                    and (full_poll or uid not in self._live)):
-                self._spawn(uid, self._poll(task))
+            if uid not in self._busy and (full_poll or uid not in self._live):
+                self._spawn(uid, self._poll(self.tasks[uid]))
         if self._dispatch_due:
             self._dispatch()
         if now >= self._next_housekeeping and (self._housekeeping is None or self._housekeeping.done()):
@@ -215,57 +224,60 @@ class TaskController:
     # ---- dispatch -----------------------------------------------------------------------------
     def running_counts(self) -> Counter:
         """Tasks running now, by (namespace, agent): claimed in status or being claimed, not yet ended."""
-        counts = Counter((t["metadata"]["namespace"], t["status"].get("agent")) for uid, t in self.tasks.items()
-                         if t["status"].get("phase") == "Running" and uid not in self._finishing)
+        counts = Counter((self.tasks[uid]["metadata"]["namespace"], self.tasks[uid]["status"].get("agent"))
+                         for uid in self.index.running if uid not in self._finishing)
         counts.update(self._starting.values())
         return counts
 
     def _dispatch(self) -> None:
-        """Start what can start now. Each call looks at every waiting task: callers let the
+        """Start what can start now. Each call looks at the head of every queue: callers let the
         reasons to call gather (a round) rather than call once per freed slot."""
         self._dispatch_due = False
-        self._dispatch_all(sorted((t for uid, t in self.tasks.items()
-                                   if t["status"].get("phase") in (None, "Pending") and uid not in self._busy),
-                                  key=lambda t: t["metadata"].get("creationTimestamp", "")))
-
-    def _dispatch_all(self, pending: list[dict[str, Any]]) -> None:
-        """Choose agents in FIFO order (slots are reserved in memory as we go) and start the runs in
-        the background: starting one costs a few round trips, and tasks must not queue behind them."""
         load = self.running_counts()
-        blocked: dict[tuple[str, str, str], td.Dispatch] = {}  # target -> why it cannot take more this round
-        for task in pending:
-            meta = task["metadata"]
-            uid = meta["uid"]
+        for target, queue in self.index.queues():
+            self._dispatch_queue(target, queue, load)
+
+    def _dispatch_queue(self, target: Target, queue: list[str], load: Counter) -> None:
+        """Give the target's tasks agents in FIFO order (slots are reserved in memory as we go)
+        until none has a free slot, and start the runs in the background: starting one costs a
+        few round trips, and tasks must not queue behind them. The rest wait; say why if needed."""
+        namespace = target[0]
+        for position, uid in enumerate(queue):
+            if uid in self._busy:
+                continue  # being claimed, or its note is being written
+            task = self.tasks[uid]
             spec = self._spec(task)
-            target = (meta["namespace"], "agent" if spec.agent_ref else "pool",
-                      (spec.agent_ref or spec.pool_ref).name)
-            choice = blocked.get(target)
-            if choice is not None and self._notes_in_flight >= PENDING_NOTES_IN_FLIGHT:
-                continue  # the target takes no more tasks this round, and no note can go out now
-            if choice is None:
-                pairs = self._candidates(meta["namespace"], spec, load)
-                choice = td.choose_agent([c for c, _ in pairs], by_ref=spec.agent_ref is not None)
+            pairs = self._candidates(namespace, spec, load)
+            choice = td.choose_agent([c for c, _ in pairs], by_ref=spec.agent_ref is not None)
             if choice.agent is None:
-                blocked[target] = choice
-                self._note_pending(task, choice)
-                continue
+                self._explain(target, queue[position:], choice)
+                return
             view = next(v for c, v in pairs if c.name == choice.agent)
-            if choice.wake:  # one task wakes the agent; the others of this round wait for it
-                blocked[target] = td.Dispatch(None, reason="WakingAgent", message=f"resuming idle agent {view.name}")
+            if choice.wake:  # one task wakes the agent; the others wait for it
                 self._spawn(uid, self._wake_agent(task, view))
-                continue
+                self._explain(target, queue[position + 1:],
+                              td.Dispatch(None, reason="WakingAgent", message=f"resuming idle agent {view.name}"))
+                return
             if not view.sandbox_id:
-                continue
-            load[(meta["namespace"], view.name)] += 1
-            self._starting[uid] = (meta["namespace"], view.name)
+                return  # Ready without a sandbox id: the agent's status is being written; next round
+            load[(namespace, view.name)] += 1
+            self._starting[uid] = (namespace, view.name)
             self._spawn(uid, self._start(task, spec, view))
 
+    def _explain(self, target: Target, waiting: list[str], why: td.Dispatch) -> None:
+        """Notes for tasks that wait for `why`. In the ordinary queue only tasks that show another
+        reason need one (see td.worth_a_note): found in the index, not by reading the queue."""
+        for uid in self.index.explained(target) if why.reason == td.QUEUED else waiting:
+            if self._notes_in_flight >= PENDING_NOTES_IN_FLIGHT:
+                return  # the rest at later rounds
+            if uid not in self._busy:
+                self._note_pending(self.tasks[uid], why)
+
     def _note_pending(self, task: dict[str, Any], why: td.Dispatch) -> None:
-        """Say in the task's status why it waits, a few tasks at a time (the rest at later rounds)."""
+        """Say in the task's status why it waits (if it is worth a write)."""
         status = task["status"]
-        if self._notes_in_flight >= PENDING_NOTES_IN_FLIGHT or (
-                status.get("phase") == "Pending" and status.get("message") == why.message):
-            return  # said already (the cheap test: every round looks at every waiting task)
+        if status.get("phase") == "Pending" and status.get("message") == why.message:
+            return  # said already (the cheap test first)
         if not td.worth_a_note(why.reason, has_conditions=bool(status.get("conditions"))):
             return
         desired = self._status_patch(task, Outcome(False, why.reason, why.message, reconciling=True), phase="Pending")
@@ -273,11 +285,11 @@ class TaskController:
             return
 
         async def note() -> None:
-            self._notes_in_flight += 1
             try:
                 await self._apply(task, desired)
             finally:
                 self._notes_in_flight -= 1
+        self._notes_in_flight += 1  # now, not when the note starts: the round goes on counting
         self._spawn(task["metadata"]["uid"], note())
 
     async def _wake_agent(self, task: dict[str, Any], view: decisions.AgentView) -> None:
@@ -525,5 +537,7 @@ class TaskController:
         updated = await self.kube.patch_status(PLURAL, meta["namespace"], meta["name"], desired)
         # Merged into what the task holds now: a watch event may have refreshed it meanwhile.
         task["status"] = {k: v for k, v in {**task["status"], **desired}.items() if v is not None}
+        if self.tasks.get(meta["uid"]) is task:  # (not deleted meanwhile)
+            self.index.update(meta["uid"], self._target(task), task)
         if updated and _revision(updated) > _revision(task):
             task["metadata"]["resourceVersion"] = updated["metadata"]["resourceVersion"]
