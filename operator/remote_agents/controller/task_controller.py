@@ -40,9 +40,6 @@ ACTIVITY_RESOLUTION_SECONDS = 30  # an agent's status.lastActivityTime may lag i
 # "Pending: every agent is busy" notes in flight at once: a burst of tasks must not queue the
 # claims and results (the work itself) behind a thousand notes in the API client's threads.
 PENDING_NOTES_IN_FLIGHT = 4
-# A round looks at every waiting task; under load events arrive by the hundred per second, so a
-# round first lets those of the next moment gather (each costs a slot that much latency, at most).
-ROUND_GATHER_SECONDS = 0.02
 
 # The runner is the start call's command itself (no file to write first), started detached. Its
 # files are $RUN_FILES.<name>, next to every other run's (one directory: no mkdir per run). The
@@ -172,7 +169,6 @@ class TaskController:
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             except asyncio.TimeoutError:
                 self._dispatch_due = True  # a quiet moment: look at everything once more
-            await asyncio.sleep(ROUND_GATHER_SECONDS)
             self._wake.clear()
             try:
                 await self.step()
