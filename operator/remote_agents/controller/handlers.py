@@ -62,6 +62,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     for key in ("metrics_runner", "webhook_runner"):
         if memo.get(key):
             await memo[key].cleanup()
+    await runtime().kube.http.close()
 
 
 async def _run(kind: str, step) -> None:

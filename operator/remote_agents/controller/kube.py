@@ -8,7 +8,7 @@ import base64
 import json
 import logging
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from functools import partial
 from typing import Any
 
@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from remote_agents.api.models import GROUP, VERSION
 from remote_agents.controller.conditions import now_rfc3339
+from remote_agents.controller.kube_http import KubeHttp
 
 log = logging.getLogger(__name__)
 EVENT_SOURCE = "remote-agents"
@@ -56,11 +57,12 @@ class Kube:
         self.client = kubernetes.client.ApiClient(configuration)
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
+        self.http = KubeHttp(configuration)  # the calls every task makes
         self._pending_events: set[asyncio.Task] = set()
 
     async def secret_value(self, namespace: str, name: str, key: str, optional: bool = False) -> str | None:
         try:
-            secret = await asyncio.to_thread(self._json, "GET", api_path("secrets", namespace, name))
+            secret = await self.http.request("GET", api_path("secrets", namespace, name))
         except ApiException as error:
             if error.status == 404:
                 if optional:
@@ -74,27 +76,23 @@ class Kube:
             raise SecretMissing(f"key {key!r} not found in Secret {namespace}/{name}")
         return base64.b64decode(data[key]).decode()
 
-    def _request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
-                 query: dict[str, str] | None = None, read_timeout: float | None = None) -> Any:
+    def _request(self, method: str, path: str, query: dict[str, str] | None = None,
+                 read_timeout: float | None = None) -> Any:
         """Send one blocking request over the client's connections and credentials, without its
-        typed models: validating, building and parsing those costs more than the request itself on
-        the calls every task makes (status, Events, output, the task stream). The response, its
-        body not read yet; an ApiException when the status is not 2xx."""
+        typed models: validating, building and parsing those costs more than the request itself
+        on the task stream's lists and watches. The response, its body not read yet; an
+        ApiException when the status is not 2xx."""
         request = self.client.param_serialize(
-            method=method, resource_path=path, body=body, query_params=list((query or {}).items()),
-            auth_settings=["BearerToken"], header_params={"Content-Type": content_type, "Accept": "application/json"})
+            method=method, resource_path=path, query_params=list((query or {}).items()),
+            auth_settings=["BearerToken"], header_params={"Accept": "application/json"})
         response = self.client.call_api(*request, _request_timeout=(10, read_timeout) if read_timeout else None)
         if not 200 <= response.status <= 299:
             raise ApiException.from_response(http_resp=response, body=response.read().decode(), data=None)
         return response
 
-    def _json(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
-        text = self._request(method, path, body, content_type).read().decode()
-        return json.loads(text) if text else {}
-
     def get_json(self, path: str) -> dict[str, Any]:
         """Blocking GET of any API path, as JSON."""
-        return self._json("GET", path)
+        return json.loads(self._request("GET", path).read().decode())
 
     def stream_json(self, path: str, query: dict[str, str], read_timeout: float) -> Iterator[dict[str, Any]]:
         """Blocking: the objects of a streaming GET (a watch: one JSON object per line) as they
@@ -108,11 +106,11 @@ class Kube:
             response.release_conn()
 
     @staticmethod
-    async def _unless_gone(call: Callable[..., Any], *args: Any) -> Any:
-        """Run a blocking API call in a thread; None when its object is gone (404): deleted
-        meanwhile, so there is nothing left to read, change or report on."""
+    async def _unless_gone(call: Awaitable[Any]) -> Any:
+        """The call's result; None when its object is gone (404): deleted meanwhile, so there is
+        nothing left to read, change or report on."""
         try:
-            return await asyncio.to_thread(call, *args)
+            return await call
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -121,11 +119,12 @@ class Kube:
     async def patch_status(self, plural: str, namespace: str, name: str,
                            status: dict[str, Any]) -> dict[str, Any] | None:
         """Merge-patch the status subresource; the updated object, or None when it is gone."""
-        return await self._unless_gone(self._json, "PATCH", api_path(plural, namespace, name, ours=True) + "/status",
-                                       {"status": status}, "application/merge-patch+json")
+        return await self._unless_gone(self.http.request(
+            "PATCH", api_path(plural, namespace, name, ours=True) + "/status", {"status": status},
+            "application/merge-patch+json"))
 
     async def configmap_value(self, namespace: str, name: str, key: str) -> str | None:
-        config_map = await self._unless_gone(self.core.read_namespaced_config_map, name, namespace)
+        config_map = await self._unless_gone(asyncio.to_thread(self.core.read_namespaced_config_map, name, namespace))
         return (config_map.data or {}).get(key) if config_map else None
 
     async def apply_configmap(self, namespace: str, name: str, data: dict[str, str], owner: dict[str, str]) -> None:
@@ -135,16 +134,17 @@ class Kube:
                     {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["name"],
                      "uid": owner["uid"]}]}}
         await self._create_config_map_or(namespace, body, partial(
-            self._json, "PUT", api_path("configmaps", namespace, name), body))
+            self.http.request, "PUT", api_path("configmaps", namespace, name), body))
 
-    async def _create_config_map_or(self, namespace: str, body: dict[str, Any], on_conflict: Callable[[], Any]) -> None:
+    async def _create_config_map_or(self, namespace: str, body: dict[str, Any],
+                                    on_conflict: Callable[[], Awaitable[Any]]) -> None:
         """Create a ConfigMap; if it exists already, do `on_conflict` (replace or patch it) instead."""
         try:
-            await asyncio.to_thread(self._json, "POST", api_path("configmaps", namespace), body)
+            await self.http.request("POST", api_path("configmaps", namespace), body)
         except ApiException as error:
             if error.status != 409:
                 raise
-            await asyncio.to_thread(on_conflict)
+            await on_conflict()
 
     async def request_reconcile(self, plural: str, namespace: str, name: str,
                                 pushed_revision: str | None = None) -> None:
@@ -156,8 +156,8 @@ class Kube:
         await self.patch(plural, namespace, name, {"metadata": {"annotations": annotations}})
 
     async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._unless_gone(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace,
-                                       plural, name)
+        return await self._unless_gone(asyncio.to_thread(self.custom.get_namespaced_custom_object, GROUP, VERSION,
+                                                         namespace, plural, name))
 
     async def list(self, plural: str, namespace: str, label_selector: str | None = None) -> list[dict[str, Any]]:
         result = await asyncio.to_thread(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace,
@@ -176,12 +176,12 @@ class Kube:
         return True
 
     async def delete(self, plural: str, namespace: str, name: str) -> None:
-        await self._unless_gone(self.custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, plural,
-                                name)
+        await self._unless_gone(asyncio.to_thread(self.custom.delete_namespaced_custom_object, GROUP, VERSION,
+                                                  namespace, plural, name))
 
     async def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> None:
-        await self._unless_gone(self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, plural,
-                                name, body)
+        await self._unless_gone(asyncio.to_thread(self.custom.patch_namespaced_custom_object, GROUP, VERSION,
+                                                  namespace, plural, name, body))
 
     def post_event(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
         """Record a Kubernetes Event about `body`, in the background: an Event must never block or
@@ -202,7 +202,7 @@ class Kube:
             "lastTimestamp": now, "source": {"component": EVENT_SOURCE}, "reportingComponent": EVENT_SOURCE,
             "reportingInstance": socket.gethostname()}
         try:
-            await asyncio.to_thread(self._json, "POST", api_path("events", meta["namespace"]), event)
+            await self.http.request("POST", api_path("events", meta["namespace"]), event)
         except ApiException as error:
             # A namespace being deleted refuses new Events: nothing left to tell anyone there.
             level = logging.DEBUG if "NamespaceTerminating" in (error.body or "") else logging.WARNING
@@ -217,7 +217,7 @@ class Kube:
         body = {"apiVersion": "v1", "kind": "ConfigMap", "data": {sandbox_id: owner},
                 "metadata": {"name": ORPHANS_CONFIGMAP, "labels": {ORPHANS_LABEL: "true"}}}
         await self._create_config_map_or(namespace, body, partial(
-            self._json, "PATCH", api_path("configmaps", namespace, ORPHANS_CONFIGMAP), body,
+            self.http.request, "PATCH", api_path("configmaps", namespace, ORPHANS_CONFIGMAP), body,
             "application/merge-patch+json"))
 
     async def orphaned_sandboxes(self) -> set[str]:
