@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from e2b import Sandbox, SandboxQuery, SandboxState
 from e2b.exceptions import RateLimitException, ServiceBusyException
 
 from remote_agents.e2b_local import launcher
+from remote_agents.e2b_local.server import listening_socket
 from tests.e2b_local.helpers import namespace_holders, wait_for
 
 
@@ -96,3 +98,14 @@ def test_processes_left_by_a_killed_server_are_reaped(tmp_path: Path, monkeypatc
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _alive(pid), "the new server did not kill the orphaned process"
+
+
+def test_connections_send_each_write_at_once():
+    # A response is two writes (headers, body): with Nagle's algorithm on, the body waited for the
+    # client's delayed ACK, 40 ms on every call. Accepted connections inherit the listener's option.
+    listener = listening_socket("127.0.0.1", 0)
+    listener.listen()
+    with listener, socket.create_connection(listener.getsockname()[:2]):
+        accepted, _ = listener.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

@@ -47,6 +47,23 @@ def build_app(settings: config.Settings) -> tuple[LocalE2BApp, SandboxManager]:
     return LocalE2BApp(manager, settings.api_key, Faults(settings)), manager
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bound (port 0: a free one), for uvicorn to listen on."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it. Without it, a response written as headers then body (every
+    # one here) holds the body back until the client acknowledges the headers: Nagle's algorithm
+    # against the client's delayed ACK, 40 ms per call. asyncio sets it only on sockets whose
+    # protocol number it can read, which accepted ones do not report.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -56,10 +73,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     app, manager = build_app(settings)
     # Bind first so that port 0 yields the real port before anything is printed.
-    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((settings.host, settings.port))
+        sock = listening_socket(settings.host, settings.port)
     except OSError as error:
         print(f"e2b-local: cannot listen on {settings.host}:{settings.port}: {error}", file=sys.stderr)
         return 1
