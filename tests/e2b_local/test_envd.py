@@ -32,8 +32,9 @@ def test_foreground_command_output_env_cwd_and_exit_code(sandbox: Sandbox):
 
 
 def test_background_list_connect_kill(sandbox: Sandbox):
-    handle = sandbox.commands.run("for i in 1 2 3; do echo tick $i; sleep 0.2; done; sleep 30",
+    handle = sandbox.commands.run("for i in 1 2 3; do echo tick $i; touch /tmp/ticked; sleep 0.2; done; sleep 30",
                                   background=True, timeout=0)
+    wait_for(lambda: sandbox.files.exists("/tmp/ticked"))  # its output has begun
     assert handle.pid in [p.pid for p in sandbox.commands.list()]
     listed = next(p for p in sandbox.commands.list() if p.pid == handle.pid)
     assert listed.cmd == "/bin/bash"

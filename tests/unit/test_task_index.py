@@ -20,7 +20,8 @@ def test_waiting_tasks_queue_by_target_first_come_first_then_by_name():
     for name, created, target in [("c", "2026-01-01T00:00:02Z", POOL), ("b", "2026-01-01T00:00:01Z", POOL),
                                   ("a", "2026-01-01T00:00:02Z", POOL), ("z", "2026-01-01T00:00:00Z", AGENT)]:
         index.update(f"uid-{name}", target, task(name, created, phase="Pending" if name == "a" else None))
-    assert index.queues() == [(AGENT, ["uid-z"]), (POOL, ["uid-b", "uid-a", "uid-c"])]  # oldest head first
+    assert index.targets() == [AGENT, POOL]  # the oldest head first
+    assert list(index.waiting(POOL)) == ["uid-b", "uid-a", "uid-c"] and list(index.waiting(AGENT)) == ["uid-z"]
     assert index.running == set()
 
 
@@ -29,10 +30,10 @@ def test_a_claimed_task_leaves_its_queue_and_runs_then_ends():
     index.update("uid-a", POOL, task("a", "t1"))
     index.update("uid-b", POOL, task("b", "t2"))
     index.update("uid-a", POOL, task("a", "t1", phase="Running"))
-    assert index.queues() == [(POOL, ["uid-b"])] and index.running == {"uid-a"}
+    assert list(index.waiting(POOL)) == ["uid-b"] and index.running == {"uid-a"}
     index.update("uid-a", POOL, task("a", "t1", phase="Succeeded"))
     index.update("uid-b", POOL, None)  # deleted while it waited
-    assert index.queues() == [] and index.running == set()
+    assert index.targets() == [] and list(index.waiting(POOL)) == [] and index.running == set()
 
 
 def test_a_start_that_failed_puts_the_task_back_in_its_place():
@@ -40,7 +41,7 @@ def test_a_start_that_failed_puts_the_task_back_in_its_place():
     index.update("uid-a", POOL, task("a", "t1", phase="Running"))
     index.update("uid-b", POOL, task("b", "t2"))
     index.update("uid-a", POOL, task("a", "t1", phase="Pending", reason="StartFailed"))
-    assert index.queues() == [(POOL, ["uid-a", "uid-b"])]
+    assert list(index.waiting(POOL)) == ["uid-a", "uid-b"]
 
 
 def test_tasks_that_show_a_reason_are_found_without_reading_the_queue():

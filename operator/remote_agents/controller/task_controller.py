@@ -9,12 +9,14 @@ running ones, deletes finished ones after their TTL and pauses agents that sat i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import logging
 import re
 import shlex
 import time
 from collections import Counter
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any
 
 from remote_agents.api.models import API_VERSION, AgentTaskSpec
@@ -230,37 +232,41 @@ class TaskController:
         reasons to call gather (a round) rather than call once per freed slot."""
         self._dispatch_due = False
         load = self.running_counts()
-        for target, queue in self.index.queues():
-            self._dispatch_queue(target, queue, load)
+        for target in self.index.targets():
+            self._dispatch_queue(target, load)
 
-    def _dispatch_queue(self, target: Target, queue: list[str], load: Counter) -> None:
+    def _dispatch_queue(self, target: Target, load: Counter) -> None:
         """Give the target's tasks agents in FIFO order (slots are reserved in memory as we go)
         until none has a free slot, and start the runs in the background: starting one costs a
         few round trips, and tasks must not queue behind them. The rest wait; say why if needed."""
         namespace = target[0]
-        for position, uid in enumerate(queue):
+        pairs: list[tuple[td.Candidate, decisions.AgentView]] | None = None  # the target's agents, kept current
+        waiting = self.index.waiting(target)
+        for uid in waiting:
             if uid in self._busy:
                 continue  # being claimed, or its note is being written
             task = self.tasks[uid]
             spec = self._spec(task)
-            pairs = self._candidates(namespace, spec, load)
+            if pairs is None:
+                pairs = self._candidates(namespace, spec, load)
             choice = td.choose_agent([c for c, _ in pairs], by_ref=spec.agent_ref is not None)
             if choice.agent is None:
-                self._explain(target, queue[position:], choice)
+                self._explain(target, itertools.chain((uid,), waiting), choice)
                 return
-            view = next(v for c, v in pairs if c.name == choice.agent)
+            index, view = next((i, v) for i, (c, v) in enumerate(pairs) if c.name == choice.agent)
             if choice.wake:  # one task wakes the agent; the others wait for it
                 self._spawn(uid, self._wake_agent(task, view))
-                self._explain(target, queue[position + 1:],
+                self._explain(target, waiting,
                               td.Dispatch(None, reason="WakingAgent", message=f"resuming idle agent {view.name}"))
                 return
             if not view.sandbox_id:
                 return  # Ready without a sandbox id: the agent's status is being written; next round
             load[(namespace, view.name)] += 1
+            pairs[index] = (dataclasses.replace(pairs[index][0], running_tasks=load[(namespace, view.name)]), view)
             self._starting[uid] = (namespace, view.name)
             self._spawn(uid, self._start(task, spec, view))
 
-    def _explain(self, target: Target, waiting: list[str], why: td.Dispatch) -> None:
+    def _explain(self, target: Target, waiting: Iterable[str], why: td.Dispatch) -> None:
         """Notes for tasks that wait for `why`. In the ordinary queue only tasks that show another
         reason need one (see td.worth_a_note): found in the index, not by reading the queue."""
         for uid in self.index.explained(target) if why.reason == td.QUEUED else waiting:

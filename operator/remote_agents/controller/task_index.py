@@ -7,7 +7,7 @@ the queues and a poll round at the running tasks, instead of every task the oper
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 Target = tuple[str, str, str]  # (namespace, "agent" | "pool", name): what a task asked to run on
@@ -49,10 +49,15 @@ class TaskIndex:
             if not explained:
                 del self._explained[target]
 
-    def queues(self) -> list[tuple[Target, list[str]]]:
-        """Each target's waiting tasks (uids, first come first), the oldest head first."""
-        return [(target, [uid for _, _, uid in queue])
-                for target, queue in sorted(self._queues.items(), key=lambda item: item[1][0])]
+    def targets(self) -> list[Target]:
+        """The targets that have waiting tasks, the one whose first task came first first."""
+        return sorted(self._queues, key=lambda target: self._queues[target][0])
+
+    def waiting(self, target: Target) -> Iterator[str]:
+        """The target's waiting tasks (uids), first come first. Lazy: a round reads only as far as
+        it gets, so the index must not change while it reads (updates come from events and ended
+        operations, never from the round itself)."""
+        return (uid for _, _, uid in self._queues.get(target, ()))
 
     def explained(self, target: Target) -> list[str]:
         """The target's waiting tasks whose status already shows a reason."""
