@@ -1,15 +1,17 @@
-"""The documented fallbacks, exercised directly: path-mapping isolation and signal-based pause
-(the server picks them only where mount namespaces / a writable cgroup v2 are missing)."""
+"""The documented fallbacks, exercised directly: path-mapping isolation, signal-based pause and
+commands entering their sandbox without the exec helper (the server picks them only where mount
+namespaces / a writable cgroup v2 / a C compiler are missing)."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 
 from e2b.envd.process import process_pb
 
 from remote_agents.e2b_local.freezer import SignalFreezer
-from remote_agents.e2b_local.isolation import CommandWrapper, SandboxFiles
+from remote_agents.e2b_local.isolation import CommandWrapper, SandboxFiles, build_exec_helper
 from remote_agents.e2b_local.processes import ProcessTable
 
 
@@ -57,3 +59,26 @@ async def test_path_mapping_commands_and_signal_pause(tmp_path: Path):
     assert counter.pid in table.running
     freezer.kill_all("sbx", table.process_groups())
     await asyncio.wait_for(counter.finished.wait(), 5)
+
+
+async def test_without_the_exec_helper_commands_enter_through_a_shell_and_nsenter(tmp_path: Path):
+    files = SandboxFiles(tmp_path / "sbx")
+    files.create()
+    wrapper = CommandWrapper(namespaces=True, exec_helper=None)
+    table = ProcessTable(files, wrapper, cgroup_procs=lambda: None, env=lambda: {"PATH": "/usr/bin:/bin"})
+    try:
+        assert await _output(table, "pwd; ls /home; echo hi > /home/user/x") == "/home/user\nuser\n"
+        assert (files.root / "home/user/x").read_text() == "hi\n"
+    finally:
+        wrapper.release(files)
+
+
+def test_the_exec_helper_is_built_once_and_reports_what_it_cannot_do(tmp_path: Path):
+    helper = build_exec_helper(tmp_path)
+    assert helper is not None, "no C compiler: e2b-local would fall back to a shell and nsenter per command"
+    built = helper.stat().st_mtime_ns
+    assert build_exec_helper(tmp_path) == helper and helper.stat().st_mtime_ns == built
+    ran = subprocess.run([str(helper), "", "", str(tmp_path), "pwd"], capture_output=True, text=True)
+    assert ran.returncode == 0 and ran.stdout == f"{tmp_path}\n"
+    lost = subprocess.run([str(helper), "", "", str(tmp_path / "missing"), "pwd"], capture_output=True, text=True)
+    assert lost.returncode == 126 and "missing: No such file or directory" in lost.stderr

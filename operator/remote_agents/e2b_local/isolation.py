@@ -3,8 +3,8 @@
 Preferred: every command runs in the sandbox's private mount namespace, where its directories
 are bind-mounted over /home and /tmp, so `echo hi > /home/user/x` writes into that sandbox only
 and no sandbox sees another's files. The namespace is set up once per sandbox and kept by a
-sleeping holder process; commands enter it with `nsenter` (setting it up for every command cost
-four more processes each: a task's run is a handful of processes). When the machine does not
+sleeping holder process, which every command enters (setting it up for every command cost four
+more processes each: a task's run is a handful of processes). When the machine does not
 allow mount namespaces, the fallback maps paths instead: the files API rewrites them and
 commands get HOME and cwd inside the sandbox directory (absolute /home/user paths inside a
 command line then point at the host's, which is documented in docs/e2b-local.md).
@@ -13,6 +13,8 @@ command line then point at the host's, which is documented in docs/e2b-local.md)
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import posixpath
 import shutil
 import subprocess
@@ -32,6 +34,30 @@ echo ready
 exec sleep infinity
 """
 _NAMESPACE_TOOLS = ("unshare", "nsenter", "setpriv")  # util-linux, all three
+# Joining the cgroup and entering the namespace without the helper: a shell, then nsenter.
+_JOIN_CGROUP = 'echo $$ > "$0" && exec "$@"'
+EXEC_HELPER_SOURCE = Path(__file__).with_name("sandbox_exec.c")
+
+
+def build_exec_helper(directory: Path) -> Path | None:
+    """Compile sandbox_exec.c (once per version of it) into `directory`: the one small exec that
+    puts a command into its sandbox. None when there is no C compiler or it fails: commands then
+    go through a shell and nsenter, two execs more."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    source = EXEC_HELPER_SOURCE.read_bytes()
+    helper = directory / f"sandbox-exec-{hashlib.sha256(source).hexdigest()[:12]}"
+    if helper.exists():
+        return helper
+    building = directory / f"{helper.name}.{os.getpid()}.partial"
+    built = subprocess.run([compiler, "-O2", "-static", "-o", str(building), str(EXEC_HELPER_SOURCE)],
+                           capture_output=True, timeout=120)
+    if built.returncode != 0:
+        building.unlink(missing_ok=True)
+        return None
+    building.rename(helper)
+    return helper
 
 
 def mount_namespaces_available() -> bool:
@@ -113,8 +139,9 @@ class MountNamespace:
 class CommandWrapper:
     """Turns a command's argv/cwd/HOME into what runs on the host for one isolation mode."""
 
-    def __init__(self, namespaces: bool) -> None:
+    def __init__(self, namespaces: bool, exec_helper: Path | None = None) -> None:
         self.namespaces = namespaces
+        self.exec_helper = exec_helper  # see build_exec_helper
         self.nsenter = shutil.which("nsenter")
         self._namespaces: dict[Path, MountNamespace] = {}  # sandbox root -> its namespace
 
@@ -122,17 +149,28 @@ class CommandWrapper:
     def mode(self) -> str:
         return "mount-namespace" if self.namespaces else "path-mapping"
 
-    async def wrap(self, files: SandboxFiles, argv: list[str], cwd: str | None) -> tuple[list[str], str, str]:
-        """Returns (argv, host cwd, HOME) for the process to spawn."""
+    async def wrap(self, files: SandboxFiles, argv: list[str], cwd: str | None,
+                   cgroup_procs: str | None) -> tuple[list[str], str, str]:
+        """Returns (argv, host cwd, HOME) for the process to spawn. `cgroup_procs`: the cgroup the
+        command joins before it execs, so that nothing it forks escapes the freezer (without a
+        helper process, Python would have to fork this whole server for every command)."""
         cwd = posixpath.normpath(posixpath.join(HOME, cwd or HOME))
+        namespace = ""
         if self.namespaces:
-            namespace = self._namespaces.setdefault(files.root, MountNamespace(files.root))
-            pid = await namespace.holder_pid()
+            pid = await self._namespaces.setdefault(files.root, MountNamespace(files.root)).holder_pid()
+            namespace, spawn_cwd, home = f"/proc/{pid}/ns/mnt", str(files.root), HOME
+        else:
+            spawn_cwd = cwd = str(files.to_host(cwd))
+            home = str(files.to_host(HOME))
+        if self.exec_helper:
+            return [str(self.exec_helper), cgroup_procs or "", namespace, cwd, *argv], spawn_cwd, home
+        if namespace:
             # The working directory is looked up through the holder's root, i.e. in its namespace
             # (nsenter resolves --wd before it enters).
             argv = [self.nsenter, "-t", str(pid), "-m", f"--wd=/proc/{pid}/root{cwd}", *argv]
-            return argv, str(files.root), HOME
-        return argv, str(files.to_host(cwd)), str(files.to_host(HOME))
+        if cgroup_procs:
+            argv = ["/bin/sh", "-c", _JOIN_CGROUP, cgroup_procs, *argv]
+        return argv, spawn_cwd, home
 
     def release(self, files: SandboxFiles) -> None:
         """The sandbox is gone (or the server stops): its namespace goes too."""

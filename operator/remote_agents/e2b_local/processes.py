@@ -93,14 +93,9 @@ class ProcessTable:
                     deadline_seconds: float | None) -> ManagedProcess:
         try:
             argv, cwd, home = await self.wrapper.wrap(
-                self.files, [config.cmd, *config.args], config.cwd if config.has_field("cwd") else None)
+                self.files, [config.cmd, *config.args], config.cwd if config.has_field("cwd") else None,
+                self._cgroup_procs())
             env = {**self._env(), "HOME": home, **dict(config.envs)}
-            join = self._cgroup_procs()
-            if join:
-                # A shell joins the sandbox's cgroup, then becomes the command: nothing it forks escapes
-                # the freezer. (A preexec_fn would do the same but forces a full fork of this server
-                # for every command; without one, Python spawns with vfork.)
-                argv = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', join, *argv]
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=cwd, env=env, start_new_session=True,
                 stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,

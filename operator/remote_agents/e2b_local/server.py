@@ -14,7 +14,7 @@ from remote_agents.e2b_local import config
 from remote_agents.e2b_local.app import LocalE2BApp
 from remote_agents.e2b_local.faults import Faults
 from remote_agents.e2b_local.freezer import make_freezer
-from remote_agents.e2b_local.isolation import CommandWrapper, mount_namespaces_available
+from remote_agents.e2b_local.isolation import CommandWrapper, build_exec_helper, mount_namespaces_available
 from remote_agents.e2b_local.sandboxes import SandboxManager
 
 log = logging.getLogger("e2b_local")
@@ -36,14 +36,15 @@ class _Server(uvicorn.Server):
 
 def build_app(settings: config.Settings) -> tuple[LocalE2BApp, SandboxManager]:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    wrapper = CommandWrapper(namespaces=mount_namespaces_available())
+    wrapper = CommandWrapper(namespaces=mount_namespaces_available(), exec_helper=build_exec_helper(settings.state_dir))
     # One cgroup subtree per state dir, so two servers never touch each other's sandboxes.
     instance = hashlib.sha1(str(settings.state_dir).encode()).hexdigest()[:10]
     freezer = make_freezer(instance)
     freezer.reap_leftovers()
     manager = SandboxManager(settings, wrapper, freezer)
-    log.info("state dir %s, isolation %s, pause via %s, %d sandboxes loaded",
-             settings.state_dir, wrapper.mode, freezer.mode, len(manager.store.sandboxes))
+    log.info("state dir %s, isolation %s (commands enter through %s), pause via %s, %d sandboxes loaded",
+             settings.state_dir, wrapper.mode, wrapper.exec_helper or "a shell and nsenter", freezer.mode,
+             len(manager.store.sandboxes))
     return LocalE2BApp(manager, settings.api_key, Faults(settings)), manager
 
 
