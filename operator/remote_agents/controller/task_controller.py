@@ -39,8 +39,8 @@ PUBLISH_RETRY_SECONDS = 30
 FULL_POLL_SECONDS = 5  # every run is checked at least this often, watched live or not
 HOUSEKEEPING_SECONDS = 2  # TTL collection, publishing, idle pausing and activity mirroring need no faster pace
 ACTIVITY_RESOLUTION_SECONDS = 30  # an agent's status.lastActivityTime may lag its real activity by this much
-# "Pending: every agent is busy" notes in flight at once: a burst of tasks must not queue the
-# claims and results (the work itself) behind a thousand notes in the API client's threads.
+# "Why it waits" notes in flight at once: a burst of waiting tasks must not queue the claims and
+# results (the work itself) behind a thousand notes on the API connections.
 PENDING_NOTES_IN_FLIGHT = 4
 
 # The runner is the start call's command itself (no file to write first), started detached. Its
