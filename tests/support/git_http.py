@@ -19,6 +19,10 @@ class PrivateGitServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Headers and body go out as two writes: with Nagle's algorithm the body would wait for
+            # the client's delayed ACK (40 ms per request), as e2b-local's did.
+            disable_nagle_algorithm = True
+
             def log_message(self, *_):  # keep test output clean
                 pass
 

@@ -41,12 +41,11 @@ class TaskIndex:
             del queue[bisect.bisect_left(queue, self._places.pop(uid)[1])]
             if not queue:
                 del self._queues[target]
-        explained = self._explained.setdefault(target, set())
         if waiting and status.get("conditions"):
-            explained.add(uid)
-        else:
-            explained.discard(uid)
-            if not explained:
+            self._explained.setdefault(target, set()).add(uid)
+        elif uid in self._explained.get(target, ()):
+            self._explained[target].discard(uid)
+            if not self._explained[target]:
                 del self._explained[target]
 
     def targets(self) -> list[Target]:

@@ -157,7 +157,10 @@ class CommandWrapper:
         cwd = posixpath.normpath(posixpath.join(HOME, cwd or HOME))
         namespace = ""
         if self.namespaces:
-            pid = await self._namespaces.setdefault(files.root, MountNamespace(files.root)).holder_pid()
+            namespace_of_sandbox = self._namespaces.get(files.root)
+            if namespace_of_sandbox is None:
+                namespace_of_sandbox = self._namespaces[files.root] = MountNamespace(files.root)
+            pid = await namespace_of_sandbox.holder_pid()
             namespace, spawn_cwd, home = f"/proc/{pid}/ns/mnt", str(files.root), HOME
         else:
             spawn_cwd = cwd = str(files.to_host(cwd))

@@ -165,9 +165,10 @@ class SandboxManager:
             runtime.processes.drop_streams()
             groups = runtime.processes.process_groups()
         self.freezer.kill_all(sandbox_id, groups)
-        self.wrapper.release(SandboxFiles(self.sandbox_root / sandbox_id))
+        files = SandboxFiles(self.sandbox_root / sandbox_id)
+        self.wrapper.release(files)
         await asyncio.to_thread(self.freezer.remove, sandbox_id)
-        await asyncio.to_thread(SandboxFiles(self.sandbox_root / sandbox_id).destroy)
+        await asyncio.to_thread(files.destroy)
 
     def set_timeout(self, sandbox_id: str, timeout: int) -> None:
         record = self.get(sandbox_id)

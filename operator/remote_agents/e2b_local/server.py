@@ -42,9 +42,9 @@ def build_app(settings: config.Settings) -> tuple[LocalE2BApp, SandboxManager]:
     freezer = make_freezer(instance)
     freezer.reap_leftovers()
     manager = SandboxManager(settings, wrapper, freezer)
+    entry = wrapper.exec_helper or "no helper: a shell joins the cgroup, nsenter the namespace"
     log.info("state dir %s, isolation %s (commands enter through %s), pause via %s, %d sandboxes loaded",
-             settings.state_dir, wrapper.mode, wrapper.exec_helper or "a shell and nsenter", freezer.mode,
-             len(manager.store.sandboxes))
+             settings.state_dir, wrapper.mode, entry, freezer.mode, len(manager.store.sandboxes))
     return LocalE2BApp(manager, settings.api_key, Faults(settings)), manager
 
 
