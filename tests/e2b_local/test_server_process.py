@@ -88,7 +88,10 @@ def test_processes_left_by_a_killed_server_are_reaped(tmp_path: Path, monkeypatc
     server = launcher.start(state)
     _use(server, monkeypatch)
     box = Sandbox.create(timeout=300)
-    pid = box.commands.run("sleep 300", background=True, timeout=0).pid
+    pid = box.commands.run("touch /tmp/entered; exec sleep 300", background=True, timeout=0).pid
+    # Kill only once the command is inside its sandbox: one killed while it is still entering the
+    # namespace fails with the namespace's holder, which dies with the server (see docs/e2b-local.md).
+    wait_for(lambda: box.files.exists("/tmp/entered"), 10)
     os.kill(server.pid, signal.SIGKILL)  # no graceful shutdown: the sleep is orphaned
     server.process.wait(10)
     assert _alive(pid)
