@@ -125,23 +125,26 @@ def test_idle_agent_is_paused_and_woken_by_the_next_task(kubectl, namespace, ope
 
 def test_timeout_fails_the_task_and_kills_its_process(kubectl, namespace, operator, e2b_client, agent_repo):
     kubectl.apply(agent_manifest("slow", namespace, agent_repo.url,
-                                 query={"command": "sleep 300 # marker-7731"}))
+                                 query={"command": "sleep 301 & sleep 302"}))
     sandbox_id = wait_ready(kubectl, "slow", namespace)["status"]["sandboxID"]
     kubectl.apply(task_manifest("too-slow", namespace, "wait", agent="slow", timeout=2))
     status = finished(kubectl, "too-slow", namespace, timeout=90)["status"]
     assert status["phase"] == "Failed"
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "DeadlineExceeded"
+    assert status["exitCode"] == 143  # SIGTERM first (SIGKILL only for a run that outlives the grace)
     sandbox = e2b_client.connect(sandbox_id)
-    assert "marker-7731" not in sandbox.commands.run("ps -eo args").stdout
+    # Both sleeps (the command's own and the one it put in the background) went with the deadline.
+    assert not {"sleep 301", "sleep 302"} & set(sandbox.commands.run("ps -eo args").stdout.splitlines())
 
 
 def test_deleting_a_running_task_kills_its_process(kubectl, namespace, operator, e2b_client, agent_repo):
     kubectl.apply(agent_manifest("busy", namespace, agent_repo.url,
-                                 query={"command": "sleep 307 & sleep 308 # marker-5120"}))
+                                 query={"command": "sleep 307 & sleep 308"}))
     sandbox = e2b_client.connect(wait_ready(kubectl, "busy", namespace)["status"]["sandboxID"])
     kubectl.apply(task_manifest("cancelled", namespace, "wait", agent="busy", timeout=600))
-    eventually(lambda: "marker-5120" in sandbox.commands.run("ps -eo args").stdout, 60, what="the run to start")
+    eventually(lambda: "sleep 308" in sandbox.commands.run("ps -eo args").stdout.splitlines(), 60,
+               what="the run to start")
     kubectl.run("delete", "agenttask", "cancelled", "-n", namespace)
     # Both sleeps (the command's own and the one it put in the background) go with the task.
     eventually(lambda: not {"sleep 307", "sleep 308"} & set(sandbox.commands.run("ps -eo args").stdout.splitlines()),

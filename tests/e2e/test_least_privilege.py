@@ -57,7 +57,7 @@ def test_operator_with_only_its_rbac_reconciles_agent_pool_and_task(kubectl, nam
     assert task["status"]["phase"] == "Succeeded"
     assert kubectl.get("configmap", task["status"]["outputConfigMap"], namespace) is not None
     events = json.loads(kubectl.run("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
-    assert {"SandboxCreated", "AgentCreated", "Started"} <= {e["reason"] for e in events}
+    assert {"SandboxCreated", "AgentCreated", "Succeeded"} <= {e["reason"] for e in events}
 
     kubectl.run("delete", "ra", "solo", "-n", namespace, "--timeout=60s")
     log = operator.log()

@@ -46,11 +46,23 @@ def test_only_the_ordinary_queue_goes_unwritten():
 
 
 def test_verdicts():
-    assert td.judge(0, 60) == td.Verdict(True, "Succeeded", "the query command exited 0")
-    assert td.judge(3, 60).reason == "QueryFailed" and "exited 3" in td.judge(3, 60).message
-    for killed in (td.TIMEOUT_EXIT_CODE, 137):
-        verdict = td.judge(killed, 60)
+    assert td.judge(0, 60, overdue=False) == td.Verdict(True, "Succeeded", "the query command exited 0")
+    assert td.judge(0, 60, overdue=True).succeeded  # it made it before it was stopped
+    failed = td.judge(3, 60, overdue=False)
+    assert failed.reason == "QueryFailed" and "exited 3" in failed.message
+    for killed in (143, 137):  # SIGTERM at the deadline, SIGKILL after the grace
+        verdict = td.judge(killed, 60, overdue=True)
         assert not verdict.succeeded and verdict.reason == "DeadlineExceeded" and "60s" in verdict.message
+        assert td.judge(killed, 60, overdue=False).reason == "QueryFailed"  # killed by something else
+    assert td.judge(124, 60, overdue=False).reason == "QueryFailed"  # a command's own 124 is no timeout
+
+
+def test_an_overdue_run_gets_sigterm_then_sigkill_after_the_grace():
+    deadline = 1000.0
+    assert td.deadline_signal(999.9, deadline, None) is None
+    assert td.deadline_signal(1000.0, deadline, None) == "TERM"
+    assert td.deadline_signal(1003.0, deadline, terminated_at=1000.5) is None  # the grace runs
+    assert td.deadline_signal(1000.5 + td.KILL_GRACE_SECONDS, deadline, terminated_at=1000.5) == "KILL"
 
 
 def test_truncation_keeps_whole_characters_and_says_how_much_there_was():

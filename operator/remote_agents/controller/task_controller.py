@@ -33,10 +33,10 @@ from remote_agents.controller.task_index import Target, TaskIndex
 log = logging.getLogger(__name__)
 PLURAL = "agenttasks"
 RUNS_DIR = "/home/user/.remote-agents/tasks"
-KILL_GRACE_SECONDS = 30
 NOT_STARTED_SECONDS = 15
 PUBLISH_RETRY_SECONDS = 30
 FULL_POLL_SECONDS = 5  # every run is checked at least this often, watched live or not
+DEADLINE_CHECK_SECONDS = 1  # how often runs are compared with their deadlines (in memory)
 HOUSEKEEPING_SECONDS = 2  # TTL collection, publishing, idle pausing and activity mirroring need no faster pace
 ACTIVITY_RESOLUTION_SECONDS = 30  # an agent's status.lastActivityTime may lag its real activity by this much
 # "Why it waits" notes in flight at once: a burst of waiting tasks must not queue the claims and
@@ -45,9 +45,11 @@ PENDING_NOTES_IN_FLIGHT = 4
 
 # The runner is the start call's command itself (no file to write first), started detached. Its
 # files are $RUN_FILES.<name>, next to every other run's (one directory: no mkdir per run). The
-# lock (created with noclobber, O_EXCL) makes a repeated start (after a crash) a no-op. `timeout`
-# leads its own process group, whose id goes into the pid file: killing that group stops the
-# command and all it started. The exit line ("CODE", or "CODE stderr" when the command wrote to
+# lock (created with noclobber, O_EXCL) makes a repeated start (after a crash) a no-op. The command
+# runs in a subshell (a fork, not a new bash) that job control (`set -m`, off again once it is
+# started) puts in a process group of its own, whose id goes into the pid file: signalling that
+# group reaches the command and all it started. The deadline is the operator's (see
+# td.deadline_signal), so no `timeout` process either. The exit line ("CODE", or "CODE stderr" when the command wrote to
 # stderr, so that a quiet run costs no read) goes to a file, read as "not yet" until the line is
 # complete, and to the runner's stdout, where an operator that holds the run's stream reads it
 # without asking. The query reaches the command as $AGENT_QUERY and on stdin. Builtins wherever
@@ -56,8 +58,9 @@ RUNNER = """[ -d "${RUN_FILES%/*}" ] || mkdir -p "${RUN_FILES%/*}"
 cd "$AGENT_WORKDIR" || { echo 97 > "$RUN_FILES.exit_code"; echo 97; exit 0; }
 set -C; { : > "$RUN_FILES.lock"; } 2>/dev/null || exit 0; set +C
 printf '%s' "$AGENT_QUERY" > "$RUN_FILES.query"
-timeout -k 5 "$AGENT_TIMEOUT" bash -c "$AGENT_COMMAND" < "$RUN_FILES.query" > "$RUN_FILES.stdout" 2> "$RUN_FILES.stderr" &
-echo $! > "$RUN_FILES.pid"
+set -m
+( eval "$AGENT_COMMAND" ) < "$RUN_FILES.query" > "$RUN_FILES.stdout" 2> "$RUN_FILES.stderr" &
+set +m; echo $! > "$RUN_FILES.pid"
 wait $!
 code=$?
 if [ -s "$RUN_FILES.stderr" ]; then line="$code stderr"; else line="$code"; fi
@@ -109,6 +112,9 @@ class TaskController:
         self._live: set[str] = set()  # uids of runs whose process stream we hold
         self._specs: dict[str, AgentTaskSpec] = {}
         self._next_full_poll = 0.0
+        self._next_deadline_check = 0.0
+        self._deadlines: dict[str, tuple[str | None, float]] = {}  # uid -> (its startTime, its deadline)
+        self._terminated: dict[str, float] = {}  # uid -> when its overdue run was sent SIGTERM
         self._next_housekeeping = 0.0
         self._activity: dict[tuple[str, str], float] = {}  # (namespace, agent) -> last task start or end
         self._mirrored: dict[tuple[str, str], tuple[int, float]] = {}  # what its status says: (running, activity)
@@ -129,6 +135,7 @@ class TaskController:
             if gone:
                 self.index.update(uid, self._target(gone), None)
             self._specs.pop(uid, None)
+            self._forget_deadline(uid)
             if gone and (gone.get("status") or {}).get("phase") == "Running":
                 asyncio.get_running_loop().create_task(self._kill_run(gone))
             return
@@ -183,9 +190,15 @@ class TaskController:
         full_poll = now >= self._next_full_poll
         if full_poll:
             self._next_full_poll = now + FULL_POLL_SECONDS
+        deadline_check = now >= self._next_deadline_check
+        if deadline_check:
+            self._next_deadline_check = now + DEADLINE_CHECK_SECONDS
         for uid in self.index.running:  # (spawning only schedules: nothing changes the set here)
-            # Runs we watch live tell us when they end: no need to ask before the full poll.
-            if uid not in self._busy and (full_poll or uid not in self._live):
+            # Runs we watch live tell us when they end: no need to ask before the full poll,
+            # unless it is time to signal them.
+            if uid not in self._busy and (full_poll or uid not in self._live or (
+                    deadline_check and td.deadline_signal(now, self._deadline(self.tasks[uid]),
+                                                          self._terminated.get(uid)))):
                 self._spawn(uid, self._poll(self.tasks[uid]))
         if self._dispatch_due:
             self._dispatch()
@@ -337,8 +350,7 @@ class TaskController:
             handle = await self.gateway.start_background(
                 status["sandboxID"], RUNNER, api_key=inputs.api_key,
                 envs={**inputs.env, "AGENT_QUERY": spec.query, "RUN_FILES": _run_files(status),
-                      "AGENT_WORKDIR": view.workdir, "AGENT_COMMAND": view.spec.query.command,
-                      "AGENT_TIMEOUT": str(spec.timeout_seconds)})
+                      "AGENT_WORKDIR": view.workdir, "AGENT_COMMAND": view.spec.query.command})
         except SandboxGone:
             await self._finish(task, td.Verdict(False, "SandboxLost", "the agent's sandbox is gone"), None, "", "")
             return
@@ -351,9 +363,10 @@ class TaskController:
             self._note_activity(meta["namespace"], view.name)
             return
         self._watch(meta["uid"], handle)
+        # A log line, not an Event: status (phase Running, agent, startTime) says it, and the Event
+        # at the end (its reason is the verdict) is the one worth a write per task.
         log.info("task %s/%s started on agent %s (sandbox %s)", meta["namespace"], meta["name"], view.name,
                  status["sandboxID"])
-        self.emit(task, "Normal", "Started", f"running on agent {view.name}")
 
     # ---- running ------------------------------------------------------------------------------
     def _watch(self, uid: str, handle: Any) -> None:
@@ -396,9 +409,13 @@ class TaskController:
                 if time.time() > started + NOT_STARTED_SECONDS and \
                         await self.gateway.read_file(status["sandboxID"], _run_file(status, "pid")) is None:
                     await self._launch(task, spec, view)  # claimed, then the operator died before starting it
-                elif time.time() > started + spec.timeout_seconds + KILL_GRACE_SECONDS:
-                    await self._kill_run(task)
-                    await self._finish(task, td.judge(td.TIMEOUT_EXIT_CODE, spec.timeout_seconds), None, "", "")
+                elif signal := td.deadline_signal(time.time(), self._deadline(task), self._terminated.get(uid)):
+                    await self._kill_run(task, signal)
+                    if signal == "TERM":  # the runner reports how it ended; SIGKILL after the grace
+                        self._terminated[uid] = time.time()
+                    else:
+                        await self._finish(task, td.judge(td.KILLED_EXIT_CODES[-1], spec.timeout_seconds,
+                                                          overdue=True), None, "", "")
                 return
             self._finishing.add(uid)  # the run has ended: its slot takes the next task meanwhile
             self._dispatch_due = True
@@ -407,7 +424,8 @@ class TaskController:
                 self.gateway.read_file(status["sandboxID"], _run_file(status, "stdout")),
                 self.gateway.read_file(status["sandboxID"], _run_file(status, "stderr")) if ended[2] else _no_file())
             code = int(ended[1])
-            await self._finish(task, td.judge(code, spec.timeout_seconds), code, stdout or "", stderr or "")
+            verdict = td.judge(code, spec.timeout_seconds, overdue=time.time() >= self._deadline(task))
+            await self._finish(task, verdict, code, stdout or "", stderr or "")
         except SandboxGone:
             await self._finish(task, td.Verdict(False, "SandboxLost", "the agent's sandbox was lost mid-run"),
                                None, "", "")
@@ -416,14 +434,28 @@ class TaskController:
         finally:
             self._finishing.discard(uid)
 
-    async def _kill_run(self, task: Mapping[str, Any]) -> None:
+    def _deadline(self, task: Mapping[str, Any]) -> float:
+        """When the task's run is overdue: its timeout after its startTime, plus the second that
+        startTime's whole-second precision may have cut off (a run is never stopped early)."""
+        uid, started = task["metadata"]["uid"], task["status"].get("startTime")
+        known = self._deadlines.get(uid)
+        if known is None or known[0] != started:  # a claim given back and made again starts anew
+            known = self._deadlines[uid] = (started, (epoch(started) or time.time()) + 1
+                                            + self._spec(task).timeout_seconds)
+        return known[1]
+
+    def _forget_deadline(self, uid: str) -> None:
+        self._deadlines.pop(uid, None)
+        self._terminated.pop(uid, None)
+
+    async def _kill_run(self, task: Mapping[str, Any], signal: str = "KILL") -> None:
         status = task.get("status") or {}
         if not status.get("runId") or not status.get("sandboxID"):
             return
         pid_file = shlex.quote(_run_file(status, "pid"))
         try:
-            # `timeout`'s process group: the command and everything it started.
-            await self.gateway.run(status["sandboxID"], f"kill -KILL -- -$(cat {pid_file}) 2>/dev/null; true",
+            # The run's process group: the command and everything it started.
+            await self.gateway.run(status["sandboxID"], f"kill -{signal} -- -$(cat {pid_file}) 2>/dev/null; true",
                                    envs={}, cwd=None, timeout_seconds=30)
         except E2BError as error:
             log.info("could not kill run of task %s: %s", task["metadata"]["name"], error)
@@ -431,6 +463,7 @@ class TaskController:
     async def _finish(self, task: dict[str, Any], verdict: td.Verdict, exit_code: int | None, stdout: str,
                       stderr: str) -> None:
         meta, status = task["metadata"], task["status"]
+        self._forget_deadline(meta["uid"])
         output_name = f"{meta['name']}-output"[:253]
         started = epoch(status.get("startTime")) or time.time()
         duration = max(0.0, time.time() - started)

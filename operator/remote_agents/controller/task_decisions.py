@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 OUTPUT_STATUS_LIMIT = 4096  # bytes of stdout kept in status.output; the ConfigMap has the rest
 OUTPUT_CONFIGMAP_LIMIT = 900 * 1024  # under the 1 MiB object limit, with room for stderr and metadata
-TIMEOUT_EXIT_CODE = 124  # what `timeout` returns when it had to stop the command
+KILL_GRACE_SECONDS = 5  # from SIGTERM at the deadline to SIGKILL, for a command that cleans up
+KILLED_EXIT_CODES = (128 + 15, 128 + 9)  # what the runner reports for a command ended by SIGTERM / SIGKILL
 QUEUED = "AllAgentsBusy"  # the reason of a task that only waits for a free slot
 
 
@@ -71,12 +72,25 @@ class Verdict:
     message: str
 
 
-def judge(exit_code: int, timeout_seconds: int) -> Verdict:
+def judge(exit_code: int, timeout_seconds: int, overdue: bool) -> Verdict:
+    """A run that ended; `overdue`: it was seen ending past its deadline (when the operator kills it)."""
     if exit_code == 0:
         return Verdict(True, "Succeeded", "the query command exited 0")
-    if exit_code in (TIMEOUT_EXIT_CODE, 128 + 9):
+    if overdue and exit_code in KILLED_EXIT_CODES:
         return Verdict(False, "DeadlineExceeded", f"the query ran longer than {timeout_seconds}s and was killed")
     return Verdict(False, "QueryFailed", f"the query command exited {exit_code}")
+
+
+def deadline_signal(now: float, deadline: float, terminated_at: float | None) -> str | None:
+    """What a run still going at `now` gets: SIGTERM once its deadline has passed, SIGKILL when it
+    outlived the grace after the SIGTERM (sent at `terminated_at`), else nothing yet. The operator
+    keeps the deadline, as the Job controller keeps activeDeadlineSeconds: a `timeout` process in
+    every run would cost each task two more process starts in the sandbox."""
+    if now < deadline:
+        return None
+    if terminated_at is None:
+        return "TERM"
+    return "KILL" if now >= terminated_at + KILL_GRACE_SECONDS else None
 
 
 def truncate(text: str, limit: int) -> str:
