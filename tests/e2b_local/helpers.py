@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,15 +26,14 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10, interval: flo
         time.sleep(interval)
 
 
-def namespace_holders(sandbox_id: str) -> list[int]:
-    """The sleeping processes that keep a mount namespace with this sandbox's /home mounted."""
-    holders = []
-    for proc in Path("/proc").iterdir():
+def held_namespaces(pid: int) -> set[str]:
+    """The mount namespaces process `pid` holds open as descriptors ("mnt:[inode]")."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
-            if proc.name.isdigit() and (proc / "cmdline").read_bytes() == b"sleep\0infinity\0" \
-                    and sandbox_id in (proc / "mountinfo").read_text():
-                holders.append(int(proc.name))
+            target = os.readlink(fd)
         except OSError:
-            continue  # it exited meanwhile
-    return holders
-
+            continue  # closed meanwhile
+        if target.startswith("mnt:"):
+            held.add(target)
+    return held

@@ -4,7 +4,6 @@ isolation between two sandboxes' /home/user."""
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 import pytest
@@ -12,7 +11,7 @@ from e2b import Sandbox
 from e2b import CommandExitException
 from e2b.exceptions import NotFoundException, TimeoutException
 
-from tests.e2b_local.helpers import namespace_holders, wait_for
+from tests.e2b_local.helpers import held_namespaces, wait_for
 
 # Renamed into place, so a read never catches the file between truncation and write.
 COUNTER = ("i=0; while true; do i=$((i+1)); echo $i > /home/user/count.new; mv /home/user/count.new /home/user/count; "
@@ -125,18 +124,14 @@ def test_two_sandboxes_do_not_share_home_or_tmp():
         second.kill()
 
 
-def test_a_sandbox_keeps_one_namespace_that_is_replaced_if_lost_and_ends_with_it():
+def test_a_sandbox_keeps_one_namespace_that_the_server_holds_until_it_ends(e2b_server):
     box = Sandbox.create(timeout=60)
     try:
-        box.commands.run("echo kept > /home/user/kept")
-        box.commands.run("true")
-        holders = namespace_holders(box.sandbox_id)
-        assert len(holders) == 1  # every command entered the same one
-        os.kill(holders[0], signal.SIGKILL)
-        wait_for(lambda: not namespace_holders(box.sandbox_id), 10)
-        # The next command gets a new namespace, with the same files mounted.
-        assert box.commands.run("cat /home/user/kept").stdout == "kept\n"
-        assert len(namespace_holders(box.sandbox_id)) == 1
+        first = box.commands.run("readlink /proc/self/ns/mnt").stdout.strip()
+        # Every command enters the same private namespace, which the server keeps as a descriptor.
+        assert box.commands.run("readlink /proc/self/ns/mnt").stdout.strip() == first
+        assert first != os.readlink("/proc/self/ns/mnt")
+        assert first in held_namespaces(e2b_server.pid)
     finally:
         box.kill()
-    assert namespace_holders(box.sandbox_id) == []
+    assert first not in held_namespaces(e2b_server.pid)

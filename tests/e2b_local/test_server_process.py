@@ -14,7 +14,7 @@ from e2b.exceptions import RateLimitException, ServiceBusyException
 
 from remote_agents.e2b_local import launcher
 from remote_agents.e2b_local.server import listening_socket
-from tests.e2b_local.helpers import namespace_holders, wait_for
+from tests.e2b_local.helpers import wait_for
 
 
 def _use(server: launcher.LocalE2B, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,19 +83,24 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
 def test_processes_left_by_a_killed_server_are_reaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     state = tmp_path / "crash"
     server = launcher.start(state)
     _use(server, monkeypatch)
     box = Sandbox.create(timeout=300)
-    pid = box.commands.run("touch /tmp/entered; exec sleep 300", background=True, timeout=0).pid
-    # Kill only once the command is inside its sandbox: one killed while it is still entering the
-    # namespace fails with the namespace's holder, which dies with the server (see docs/e2b-local.md).
-    wait_for(lambda: box.files.exists("/tmp/entered"), 10)
-    os.kill(server.pid, signal.SIGKILL)  # no graceful shutdown: the sleep is orphaned
+    pid = box.commands.run("exec sleep 300", background=True, timeout=0).pid
+    # At once, while the command may still be entering its sandbox: it holds the namespace's
+    # descriptor itself, so it gets in without the server. No graceful shutdown: it is orphaned.
+    os.kill(server.pid, signal.SIGKILL)
     server.process.wait(10)
-    assert _alive(pid)
-    wait_for(lambda: not namespace_holders(box.sandbox_id), 10)  # its namespace died with the server
+    wait_for(lambda: _command_line(pid) == b"sleep\0" + b"300\0", 10)
     with launcher.start(state):
         deadline = time.monotonic() + 5
         while _alive(pid) and time.monotonic() < deadline:

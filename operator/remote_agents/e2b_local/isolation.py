@@ -2,9 +2,11 @@
 
 Preferred: every command runs in the sandbox's private mount namespace, where its directories
 are bind-mounted over /home and /tmp, so `echo hi > /home/user/x` writes into that sandbox only
-and no sandbox sees another's files. The namespace is set up once per sandbox and kept by a
-sleeping holder process, which every command enters (setting it up for every command cost four
-more processes each: a task's run is a handful of processes). When the machine does not
+and no sandbox sees another's files. The namespace is set up once per sandbox and kept open by
+the server as a file descriptor, which every command inherits and enters (setting it up for every
+command cost four more processes each: a task's run is a handful of processes). Because each
+command holds the namespace itself from its spawn on, it never depends on the server staying up
+while it enters. When the machine does not
 allow mount namespaces, the fallback maps paths instead: the files API rewrites them and
 commands get HOME and cwd inside the sandbox directory (absolute /home/user paths inside a
 command line then point at the host's, which is documented in docs/e2b-local.md).
@@ -18,22 +20,23 @@ import os
 import posixpath
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 HOME = "/home/user"
 # Sandbox paths that live in the sandbox's own directory; everything else is the host's.
 PRIVATE_ROOTS = (HOME, "/tmp")
 
-# The holder: runs as root in the new mount namespace, mounts the sandbox's directories, says
-# so, then sleeps for as long as the sandbox exists. $1 = sandbox dir.
-_HOLDER_SCRIPT = """
+# Runs as root in the new mount namespace: mounts the sandbox's directories, says so, and stays
+# until the server has opened the namespace (it closes our stdin; so does its death). $1 = sandbox dir.
+_SETUP_SCRIPT = """
 set -e
 mount --bind "$1/home" /home
 mount --bind "$1/tmp" /tmp
 echo ready
-exec sleep infinity
+read -r _ || true
 """
-_NAMESPACE_TOOLS = ("unshare", "nsenter", "setpriv")  # util-linux, all three
+_NAMESPACE_TOOLS = ("unshare", "nsenter")  # util-linux
 # Joining the cgroup and entering the namespace without the helper: a shell, then nsenter.
 _JOIN_CGROUP = 'echo $$ > "$0" && exec "$@"'
 EXEC_HELPER_SOURCE = Path(__file__).with_name("sandbox_exec.c")
@@ -100,40 +103,48 @@ class SandboxFiles:
 
 
 class MountNamespace:
-    """One sandbox's mount namespace, kept by its holder process (started on first use, and
-    again if it died). The holder dies with the server (parent-death signal) or its sandbox."""
+    """One sandbox's mount namespace, held open as a file descriptor from its first command until
+    the sandbox is gone (a namespace lives while a process or a descriptor refers to it)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._holder: subprocess.Popen | None = None
-        self._starting = asyncio.Lock()  # two first commands at once start one holder
+        self._fd: int | None = None
+        self._opening = asyncio.Lock()  # two first commands at once set up one namespace
 
-    async def holder_pid(self) -> int:
-        async with self._starting:
-            # poll() reaps a dead holder: until then its pid cannot be reused, so nsenter can
-            # fail on a dead one but never enter someone else's namespace.
-            if self._holder is None or self._holder.poll() is not None:
-                self._holder = await self._start_holder()
-            return self._holder.pid
+    async def fd(self) -> int:
+        async with self._opening:
+            if self._fd is None:
+                self._fd = await self._set_up()
+            return self._fd
 
-    async def _start_holder(self) -> subprocess.Popen:
-        # Spawned from the event loop's thread, which lives as long as the server: the
-        # parent-death signal follows the thread that forked.
-        holder = subprocess.Popen(
-            [shutil.which("setpriv"), "--pdeathsig", "KILL", shutil.which("unshare"), "--mount", "--propagation",
-             "private", "sh", "-c", _HOLDER_SCRIPT, "e2b-sandbox-ns", str(self.root)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        with holder.stdout, holder.stderr:
-            if await asyncio.to_thread(holder.stdout.readline) == b"ready\n":
-                return holder
-            problem = (await asyncio.to_thread(holder.stderr.read)).decode(errors="replace").strip()
-        await asyncio.to_thread(holder.wait)
-        raise OSError(f"cannot set up the sandbox's mount namespace: {problem or holder.returncode}")
+    async def _set_up(self) -> int:
+        setup = subprocess.Popen(
+            [shutil.which("unshare"), "--mount", "--propagation", "private", "sh", "-c", _SETUP_SCRIPT,
+             "e2b-sandbox-ns", str(self.root)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            with setup.stdin, setup.stdout, setup.stderr:
+                if await asyncio.to_thread(setup.stdout.readline) == b"ready\n":
+                    return os.open(f"/proc/{setup.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+                problem = (await asyncio.to_thread(setup.stderr.read)).decode(errors="replace").strip()
+        finally:
+            await asyncio.to_thread(setup.wait)
+        raise OSError(f"cannot set up the sandbox's mount namespace: {problem or setup.returncode}")
 
     def close(self) -> None:
-        if self._holder is not None and self._holder.poll() is None:
-            self._holder.kill()
-            self._holder.wait()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+@dataclass(frozen=True)
+class Wrapped:
+    """A command as it is spawned on the host."""
+
+    argv: list[str]
+    cwd: str
+    home: str
+    pass_fds: tuple[int, ...]
 
 
 class CommandWrapper:
@@ -150,30 +161,36 @@ class CommandWrapper:
         return "mount-namespace" if self.namespaces else "path-mapping"
 
     async def wrap(self, files: SandboxFiles, argv: list[str], cwd: str | None,
-                   cgroup_procs: str | None) -> tuple[list[str], str, str]:
-        """Returns (argv, host cwd, HOME) for the process to spawn. `cgroup_procs`: the cgroup the
-        command joins before it execs, so that nothing it forks escapes the freezer (without a
-        helper process, Python would have to fork this whole server for every command)."""
+                   cgroup_procs: str | None) -> Wrapped:
+        """What to spawn for the command. `cgroup_procs`: the cgroup the command joins before it
+        execs, so that nothing it forks escapes the freezer (without a helper process, Python
+        would have to fork this whole server for every command)."""
         cwd = posixpath.normpath(posixpath.join(HOME, cwd or HOME))
-        namespace = ""
-        if self.namespaces:
-            namespace_of_sandbox = self._namespaces.get(files.root)
-            if namespace_of_sandbox is None:
-                namespace_of_sandbox = self._namespaces[files.root] = MountNamespace(files.root)
-            pid = await namespace_of_sandbox.holder_pid()
-            namespace, spawn_cwd, home = f"/proc/{pid}/ns/mnt", str(files.root), HOME
-        else:
-            spawn_cwd = cwd = str(files.to_host(cwd))
-            home = str(files.to_host(HOME))
+        if not self.namespaces:
+            cwd = str(files.to_host(cwd))
+            return self._wrapped(argv, cwd, cgroup_procs, namespace_fd=None, spawn_cwd=cwd,
+                                 home=str(files.to_host(HOME)))
+        namespace = self._namespaces.get(files.root)
+        if namespace is None:
+            namespace = self._namespaces[files.root] = MountNamespace(files.root)
+        return self._wrapped(argv, cwd, cgroup_procs, namespace_fd=await namespace.fd(), spawn_cwd=str(files.root),
+                             home=HOME)
+
+    def _wrapped(self, argv: list[str], cwd: str, cgroup_procs: str | None, namespace_fd: int | None,
+                 spawn_cwd: str, home: str) -> Wrapped:
+        # The namespace's descriptor is passed to the process (same number): it enters from it.
+        pass_fds = () if namespace_fd is None else (namespace_fd,)
         if self.exec_helper:
-            return [str(self.exec_helper), cgroup_procs or "", namespace, cwd, *argv], spawn_cwd, home
-        if namespace:
-            # The working directory is looked up through the holder's root, i.e. in its namespace
-            # (nsenter resolves --wd before it enters).
-            argv = [self.nsenter, "-t", str(pid), "-m", f"--wd=/proc/{pid}/root{cwd}", *argv]
+            namespace = "" if namespace_fd is None else str(namespace_fd)
+            return Wrapped([str(self.exec_helper), cgroup_procs or "", namespace, cwd, *argv], spawn_cwd, home,
+                           pass_fds)
+        if namespace_fd is not None:
+            # --wdns: the working directory as seen inside. The descriptor stays open in the
+            # command here (nsenter does not close it); it lets it into no namespace but its own.
+            argv = [self.nsenter, f"--mount=/proc/self/fd/{namespace_fd}", f"--wdns={cwd}", *argv]
         if cgroup_procs:
             argv = ["/bin/sh", "-c", _JOIN_CGROUP, cgroup_procs, *argv]
-        return argv, spawn_cwd, home
+        return Wrapped(argv, spawn_cwd, home, pass_fds)
 
     def release(self, files: SandboxFiles) -> None:
         """The sandbox is gone (or the server stops): its namespace goes too."""

@@ -92,12 +92,12 @@ class ProcessTable:
     async def start(self, config: process_pb.ProcessConfig, tag: str | None, stdin: bool,
                     deadline_seconds: float | None) -> ManagedProcess:
         try:
-            argv, cwd, home = await self.wrapper.wrap(
+            wrapped = await self.wrapper.wrap(
                 self.files, [config.cmd, *config.args], config.cwd if config.has_field("cwd") else None,
                 self._cgroup_procs())
-            env = {**self._env(), "HOME": home, **dict(config.envs)}
+            env = {**self._env(), "HOME": wrapped.home, **dict(config.envs)}
             proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=cwd, env=env, start_new_session=True,
+                *wrapped.argv, cwd=wrapped.cwd, env=env, start_new_session=True, pass_fds=wrapped.pass_fds,
                 stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         except OSError as error:

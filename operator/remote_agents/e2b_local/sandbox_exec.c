@@ -1,14 +1,17 @@
-/* sandbox-exec CGROUP_PROCS MNT_NS CWD PROGRAM [ARG...]
+/* sandbox-exec CGROUP_PROCS MNT_NS_FD CWD PROGRAM [ARG...]
  *
  * Puts itself into a sandbox, then becomes PROGRAM: joins the cgroup whose cgroup.procs file
- * is CGROUP_PROCS (skipped when empty), enters the mount namespace MNT_NS (/proc/PID/ns/mnt of
- * the sandbox's holder; skipped when empty), changes to CWD as seen from inside. One small
- * static exec per command where a shell plus nsenter cost two dynamically linked ones.
- * Exit 126 when it cannot, with the reason on stderr (127: PROGRAM not found). */
+ * is CGROUP_PROCS (skipped when empty), enters the mount namespace open on descriptor MNT_NS_FD
+ * (passed down by the server, closed before PROGRAM starts; skipped when empty), changes to CWD
+ * as seen from inside. One small static exec per command where a shell plus nsenter cost two
+ * dynamically linked ones. Exit 126 when it cannot, with the reason on stderr (127: PROGRAM not
+ * found). */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 int main(int argc, char **argv) {
@@ -25,12 +28,17 @@ int main(int argc, char **argv) {
         close(procs);
     }
     if (argv[2][0]) {
-        int namespace = open(argv[2], O_RDONLY | O_CLOEXEC);
-        if (namespace < 0 || setns(namespace, CLONE_NEWNS) != 0) {
+        char *end;
+        long namespace = strtol(argv[2], &end, 10);
+        if (end == argv[2] || *end || namespace < 0 || namespace > INT_MAX) {
+            fprintf(stderr, "not a descriptor: %s\n", argv[2]);
+            return 126;
+        }
+        if (setns((int)namespace, CLONE_NEWNS) != 0) {
             perror("entering the sandbox's mount namespace");
             return 126;
         }
-        close(namespace);
+        close((int)namespace);
     }
     if (chdir(argv[3]) != 0) {
         perror(argv[3]);
