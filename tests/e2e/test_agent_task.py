@@ -138,6 +138,19 @@ def test_timeout_fails_the_task_and_kills_its_process(kubectl, namespace, operat
     assert not {"sleep 301", "sleep 302"} & set(sandbox.commands.run("ps -eo args").stdout.splitlines())
 
 
+def test_a_run_that_ignores_sigterm_at_its_deadline_is_killed_after_the_grace(kubectl, namespace, operator,
+                                                                             e2b_client, agent_repo):
+    kubectl.apply(agent_manifest("stubborn", namespace, agent_repo.url,
+                                 query={"command": "trap '' TERM; sleep 303"}))  # the sleep inherits the ignore
+    sandbox = e2b_client.connect(wait_ready(kubectl, "stubborn", namespace)["status"]["sandboxID"])
+    kubectl.apply(task_manifest("deaf", namespace, "wait", agent="stubborn", timeout=2))
+    status = finished(kubectl, "deaf", namespace, timeout=90)["status"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "DeadlineExceeded"
+    eventually(lambda: "sleep 303" not in sandbox.commands.run("ps -eo args").stdout.splitlines(), 10,
+               what="the SIGKILL")
+
+
 def test_deleting_a_running_task_kills_its_process(kubectl, namespace, operator, e2b_client, agent_repo):
     kubectl.apply(agent_manifest("busy", namespace, agent_repo.url,
                                  query={"command": "sleep 307 & sleep 308"}))
