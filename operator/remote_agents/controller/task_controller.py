@@ -49,10 +49,10 @@ PENDING_NOTES_IN_FLIGHT = 4
 # runs in a subshell (a fork, not a new bash) that job control (`set -m`, off again once it is
 # started) puts in a process group of its own, whose id goes into the pid file: signalling that
 # group reaches the command and all it started. The deadline is the operator's (see
-# td.deadline_signal), so no `timeout` process either. The exit line ("CODE", or "CODE stderr" when the command wrote to
-# stderr, so that a quiet run costs no read) goes to a file, read as "not yet" until the line is
-# complete, and to the runner's stdout, where an operator that holds the run's stream reads it
-# without asking. The query reaches the command as $AGENT_QUERY and on stdin. Builtins wherever
+# td.deadline_signal), so no `timeout` process either. The exit line ("CODE", or "CODE stderr"
+# when the command wrote to stderr, so that a quiet run costs no read) goes to a file, read as
+# "not yet" until the line is complete, and to the runner's stdout, where an operator that holds
+# the run's stream reads it without asking. The query reaches the command as $AGENT_QUERY and on stdin. Builtins wherever
 # possible: every process started here is CPU in the sandbox, once per task.
 RUNNER = """[ -d "${RUN_FILES%/*}" ] || mkdir -p "${RUN_FILES%/*}"
 cd "$AGENT_WORKDIR" || { echo 97 > "$RUN_FILES.exit_code"; echo 97; exit 0; }
@@ -113,7 +113,6 @@ class TaskController:
         self._specs: dict[str, AgentTaskSpec] = {}
         self._next_full_poll = 0.0
         self._next_deadline_check = 0.0
-        self._deadlines: dict[str, tuple[str | None, float]] = {}  # uid -> (its startTime, its deadline)
         self._terminated: dict[str, float] = {}  # uid -> when its overdue run was sent SIGTERM
         self._next_housekeeping = 0.0
         self._activity: dict[tuple[str, str], float] = {}  # (namespace, agent) -> last task start or end
@@ -135,7 +134,7 @@ class TaskController:
             if gone:
                 self.index.update(uid, self._target(gone), None)
             self._specs.pop(uid, None)
-            self._forget_deadline(uid)
+            self._terminated.pop(uid, None)
             if gone and (gone.get("status") or {}).get("phase") == "Running":
                 asyncio.get_running_loop().create_task(self._kill_run(gone))
             return
@@ -414,7 +413,7 @@ class TaskController:
                     if signal == "TERM":  # the runner reports how it ended; SIGKILL after the grace
                         self._terminated[uid] = time.time()
                     else:
-                        await self._finish(task, td.judge(td.KILLED_EXIT_CODES[-1], spec.timeout_seconds,
+                        await self._finish(task, td.judge(td.SIGKILL_EXIT_CODE, spec.timeout_seconds,
                                                           overdue=True), None, "", "")
                 return
             self._finishing.add(uid)  # the run has ended: its slot takes the next task meanwhile
@@ -437,16 +436,7 @@ class TaskController:
     def _deadline(self, task: Mapping[str, Any]) -> float:
         """When the task's run is overdue: its timeout after its startTime, plus the second that
         startTime's whole-second precision may have cut off (a run is never stopped early)."""
-        uid, started = task["metadata"]["uid"], task["status"].get("startTime")
-        known = self._deadlines.get(uid)
-        if known is None or known[0] != started:  # a claim given back and made again starts anew
-            known = self._deadlines[uid] = (started, (epoch(started) or time.time()) + 1
-                                            + self._spec(task).timeout_seconds)
-        return known[1]
-
-    def _forget_deadline(self, uid: str) -> None:
-        self._deadlines.pop(uid, None)
-        self._terminated.pop(uid, None)
+        return (epoch(task["status"].get("startTime")) or time.time()) + 1 + self._spec(task).timeout_seconds
 
     async def _kill_run(self, task: Mapping[str, Any], signal: str = "KILL") -> None:
         status = task.get("status") or {}
@@ -463,7 +453,7 @@ class TaskController:
     async def _finish(self, task: dict[str, Any], verdict: td.Verdict, exit_code: int | None, stdout: str,
                       stderr: str) -> None:
         meta, status = task["metadata"], task["status"]
-        self._forget_deadline(meta["uid"])
+        self._terminated.pop(meta["uid"], None)
         output_name = f"{meta['name']}-output"[:253]
         started = epoch(status.get("startTime")) or time.time()
         duration = max(0.0, time.time() - started)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 OUTPUT_STATUS_LIMIT = 4096  # bytes of stdout kept in status.output; the ConfigMap has the rest
 OUTPUT_CONFIGMAP_LIMIT = 900 * 1024  # under the 1 MiB object limit, with room for stderr and metadata
 KILL_GRACE_SECONDS = 5  # from SIGTERM at the deadline to SIGKILL, for a command that cleans up
-KILLED_EXIT_CODES = (128 + 15, 128 + 9)  # what the runner reports for a command ended by SIGTERM / SIGKILL
+# What the runner reports for a command ended by SIGTERM / SIGKILL.
+SIGTERM_EXIT_CODE, SIGKILL_EXIT_CODE = 128 + 15, 128 + 9
 QUEUED = "AllAgentsBusy"  # the reason of a task that only waits for a free slot
 
 
@@ -76,7 +77,7 @@ def judge(exit_code: int, timeout_seconds: int, overdue: bool) -> Verdict:
     """A run that ended; `overdue`: it was seen ending past its deadline (when the operator kills it)."""
     if exit_code == 0:
         return Verdict(True, "Succeeded", "the query command exited 0")
-    if overdue and exit_code in KILLED_EXIT_CODES:
+    if overdue and exit_code in (SIGTERM_EXIT_CODE, SIGKILL_EXIT_CODE):
         return Verdict(False, "DeadlineExceeded", f"the query ran longer than {timeout_seconds}s and was killed")
     return Verdict(False, "QueryFailed", f"the query command exited {exit_code}")
 
