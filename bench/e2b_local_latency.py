@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from remote_agents.e2b_local import launcher
+from remote_agents_local.e2b_local import launcher
 
 
 def main() -> None:

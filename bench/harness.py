@@ -29,9 +29,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.support is a plain directory of the repo, not an installed package
 
-from remote_agents import processes  # noqa: E402
-from remote_agents.cluster import control_plane  # noqa: E402
-from remote_agents.e2b_local import launcher  # noqa: E402
+from remote_agents_local import processes  # noqa: E402
+from remote_agents_local.cluster import control_plane  # noqa: E402
+from remote_agents_local.e2b_local import launcher  # noqa: E402
 from tests.e2e.conftest import AGENT_FILES  # noqa: E402
 from tests.e2e.test_agent_pool import pool_manifest  # noqa: E402,F401  (re-exported for the scripts)
 from tests.e2e.test_remote_agent import agent_manifest  # noqa: E402

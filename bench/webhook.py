@@ -18,7 +18,7 @@ import urllib.request
 import uuid
 
 import harness
-from remote_agents import processes
+from remote_agents_local import processes
 
 SECRET = "whsec-bench-91c4"
 GITHUB_TIMEOUT_S = 10  # GitHub gives up on a delivery after 10 s (and marks it failed)

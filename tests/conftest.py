@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_agents.cluster import build, control_plane
+from remote_agents_local.cluster import build, control_plane
 from tests.support.kubectl import Kubectl
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import sys
 
 
 def _cluster_build(args: argparse.Namespace) -> int:
-    from remote_agents.cluster import build
+    from remote_agents_local.cluster import build
 
     try:
         build.build(force=args.force)
@@ -19,7 +19,7 @@ def _cluster_build(args: argparse.Namespace) -> int:
 
 
 def _cluster_up(args: argparse.Namespace) -> int:
-    from remote_agents.cluster import build, control_plane
+    from remote_agents_local.cluster import build, control_plane
 
     try:
         cluster = control_plane.up(control_plane.state_dir(args.state_dir))
@@ -31,17 +31,17 @@ def _cluster_up(args: argparse.Namespace) -> int:
 
 
 def _cluster_down(args: argparse.Namespace) -> int:
-    from remote_agents.cluster import control_plane
+    from remote_agents_local.cluster import control_plane
 
     control_plane.down(control_plane.state_dir(args.state_dir))
     return 0
 
 
 def _e2b_local(args: argparse.Namespace) -> int:
-    from remote_agents.e2b_local import sdk_stubs
+    from remote_agents_local.e2b_local import sdk_stubs
 
     sdk_stubs.register_bare_sdk_package()  # this process serves E2B; it never uses the client SDK
-    from remote_agents.e2b_local import server
+    from remote_agents_local.e2b_local import server
 
     return server.main(args)
 
@@ -95,8 +95,8 @@ def _add_operator(sub: argparse._SubParsersAction) -> None:
 def _up(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from remote_agents import local_stack
-    from remote_agents.cluster import build, control_plane
+    from remote_agents_local import stack as local_stack
+    from remote_agents_local.cluster import build, control_plane
 
     root = Path(args.state_dir).resolve() if args.state_dir else local_stack.default_state_dir()
     try:
@@ -111,7 +111,7 @@ def _up(args: argparse.Namespace) -> int:
 def _down(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from remote_agents import local_stack
+    from remote_agents_local import stack as local_stack
 
     local_stack.down(Path(args.state_dir).resolve() if args.state_dir else local_stack.default_state_dir())
     return 0
@@ -194,7 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] != "remote_agents_local":
+            raise
+        print(f"`remote-agents {args.command}` runs things locally and needs the local extra, a distribution of "
+              "its own: pip install -e ./local (from a checkout of the repository)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

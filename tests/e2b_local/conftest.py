@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from remote_agents.e2b_local import launcher
+from remote_agents_local.e2b_local import launcher
 from tests.e2b_local.helpers import MAX_RUNNING, MAX_TIMEOUT
 
 

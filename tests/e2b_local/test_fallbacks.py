@@ -10,9 +10,9 @@ from pathlib import Path
 
 from e2b.envd.process import process_pb
 
-from remote_agents.e2b_local.freezer import SignalFreezer
-from remote_agents.e2b_local.isolation import CommandWrapper, SandboxFiles, build_exec_helper
-from remote_agents.e2b_local.processes import ProcessTable
+from remote_agents_local.e2b_local.freezer import SignalFreezer
+from remote_agents_local.e2b_local.isolation import CommandWrapper, SandboxFiles, build_exec_helper
+from remote_agents_local.e2b_local.processes import ProcessTable
 
 
 def test_path_mapping(tmp_path: Path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from remote_agents.e2b_local import launcher
+from remote_agents_local.e2b_local import launcher
 
 
 @pytest.fixture

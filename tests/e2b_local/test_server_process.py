@@ -12,8 +12,8 @@ import pytest
 from e2b import Sandbox, SandboxQuery, SandboxState
 from e2b.exceptions import RateLimitException, ServiceBusyException
 
-from remote_agents.e2b_local import launcher
-from remote_agents.e2b_local.server import listening_socket
+from remote_agents_local.e2b_local import launcher
+from remote_agents_local.e2b_local.server import listening_socket
 from tests.e2b_local.helpers import wait_for
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from remote_agents import processes
-from remote_agents.e2b_local import launcher
+from remote_agents_local import processes
+from remote_agents_local.e2b_local import launcher
 from tests.support.e2b_client import E2BClient
 from tests.support.git_server import GitServer
 from tests.support.operator_process import OperatorProcess, stop_after_finalizing

@@ -51,7 +51,7 @@ def test_crd_applied_server_side_becomes_established(kubectl):
 def test_cluster_up_is_idempotent(cluster):
     from pathlib import Path
 
-    from remote_agents.cluster import control_plane
+    from remote_agents_local.cluster import control_plane
 
     again = control_plane.up(Path(cluster.state_dir))
     assert again.kubeconfig == cluster.kubeconfig and again.pids == cluster.pids

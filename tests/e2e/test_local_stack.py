@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from remote_agents import processes
+from remote_agents_local import processes
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from e2b import Sandbox
 
-from remote_agents.cluster import control_plane
-from remote_agents.e2b_local import launcher
+from remote_agents_local.cluster import control_plane
+from remote_agents_local.e2b_local import launcher
 from tests.e2e.test_agent_pool import members, pool_manifest, pool_sandboxes, wait_pool_ready
 from tests.e2e.test_remote_agent import agent_manifest, wait_ready
 from tests.support.kubectl import eventually

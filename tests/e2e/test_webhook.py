@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from remote_agents import processes
+from remote_agents_local import processes
 from tests.e2e.test_agent_pool import pool_manifest, wait_pool_ready
 from tests.e2e.test_remote_agent import agent_manifest, wait_ready
 from tests.support.kubectl import eventually

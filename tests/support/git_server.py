@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from remote_agents import processes
+from remote_agents_local import processes
 
 AUTHOR = ["-c", "user.name=Test Author", "-c", "user.email=author@example.test"]
 

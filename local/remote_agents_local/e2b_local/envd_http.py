@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from remote_agents.e2b_local.envd_process import SANDBOX_HEADER
-from remote_agents.e2b_local.isolation import SandboxFiles
-from remote_agents.e2b_local.sandboxes import SandboxManager
+from remote_agents_local.e2b_local.envd_process import SANDBOX_HEADER
+from remote_agents_local.e2b_local.isolation import SandboxFiles
+from remote_agents_local.e2b_local.sandboxes import SandboxManager
 
 
 def _error(status: int, message: str) -> JSONResponse:

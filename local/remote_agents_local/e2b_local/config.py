@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from remote_agents.processes import state_root
+from remote_agents_local.processes import state_root
 
 DEFAULT_API_KEY = "e2b_local_dev_key"
 # Operations that accept --latency / --error-rate.

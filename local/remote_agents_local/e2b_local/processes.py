@@ -15,7 +15,7 @@ from connectrpc.errors import ConnectError
 from protobuf import Oneof
 
 from e2b.envd.process import process_pb
-from remote_agents.e2b_local.isolation import CommandWrapper, SandboxFiles
+from remote_agents_local.e2b_local.isolation import CommandWrapper, SandboxFiles
 
 Event = process_pb.ProcessEvent
 # After the process exits, how long its pipes may stay open (held by children it left

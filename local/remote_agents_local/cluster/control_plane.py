@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from remote_agents import processes
-from remote_agents.cluster import build, pki
+from remote_agents_local import processes
+from remote_agents_local.cluster import build, pki
 
 HEALTH_TIMEOUT_SECONDS = 120
 # Only what a cluster without nodes needs: ownerReference cascades, namespace deletion, default SAs.

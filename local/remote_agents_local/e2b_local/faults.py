@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from remote_agents.e2b_local.config import Settings
+from remote_agents_local.e2b_local.config import Settings
 
 # What E2B's edge answers when it sheds load; the SDK retries both, honouring Retry-After.
 INJECTED_STATUSES = (503, 429)

@@ -11,8 +11,8 @@ from protobuf import Oneof
 
 from e2b.envd.process import process_pb as pb
 from e2b.envd.process.process_connect import Process
-from remote_agents.e2b_local.processes import ProcessTable
-from remote_agents.e2b_local.sandboxes import SandboxManager
+from remote_agents_local.e2b_local.processes import ProcessTable
+from remote_agents_local.e2b_local.sandboxes import SandboxManager
 
 SANDBOX_HEADER = "e2b-sandbox-id"
 KEEPALIVE_HEADER = "keepalive-ping-interval"

@@ -10,12 +10,12 @@ import sys
 
 import uvicorn
 
-from remote_agents.e2b_local import config
-from remote_agents.e2b_local.app import LocalE2BApp
-from remote_agents.e2b_local.faults import Faults
-from remote_agents.e2b_local.freezer import make_freezer
-from remote_agents.e2b_local.isolation import CommandWrapper, build_exec_helper, mount_namespaces_available
-from remote_agents.e2b_local.sandboxes import SandboxManager
+from remote_agents_local.e2b_local import config
+from remote_agents_local.e2b_local.app import LocalE2BApp
+from remote_agents_local.e2b_local.faults import Faults
+from remote_agents_local.e2b_local.freezer import make_freezer
+from remote_agents_local.e2b_local.isolation import CommandWrapper, build_exec_helper, mount_namespaces_available
+from remote_agents_local.e2b_local.sandboxes import SandboxManager
 
 log = logging.getLogger("e2b_local")
 # Open command streams must not hold up an exit for long; their processes are killed anyway.

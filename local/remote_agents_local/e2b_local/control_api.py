@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from remote_agents.e2b_local.config import ENVD_VERSION
-from remote_agents.e2b_local.faults import RETRY_AFTER_SECONDS, Faults
-from remote_agents.e2b_local.sandboxes import ApiError, SandboxManager
-from remote_agents.e2b_local.store import PAUSED, RUNNING, SandboxRecord, iso
+from remote_agents_local.e2b_local.config import ENVD_VERSION
+from remote_agents_local.e2b_local.faults import RETRY_AFTER_SECONDS, Faults
+from remote_agents_local.e2b_local.sandboxes import ApiError, SandboxManager
+from remote_agents_local.e2b_local.store import PAUSED, RUNNING, SandboxRecord, iso
 
 CLIENT_ID = "e2b-local"
 DEFAULT_PAGE = 100

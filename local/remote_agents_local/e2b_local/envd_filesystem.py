@@ -17,9 +17,9 @@ from protobuf.wkt import Timestamp
 
 from e2b.envd.filesystem import filesystem_pb as pb
 from e2b.envd.filesystem.filesystem_connect import Filesystem
-from remote_agents.e2b_local.envd_process import SANDBOX_HEADER
-from remote_agents.e2b_local.isolation import SandboxFiles
-from remote_agents.e2b_local.sandboxes import SandboxManager
+from remote_agents_local.e2b_local.envd_process import SANDBOX_HEADER
+from remote_agents_local.e2b_local.isolation import SandboxFiles
+from remote_agents_local.e2b_local.sandboxes import SandboxManager
 
 
 def _name(lookup, ident: int) -> str:

@@ -11,14 +11,14 @@ import time
 
 from e2b.envd.filesystem.filesystem_connect import FilesystemASGIApplication
 from e2b.envd.process.process_connect import ProcessASGIApplication
-from remote_agents.e2b_local.control_api import ControlApi
-from remote_agents.e2b_local.envd_filesystem import FilesystemService
-from remote_agents.e2b_local.envd_http import EnvdHttp
-from remote_agents.e2b_local.envd_process import ProcessService
-from remote_agents.e2b_local.faults import RETRY_AFTER_SECONDS, Faults
-from remote_agents.e2b_local.processes import SANDBOX_GONE
-from remote_agents.e2b_local.sandboxes import SandboxManager
-from remote_agents.e2b_local.store import RUNNING
+from remote_agents_local.e2b_local.control_api import ControlApi
+from remote_agents_local.e2b_local.envd_filesystem import FilesystemService
+from remote_agents_local.e2b_local.envd_http import EnvdHttp
+from remote_agents_local.e2b_local.envd_process import ProcessService
+from remote_agents_local.e2b_local.faults import RETRY_AFTER_SECONDS, Faults
+from remote_agents_local.e2b_local.processes import SANDBOX_GONE
+from remote_agents_local.e2b_local.sandboxes import SandboxManager
+from remote_agents_local.e2b_local.store import RUNNING
 
 log = logging.getLogger("e2b_local")
 EXPIRY_CHECK_SECONDS = 0.25

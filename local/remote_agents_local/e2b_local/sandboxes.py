@@ -12,11 +12,11 @@ import string
 import time
 from dataclasses import dataclass
 
-from remote_agents.e2b_local.config import DEFAULT_SANDBOX_TIMEOUT, Settings
-from remote_agents.e2b_local.freezer import CgroupFreezer, SignalFreezer
-from remote_agents.e2b_local.isolation import CommandWrapper, SandboxFiles
-from remote_agents.e2b_local.processes import ProcessTable
-from remote_agents.e2b_local.store import PAUSED, RUNNING, SandboxRecord, Store
+from remote_agents_local.e2b_local.config import DEFAULT_SANDBOX_TIMEOUT, Settings
+from remote_agents_local.e2b_local.freezer import CgroupFreezer, SignalFreezer
+from remote_agents_local.e2b_local.isolation import CommandWrapper, SandboxFiles
+from remote_agents_local.e2b_local.processes import ProcessTable
+from remote_agents_local.e2b_local.store import PAUSED, RUNNING, SandboxRecord, Store
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _IDEMPOTENCY_KEY = re.compile(r"[a-z0-9-]{1,255}")

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from remote_agents import processes
+from remote_agents_local import processes
 from remote_agents.api import crds
-from remote_agents.cluster import control_plane
+from remote_agents_local.cluster import control_plane
 
 DEMO_NAMESPACE = "remote-agents-demo"
 SAMPLE_AGENT = "sample-agent"
@@ -70,7 +70,7 @@ def _sample_repository(root: Path) -> Path:
     work = root / "git" / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    sample = resources.files("remote_agents.samples") / "sample_agent"
+    sample = resources.files("remote_agents_local.samples") / "sample_agent"
     for item in sample.iterdir():
         (work / item.name).write_bytes(item.read_bytes())
     (work / "answer.sh").chmod(0o755)
