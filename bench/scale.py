@@ -17,7 +17,8 @@ import statistics
 import time
 
 import harness
-from remote_agents.controller import decisions, git_source
+from remote_agents.controller.agents.decide import AGENT_HOME
+from remote_agents.controller.sources import git
 
 CREATES_PER_SECOND = 5.0
 CREATE_LATENCY = 1.0  # matches harness.E2B_LATENCY_ARGS
@@ -30,7 +31,7 @@ def sequential_baseline(stack: harness.Stack, count: int) -> dict[str, float]:
 
     os.environ.update(stack.e2b.env)
     revision = stack.head()
-    script = git_source.checkout_script(stack.repo.url, revision, decisions.AGENT_HOME)
+    script = git.checkout_script(stack.repo.url, revision, AGENT_HOME)
     creates, checkouts, boxes = [], [], []
     for _ in range(count):
         started = time.monotonic()
@@ -78,7 +79,7 @@ def main() -> None:
         creates = stack.e2b_creates() - creates_before
         calls = stack.e2b_calls()
         # Summed over all waiting calls: shows which of the two token buckets held the agents back.
-        rate_wait = {bucket: stack.operator_metric("remote_agents_e2b_rate_limit_wait_seconds", bucket=bucket)
+        rate_wait = {bucket: stack.operator_metric("remote_agents_e2b_rate_limit_wait_seconds_total", bucket=bucket)
                      for bucket in ("creates", "calls")}
 
     ideal = agents / CREATES_PER_SECOND + CREATE_LATENCY + baseline["checkout_s_median"]

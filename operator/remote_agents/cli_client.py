@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
+import time
 from typing import Any
 
-from remote_agents.client import (AGENTS, POOL_LABEL, POOLS, TASKS, OrchestratorError, RemoteAgentOrchestrator,
+from remote_agents.api.names import AGENTS, POOL_LABEL, POOLS, TASKS
+from remote_agents.api.timestamps import epoch
+from remote_agents.client import (OrchestratorError, RemoteAgentOrchestrator,
                                   condition, is_current)
 
 RECENT_TASKS = 20
@@ -58,8 +60,7 @@ def query(args: argparse.Namespace) -> int:
 def _age(timestamp: str | None) -> str:
     if not timestamp:
         return "?"
-    created = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    seconds = int((datetime.now(timezone.utc) - created).total_seconds())
+    seconds = int(time.time() - epoch(timestamp))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds // size}{unit}"

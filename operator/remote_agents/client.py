@@ -17,7 +17,6 @@ import uuid
 
 import urllib3
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
 from kubernetes import client as k8s
@@ -25,10 +24,11 @@ from kubernetes import config as k8s_config
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
-GROUP, VERSION = "remoteagents.io", "v1alpha1"
-AGENTS, POOLS, TASKS = "remoteagents", "agentpools", "agenttasks"
-POOL_LABEL = f"{GROUP}/pool"
-RECONCILE_ANNOTATION = f"reconcile.{GROUP}/requested-at"
+from remote_agents.api.names import (
+    AGENTS, API_VERSION, GROUP, POOL_LABEL, POOLS, RECONCILE_REQUEST_ANNOTATION, TASKS, VERSION,
+)
+from remote_agents.api.timestamps import epoch, now_rfc3339
+
 # Appended by the operator when status.output is cut short; the ConfigMap then holds the rest.
 TRUNCATED = re.compile(r"\n\[\.\.\. truncated, \d+ bytes in total\]\Z")
 POLL_SECONDS = 0.5
@@ -62,8 +62,7 @@ def is_current(obj: dict[str, Any], kind: str) -> bool:
 def _seconds_between(start: str | None, end: str | None) -> float | None:
     if not start or not end:
         return None
-    parse = lambda text: datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)  # noqa: E731
-    return (parse(end) - parse(start)).total_seconds()
+    return epoch(end) - epoch(start)
 
 
 def _api_client(kubeconfig: str | None) -> k8s.ApiClient:
@@ -123,7 +122,7 @@ class RemoteAgentOrchestrator:
             patch: dict[str, Any] = {"spec": {"source": {"ref": ref}}}
         else:
             patch = {"metadata": {"annotations": {
-                RECONCILE_ANNOTATION: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}}}
+                RECONCILE_REQUEST_ANNOTATION: now_rfc3339()}}}
         commit = self._resolve(source, ref or source.get("ref", "main"))
         self._call(self.custom.patch_namespaced_custom_object, GROUP, VERSION, self.namespace, AGENTS, agent_id,
                    patch)
@@ -280,7 +279,7 @@ class RemoteAgentOrchestrator:
                    timeout, f"to be {phase}")
 
     def _resolve(self, source: dict[str, Any], ref: str) -> str:
-        from remote_agents.controller import git_source  # git only; no Kopf or E2B
+        from remote_agents.controller.sources import git as git_source  # git only; no Kopf or E2B
 
         token = None
         secret_ref = source.get("credentialsSecretRef")
@@ -293,7 +292,7 @@ class RemoteAgentOrchestrator:
             raise OrchestratorError(str(error)) from None
 
     def _create(self, plural: str, kind: str, metadata: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind,
+        body = {"apiVersion": API_VERSION, "kind": kind,
                 "metadata": {**metadata, "namespace": self.namespace}, "spec": spec}
         return self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION, self.namespace, plural, body)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from remote_agents.controller.e2b_gateway import GatewaySettings, SandboxGateway
+from remote_agents.controller.clients.e2b import GatewaySettings, SandboxGateway
 
 
 async def test_create_is_idempotent_and_sandboxes_are_found_by_metadata():

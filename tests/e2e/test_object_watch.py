@@ -6,8 +6,8 @@ import asyncio
 
 import kubernetes
 
-from remote_agents.controller.kube import Kube, api_path
-from remote_agents.controller.object_watch import ObjectWatch
+from remote_agents.controller.clients.kube import Kube, api_path
+from remote_agents.controller.clients.watch import ObjectWatch
 from tests.e2e.test_agent_task import task_manifest
 
 

@@ -1,4 +1,4 @@
-from remote_agents.controller.conditions import Outcome, conditions_for, same_status, status_update
+from remote_agents.controller.status import Outcome, conditions_for, same_status, status_update
 
 
 def test_kstatus_conditions_and_transition_times_only_move_on_flips():

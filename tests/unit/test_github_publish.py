@@ -8,7 +8,7 @@ import pytest
 
 from remote_agents.api.schema import structural_schema
 from remote_agents.api.models import GitHubOutput
-from remote_agents.controller.github_publish import MAX_TEXT, PublishError, publish
+from remote_agents.controller.clients.github import MAX_TEXT, PublishError, publish
 from tests.support.fake_github import FakeGitHub
 
 TOKEN = "ghp_good"

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from remote_agents.controller import git_source
-from remote_agents.controller.ref_resolver import RefResolver, repo_key
+from remote_agents.controller.sources import git as git_source
+from remote_agents.controller.sources.refs import RefResolver
+from remote_agents.controller.sources.repos import repo_key
 
 
 def git(repo: Path, *args: str) -> str:

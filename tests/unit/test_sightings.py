@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 
-from remote_agents.controller.e2b_gateway import UID_KEY, ObservedSandbox
-from remote_agents.controller.sightings import Sightings
+from remote_agents.api.names import SANDBOX_UID_KEY
+from remote_agents.controller.sandboxes import ObservedSandbox
+from remote_agents.controller.agents.sightings import Sightings
 
 NOW = datetime.now(timezone.utc)
 
 
 def sandbox(uid: str) -> ObservedSandbox:
-    return ObservedSandbox(sandbox_id=f"sb-{uid}", state="running", metadata={UID_KEY: uid}, started_at=NOW, end_at=NOW)
+    return ObservedSandbox(sandbox_id=f"sb-{uid}", state="running", metadata={SANDBOX_UID_KEY: uid}, started_at=NOW, end_at=NOW)
 
 
 async def test_with_nothing_known_and_no_list_under_way_a_reconcile_looks_itself():

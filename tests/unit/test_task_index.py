@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from remote_agents.controller.task_index import TaskIndex
+from remote_agents.controller.tasks.index import TaskIndex
 
 POOL = ("ns", "pool", "workers")
 AGENT = ("ns", "agent", "solo")

@@ -13,7 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from remote_agents.controller import metrics
-from remote_agents.controller.webhook import PATH, PushEvent, normalise_repo, webhook_app
+from remote_agents.controller.sources.repos import normalise_repo
+from remote_agents.controller.sources.webhook import PATH, PushEvent, webhook_app
 
 SECRET = b"It's a Secret to Everybody"
 COMMIT = "f" * 40

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from remote_agents.api import models
+from remote_agents.api import models, names
 from remote_agents.api.schema import structural_schema
 
 # `kubectl get agents` lists all three kinds. It must not equal a plural: kubectl would expand the
@@ -34,14 +34,14 @@ def _crd(kind: str, plural: str, short: str, model: type[BaseModel], columns: li
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{models.GROUP}"},
+        "metadata": {"name": f"{plural}.{names.GROUP}"},
         "spec": {
-            "group": models.GROUP,
+            "group": names.GROUP,
             "scope": "Namespaced",
             "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": kind.lower(),
                       "shortNames": [short], "categories": [CATEGORY]},
             "versions": [{
-                "name": models.VERSION, "served": True, "storage": True,
+                "name": names.VERSION, "served": True, "storage": True,
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
                     "required": ["spec"],
@@ -61,7 +61,7 @@ def _crd(kind: str, plural: str, short: str, model: type[BaseModel], columns: li
 
 def definitions() -> list[dict[str, Any]]:
     return [
-        _crd("RemoteAgent", "remoteagents", "ra", models.RemoteAgent, [
+        _crd("RemoteAgent", names.AGENTS, "ra", models.RemoteAgent, [
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             _ready_column(),
             {"name": "Sandbox", "type": "string", "jsonPath": ".status.sandboxID"},
@@ -70,7 +70,7 @@ def definitions() -> list[dict[str, Any]]:
             {"name": "Repo", "type": "string", "jsonPath": ".spec.source.repo", "priority": 1},
             _age_column(),
         ]),
-        _crd("AgentPool", "agentpools", "apool", models.AgentPool, [
+        _crd("AgentPool", names.POOLS, "apool", models.AgentPool, [
             {"name": "Desired", "type": "integer", "jsonPath": ".spec.replicas"},
             {"name": "Current", "type": "integer", "jsonPath": ".status.replicas"},
             {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
@@ -79,7 +79,7 @@ def definitions() -> list[dict[str, Any]]:
             _age_column(),
         ], scale={"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
                   "labelSelectorPath": ".status.selector"}),
-        _crd("AgentTask", "agenttasks", "atask", models.AgentTask, [
+        _crd("AgentTask", names.TASKS, "atask", models.AgentTask, [
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Agent", "type": "string", "jsonPath": ".status.agent"},
             {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},

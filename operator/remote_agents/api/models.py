@@ -8,9 +8,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-GROUP = "remoteagents.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
 
 # The longest E2B lets a sandbox run continuously (Pro plan); Hobby accounts are capped at 1 h.
 MAX_SANDBOX_SECONDS = 24 * 3600

@@ -1,4 +1,8 @@
-"""`remote-agents operator`: run the Kopf operator in the foreground."""
+"""`remote-agents operator`: the one place the operator is put together and started.
+
+`Operator` builds every long-lived collaborator from the settings; Kopf's handlers (handlers.py)
+reach it through kopf.Memo, and the loops, streams and HTTP servers it starts end with it.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,121 @@ import base64
 import logging
 import os
 import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import kopf
 import kubernetes
 
-from remote_agents.controller import runtime
-from remote_agents.controller.kube import load_config
+from remote_agents.api.names import AGENTS, FINALIZER, GROUP, POOL_LABEL, TASKS
+from remote_agents.controller import metrics
+from remote_agents.controller.agents.fleet import Fleet
+from remote_agents.controller.agents.idle import AgentActivity
+from remote_agents.controller.agents.reconcile import AgentReconciler
+from remote_agents.controller.agents.sightings import Sightings
+from remote_agents.controller.clients.e2b import SandboxGateway
+from remote_agents.controller.clients.events import EventRecorder
+from remote_agents.controller.clients.kube import API_THREADS, Kube, load_config
+from remote_agents.controller.clients.watch import ObjectWatch
+from remote_agents.controller.pools.reconcile import PoolReconciler
 from remote_agents.controller.settings import OperatorSettings
+from remote_agents.controller.sources import webhook
+from remote_agents.controller.sources.refs import RefResolver
+from remote_agents.controller.tasks.controller import TaskController
+
+log = logging.getLogger(__name__)
 
 
-class _QuietBookkeeping(logging.Filter):
-    """Drop Kopf's per-event success line of the tracking handler: it fires on every watch event."""
+class Operator:
+    def __init__(self, settings: OperatorSettings, kube: Kube, cluster_id: str):
+        self.settings = settings
+        self.kube = kube
+        self.gateway = SandboxGateway(settings.gateway, observe=metrics.observe_e2b,
+                                      observe_wait=metrics.observe_rate_limit_wait)
+        events = EventRecorder(kube.http)
+        sightings = Sightings(max_age_seconds=settings.health_interval_seconds * 1.5)
+        refs = RefResolver(settings.git_timeout_seconds)
+        self.agents = AgentReconciler(self.gateway, kube, settings, cluster_id, events, sightings, refs)
+        self.fleet = Fleet(self.gateway, kube, settings, cluster_id, sightings, refs)
+        activity = AgentActivity(kube, self.fleet, events)
+        self.tasks = TaskController(kube, self.gateway, self.agents, self.fleet, activity, events)
+        self.pools = PoolReconciler(kube, events, running_counts=self.tasks.running_counts)
+        # The fleet's view of RemoteAgents and the tasks are streams of their own (Kopf only reconciles):
+        # each knows when its first list is in, before which nothing is judged missing.
+        self.agent_watch = ObjectWatch(kube, AGENTS, settings.namespaces, self.agent_changed)
+        self.task_watch = ObjectWatch(kube, TASKS, settings.namespaces, self.tasks.observe)
+        self._background: list[asyncio.Task] = []
+        self._servers: list[Any] = []
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "'track_agent' succeeded" not in record.getMessage()
+    def agent_changed(self, event_type: str | None, body: dict[str, Any]) -> None:
+        self.fleet.observe(event_type, body)
+        self.tasks.agent_changed()
+        pool = (body["metadata"].get("labels") or {}).get(POOL_LABEL)
+        if pool:
+            self.pools.poke(body["metadata"]["namespace"], pool)  # a member changed: the pool recounts
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.agent_watch.start(loop)
+        self.task_watch.start(loop)
+        self._background = [loop.create_task(self._after_agents_listed(), name="fleet-checks")]
+        if self.settings.webhook_port is not None:
+            self._servers.append(await metrics.serve(
+                webhook.webhook_app(self.settings.webhook_secret, self.fleet.on_push), self.settings.webhook_port))
+        if self.settings.metrics_port is not None:
+            self._servers.append(await metrics.serve(
+                metrics.app(healthy=lambda: not any(t.done() for t in self._background), refresh=self.refresh_metrics),
+                self.settings.metrics_port))
+
+    async def _after_agents_listed(self) -> None:
+        """The fleet checks and the task loop judge agents by the fleet's view: only once it is whole."""
+        await self.agent_watch.synced.wait()
+        await asyncio.gather(self.fleet.run(), self.tasks.run())
+
+    async def stop(self) -> None:
+        self.agent_watch.stop()
+        self.task_watch.stop()
+        for task in self._background:
+            task.cancel()
+        for server in self._servers:
+            await server.cleanup()
+        await self.kube.http.close()
+
+    def refresh_metrics(self) -> None:
+        """Gauges computed at scrape time from what is in memory anyway: no extra API calls."""
+        metrics.set_agent_phases(Counter(view.phase for view in self.fleet.agents.values()))
+
+
+def kopf_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    # Fixed on day one: changing these later would make every object look new to Kopf.
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    settings.posting.level = logging.INFO
+    settings.networking.request_timeout = 60
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.peering.standalone = True
+    return settings
+
+
+async def serve(settings: OperatorSettings) -> None:
+    from remote_agents.controller import handlers  # noqa: F401  (registers the handlers with Kopf)
+
+    # The Kubernetes client is synchronous and runs in threads: enough of them for pools and pushes.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
+    load_config()
+    kube = Kube()
+    operator = Operator(settings, kube, settings.cluster_id or await kube.cluster_id())
+    await operator.start()
+    try:
+        await kopf.operator(settings=kopf_settings(), memo=kopf.Memo(operator=operator),
+                            clusterwide=not settings.namespaces, namespaces=settings.namespaces, standalone=True)
+    finally:
+        await operator.stop()
 
 
 def _configure_logging(verbose: bool, log_format: str) -> None:
@@ -29,7 +134,6 @@ def _configure_logging(verbose: bool, log_format: str) -> None:
     # text, as an "object" field in JSON.
     kopf.configure(verbose=verbose, log_prefix=True, log_refkey="object",
                    log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL)
-    logging.getLogger("kopf.objects").addFilter(_QuietBookkeeping())
     if not verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per E2B request otherwise
 
@@ -56,9 +160,5 @@ def run(args: argparse.Namespace) -> int:
                                          orphan_grace_seconds=args.orphan_grace, metrics_port=args.metrics_port,
                                          webhook_port=args.webhook_port, webhook_secret=secret,
                                          namespaces=tuple(args.namespace))
-    runtime.install(runtime.Runtime(settings))
-    from remote_agents.controller import handlers  # noqa: F401  (registers the handlers with Kopf)
-
-    asyncio.run(kopf.operator(clusterwide=not args.namespace, namespaces=args.namespace,
-                              standalone=True))
+    asyncio.run(serve(settings))
     return 0

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from remote_agents.controller.conditions import epoch
+from remote_agents.api.timestamps import epoch
 
 registry = CollectorRegistry()
 
@@ -18,7 +18,7 @@ E2B_CALLS = Counter("remote_agents_e2b_calls_total", "E2B calls by operation and
                     ["operation", "outcome"], registry=registry)
 E2B_LATENCY = Histogram("remote_agents_e2b_call_duration_seconds", "E2B call latency", ["operation"],
                         registry=registry, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60))
-RATE_LIMIT_WAIT = Gauge("remote_agents_e2b_rate_limit_wait_seconds", "Total time calls waited for the rate limit",
+RATE_LIMIT_WAIT = Counter("remote_agents_e2b_rate_limit_wait_seconds", "Time calls waited for the rate limit",
                         ["bucket"], registry=registry)
 RECONCILE_DURATION = Histogram("remote_agents_reconcile_duration_seconds", "Reconcile duration", ["kind"],
                                registry=registry, buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300))
@@ -39,6 +39,10 @@ WEBHOOK_DELIVERIES = Counter("remote_agents_webhook_deliveries_total", "GitHub d
 def observe_e2b(operation: str, outcome: str, seconds: float) -> None:
     E2B_CALLS.labels(operation, outcome).inc()
     E2B_LATENCY.labels(operation).observe(seconds)
+
+
+def observe_rate_limit_wait(bucket: str, seconds: float) -> None:
+    RATE_LIMIT_WAIT.labels(bucket).inc(seconds)
 
 
 def observe_time_to_ready(created: str | None) -> None:

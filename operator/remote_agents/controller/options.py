@@ -1,18 +1,25 @@
 """Flags of `remote-agents operator`. Kept apart from the operator so that building the CLI's
-parser does not import Kopf, the Kubernetes client or the E2B SDK."""
+parser does not import Kopf, the Kubernetes client or the E2B SDK (settings.py imports none)."""
 
 from __future__ import annotations
 
 import argparse
+
+from remote_agents.controller.settings import OperatorSettings
+
+DEFAULTS = OperatorSettings()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", "-n", action="append", default=[],
                         help="watch only these namespaces (repeatable); default: all namespaces")
     parser.add_argument("--cluster-id", help="tag for this cluster's sandboxes (default: uid of kube-system)")
-    parser.add_argument("--health-interval", type=float, help="seconds between fleet-wide E2B checks (30)")
-    parser.add_argument("--ref-poll-interval", type=float, help="seconds between branch checks (60)")
-    parser.add_argument("--orphan-grace", type=float, help="seconds before an untracked sandbox is killed (300)")
+    parser.add_argument("--health-interval", type=float,
+                        help=f"seconds between fleet-wide E2B checks ({DEFAULTS.health_interval_seconds:g})")
+    parser.add_argument("--ref-poll-interval", type=float,
+                        help=f"seconds between branch checks ({DEFAULTS.ref_poll_interval_seconds:g})")
+    parser.add_argument("--orphan-grace", type=float,
+                        help=f"seconds before an untracked sandbox is killed ({DEFAULTS.orphan_grace_seconds:g})")
     parser.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz on this port")
     parser.add_argument("--webhook-port", type=int,
                         help="serve the GitHub push receiver (/webhooks/github) on this port; needs a secret: "

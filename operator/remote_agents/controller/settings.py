@@ -1,15 +1,25 @@
-"""Operator settings: flags of `remote-agents operator`, each with an environment default."""
+"""Operator settings, with their defaults (spelled here only): flags of `remote-agents operator`
+(options.py), each with an environment variable."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-
-from remote_agents.controller.e2b_gateway import GatewaySettings
+from dataclasses import dataclass, field, replace
 
 
-def _env_float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
+@dataclass(frozen=True)
+class GatewaySettings:
+    max_concurrency: int = 8  # E2B API calls at once
+    # In-sandbox calls (commands, files) at once. Each goes to its sandbox's own envd, not to E2B's
+    # API, and a setup command may run for minutes: under the API's bound, eight long setups would
+    # stall every other agent's checkout.
+    sandbox_concurrency: int = 64
+    calls_per_second: float = 10.0
+    creates_per_second: float = 1.0  # E2B Hobby: 1 create/s
+    call_timeout_seconds: float = 60.0
+    max_attempts: int = 4
+    backoff_base_seconds: float = 1.0
+    list_page_size: int = 100
 
 
 @dataclass(frozen=True)
@@ -30,20 +40,41 @@ class OperatorSettings:
 
     @classmethod
     def from_env(cls, **overrides) -> OperatorSettings:
-        gateway = GatewaySettings(
-            max_concurrency=int(_env_float("REMOTE_AGENTS_E2B_MAX_CONCURRENCY", 8)),
-            sandbox_concurrency=int(_env_float("REMOTE_AGENTS_E2B_SANDBOX_CONCURRENCY", 64)),
-            calls_per_second=_env_float("REMOTE_AGENTS_E2B_CALLS_PER_SECOND", 10),
-            creates_per_second=_env_float("REMOTE_AGENTS_E2B_CREATES_PER_SECOND", 1),
-            call_timeout_seconds=_env_float("REMOTE_AGENTS_E2B_CALL_TIMEOUT", 60),
-        )
-        values = dict(
-            cluster_id=os.environ.get("REMOTE_AGENTS_CLUSTER_ID") or None,
-            health_interval_seconds=_env_float("REMOTE_AGENTS_HEALTH_INTERVAL", 30),
-            ref_poll_interval_seconds=_env_float("REMOTE_AGENTS_REF_POLL_INTERVAL", 60),
-            orphan_grace_seconds=_env_float("REMOTE_AGENTS_ORPHAN_GRACE", 300),
-            setup_timeout_seconds=_env_float("REMOTE_AGENTS_SETUP_TIMEOUT", 900),
-            gateway=gateway,
-        )
+        """The defaults above, then the environment (.env.example lists it), then `overrides` (flags)."""
+        gateway = _from_environment(GatewaySettings(), GATEWAY_ENVIRONMENT)
+        values = _fields_from_environment(cls(), OPERATOR_ENVIRONMENT)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        return cls(gateway=gateway, **values)
+
+
+# Field -> environment variable.
+GATEWAY_ENVIRONMENT = {
+    "max_concurrency": "REMOTE_AGENTS_E2B_MAX_CONCURRENCY",
+    "sandbox_concurrency": "REMOTE_AGENTS_E2B_SANDBOX_CONCURRENCY",
+    "calls_per_second": "REMOTE_AGENTS_E2B_CALLS_PER_SECOND",
+    "creates_per_second": "REMOTE_AGENTS_E2B_CREATES_PER_SECOND",
+    "call_timeout_seconds": "REMOTE_AGENTS_E2B_CALL_TIMEOUT",
+}
+OPERATOR_ENVIRONMENT = {
+    "cluster_id": "REMOTE_AGENTS_CLUSTER_ID",
+    "health_interval_seconds": "REMOTE_AGENTS_HEALTH_INTERVAL",
+    "ref_poll_interval_seconds": "REMOTE_AGENTS_REF_POLL_INTERVAL",
+    "orphan_grace_seconds": "REMOTE_AGENTS_ORPHAN_GRACE",
+    "setup_timeout_seconds": "REMOTE_AGENTS_SETUP_TIMEOUT",
+}
+
+
+def _fields_from_environment(defaults: object, environment: dict[str, str]) -> dict[str, object]:
+    """The fields named in `environment` that its variables set, converted to the default's type."""
+    found: dict[str, object] = {}
+    for name, variable in environment.items():
+        text = os.environ.get(variable)
+        if not text:
+            continue
+        default = getattr(defaults, name)
+        found[name] = text if default is None or isinstance(default, str) else type(default)(float(text))
+    return found
+
+
+def _from_environment(defaults: GatewaySettings, environment: dict[str, str]) -> GatewaySettings:
+    return replace(defaults, **_fields_from_environment(defaults, environment))

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from remote_agents.api import models
+from remote_agents.api.names import AGENTS, GROUP, POOLS, TASKS
 from remote_agents.deploy import names
 
-_OWN_KINDS = ["remoteagents", "agentpools", "agenttasks"]
+_OWN_KINDS = [AGENTS, POOLS, TASKS]
 
 
 def _rule(group: str, resources: list[str], verbs: list[str]) -> dict[str, Any]:
@@ -18,8 +18,8 @@ def _rule(group: str, resources: list[str], verbs: list[str]) -> dict[str, Any]:
 def cluster_role_rules() -> list[dict[str, Any]]:
     return [
         # Our own kinds: pools create and delete their agents; finished tasks are deleted after their TTL.
-        _rule(models.GROUP, _OWN_KINDS, ["get", "list", "watch", "patch", "update", "create", "delete"]),
-        _rule(models.GROUP, [f"{kind}/status" for kind in _OWN_KINDS], ["get", "patch", "update"]),
+        _rule(GROUP, _OWN_KINDS, ["get", "list", "watch", "patch", "update", "create", "delete"]),
+        _rule(GROUP, [f"{kind}/status" for kind in _OWN_KINDS], ["get", "patch", "update"]),
         # Secrets referenced by an agent's env, source credentials or E2B key: read by name only.
         _rule("", ["secrets"], ["get"]),
         # A task's output goes to a ConfigMap when it is too large for the status.

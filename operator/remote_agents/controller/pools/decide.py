@@ -12,10 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from remote_agents.api.models import GROUP, AgentPoolSpec
-
-POOL_LABEL = f"{GROUP}/pool"
-TEMPLATE_HASH_LABEL = f"{GROUP}/template-hash"
+from remote_agents.api.models import AgentPoolSpec
+from remote_agents.api.names import POOL_LABEL
 
 
 @dataclass(frozen=True)
@@ -127,13 +125,13 @@ def plan_pool(pool: str, spec: AgentPoolSpec, children: list[Child]) -> PoolPlan
     return plan
 
 
-def pool_status(pool: str, spec: AgentPoolSpec, children: list[Child], paused_names: set[str]) -> dict[str, Any]:
+def pool_status(pool: str, spec: AgentPoolSpec, children: list[Child]) -> dict[str, Any]:
     live = [c for c in children if not c.deleting]
     current_hash = template_hash(spec)
     return {
         "replicas": len(live),
         "readyReplicas": sum(1 for c in live if c.ready),
         "updatedReplicas": sum(1 for c in live if c.template_hash == current_hash),
-        "pausedReplicas": sum(1 for c in live if c.name in paused_names),
+        "pausedReplicas": sum(1 for c in live if c.paused),
         "selector": f"{POOL_LABEL}={pool}",
     }

@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
-from remote_agents.controller.e2b_gateway import ObservedSandbox
+from remote_agents.controller.sandboxes import ObservedSandbox
 
 
 class Sightings:

@@ -14,16 +14,16 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from remote_agents.api.models import API_VERSION, AgentPoolSpec
+from remote_agents.api.models import AgentPoolSpec
+from remote_agents.api.names import AGENTS, API_VERSION, POOL_LABEL, POOLS, TEMPLATE_HASH_LABEL
 from remote_agents.controller import metrics
-from remote_agents.controller import pool_decisions as pd
-from remote_agents.controller.agent_reconciler import PLURAL as AGENT_PLURAL
-from remote_agents.controller.agent_reconciler import EventSink, RetryLater
-from remote_agents.controller.conditions import Outcome, status_update
-from remote_agents.controller.kube import Kube
+from remote_agents.controller.clients.events import EventSink
+from remote_agents.controller.clients.kube import Kube
+from remote_agents.controller.pools import decide
+from remote_agents.controller.retry import RetryLater
+from remote_agents.controller.status import Outcome, status_update
 
 log = logging.getLogger(__name__)
-PLURAL = "agentpools"
 
 
 def _ready(agent: Mapping[str, Any]) -> bool:
@@ -33,12 +33,12 @@ def _ready(agent: Mapping[str, Any]) -> bool:
                for c in conditions)
 
 
-def child_view(agent: Mapping[str, Any], running: int = 0) -> pd.Child:
+def child_view(agent: Mapping[str, Any], running: int = 0) -> decide.Child:
     """`running`: tasks the operator knows run on it now (its status mirrors that count only every
     few seconds); the larger of the two counts, so a busy agent is never taken for idle."""
     meta, spec, status = agent["metadata"], agent.get("spec") or {}, agent.get("status") or {}
-    return pd.Child(
-        name=meta["name"], template_hash=(meta.get("labels") or {}).get(pd.TEMPLATE_HASH_LABEL, ""),
+    return decide.Child(
+        name=meta["name"], template_hash=(meta.get("labels") or {}).get(TEMPLATE_HASH_LABEL, ""),
         ref=(spec.get("source") or {}).get("ref", "main"), paused=bool(spec.get("paused")), ready=_ready(agent),
         deleting=bool(meta.get("deletionTimestamp")), active_tasks=max(running, int(status.get("activeTasks") or 0)),
         created=meta.get("creationTimestamp", ""),
@@ -49,13 +49,13 @@ def child_manifest(pool: Mapping[str, Any], spec: AgentPoolSpec, name: str) -> d
     meta = pool["metadata"]
     template = spec.template
     agent_spec = template.spec.model_dump(by_alias=True, mode="json", exclude_none=True)
-    agent_spec["paused"] = pd.desired_paused(spec)
+    agent_spec["paused"] = decide.desired_paused(spec)
     return {
         "apiVersion": API_VERSION, "kind": "RemoteAgent",
         "metadata": {
             "name": name, "namespace": meta["namespace"],
-            "labels": {**template.metadata.labels, pd.POOL_LABEL: meta["name"],
-                       pd.TEMPLATE_HASH_LABEL: pd.template_hash(spec)},
+            "labels": {**template.metadata.labels, POOL_LABEL: meta["name"],
+                       TEMPLATE_HASH_LABEL: decide.template_hash(spec)},
             "annotations": dict(template.metadata.annotations),
             "ownerReferences": [{"apiVersion": API_VERSION, "kind": "AgentPool", "name": meta["name"],
                                  "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}],
@@ -107,7 +107,7 @@ class PoolReconciler:
 
     async def reconcile(self, namespace: str, name: str) -> None:
         async with self._locks.setdefault((namespace, name), asyncio.Lock()):
-            pool = await self.kube.get(PLURAL, namespace, name)
+            pool = await self.kube.get(POOLS, namespace, name)
             if pool is None or pool["metadata"].get("deletionTimestamp"):
                 metrics.forget_pool(namespace, name)
                 return  # the garbage collector removes the agents; their finalizers kill the sandboxes
@@ -117,21 +117,21 @@ class PoolReconciler:
         meta = pool["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         spec = AgentPoolSpec.model_validate(pool["spec"])
-        agents = await self.kube.list(AGENT_PLURAL, namespace, f"{pd.POOL_LABEL}={name}")
+        agents = await self.kube.list(AGENTS, namespace, f"{POOL_LABEL}={name}")
         owned = [a for a in agents if any(ref.get("uid") == meta["uid"]
                                           for ref in a["metadata"].get("ownerReferences") or [])]
         running = self.running_counts()
         children = [child_view(a, running.get((namespace, a["metadata"]["name"]), 0)) for a in owned]
-        plan = pd.plan_pool(name, spec, children)
+        plan = decide.plan_pool(name, spec, children)
         try:
             for child in plan.delete:
-                await self.kube.delete(AGENT_PLURAL, namespace, child)
+                await self.kube.delete(AGENTS, namespace, child)
                 self.emit(pool, "Normal", "AgentDeleted", f"deleted agent {child}")
             for child in plan.create:
-                if await self.kube.create(AGENT_PLURAL, namespace, child_manifest(pool, spec, child)):
+                if await self.kube.create(AGENTS, namespace, child_manifest(pool, spec, child)):
                     self.emit(pool, "Normal", "AgentCreated", f"created agent {child}")
             for child, patch in plan.patch.items():
-                await self.kube.patch(AGENT_PLURAL, namespace, child, {"spec": patch})
+                await self.kube.patch(AGENTS, namespace, child, {"spec": patch})
         except ApiException as error:
             if error.status in (400, 422):
                 await self._write_status(pool, spec, children, plan, stalled=f"agents rejected: {error.reason}")
@@ -139,13 +139,12 @@ class PoolReconciler:
             raise
         await self._write_status(pool, spec, children, plan)
 
-    async def _write_status(self, pool: Mapping[str, Any], spec: AgentPoolSpec, children: list[pd.Child],
-                            plan: pd.PoolPlan, stalled: str | None = None) -> None:
+    async def _write_status(self, pool: Mapping[str, Any], spec: AgentPoolSpec, children: list[decide.Child],
+                            plan: decide.PoolPlan, stalled: str | None = None) -> None:
         meta = pool["metadata"]
         generation = meta.get("generation", 0)
         current = dict(pool.get("status") or {})
-        paused = {c.name for c in children if c.paused}
-        counts = pd.pool_status(meta["name"], spec, children, paused)
+        counts = decide.pool_status(meta["name"], spec, children)
         metrics.set_pool(meta["namespace"], meta["name"], desired=spec.replicas, ready=counts["readyReplicas"])
         acting = bool(plan.create or plan.delete or plan.patch)
         settled = (counts["replicas"] == spec.replicas and counts["readyReplicas"] == spec.replicas
@@ -164,4 +163,4 @@ class PoolReconciler:
         desired = status_update(current, outcome, generation, (("Progressing", not stalled, progressing_reason),),
                                 **counts)
         if desired is not None:
-            await self.kube.patch_status(PLURAL, meta["namespace"], meta["name"], desired)
+            await self.kube.patch_status(POOLS, meta["namespace"], meta["name"], desired)

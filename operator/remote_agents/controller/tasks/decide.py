@@ -1,5 +1,5 @@
 """Pure rules for AgentTasks: which agent runs a task (or why it waits), how a finished run is
-judged, when a task is collected, and when an idle agent is paused."""
+judged, and when a task is collected."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 OUTPUT_STATUS_LIMIT = 4096  # bytes of stdout kept in status.output; the ConfigMap has the rest
 OUTPUT_CONFIGMAP_LIMIT = 900 * 1024  # under the 1 MiB object limit, with room for stderr and metadata
+STDERR_CONFIGMAP_LIMIT = 64 * 1024
 KILL_GRACE_SECONDS = 5  # from SIGTERM at the deadline to SIGKILL, for a command that cleans up
 # What the runner reports for a command ended by SIGTERM / SIGKILL.
 SIGTERM_EXIT_CODE, SIGKILL_EXIT_CODE = 128 + 15, 128 + 9
@@ -85,8 +86,8 @@ def judge(exit_code: int, timeout_seconds: int, overdue: bool) -> Verdict:
 def deadline_signal(now: float, deadline: float, terminated_at: float | None) -> str | None:
     """What a run still going at `now` gets: SIGTERM once its deadline has passed, SIGKILL when it
     outlived the grace after the SIGTERM (sent at `terminated_at`), else nothing yet. The operator
-    keeps the deadline, as the Job controller keeps activeDeadlineSeconds: a `timeout` process in
-    every run would cost each task two more process starts in the sandbox."""
+    keeps the deadline, as the Job controller keeps activeDeadlineSeconds (no `timeout` process in
+    every run: two more process starts per task in the sandbox)."""
     if now < deadline:
         return None
     if terminated_at is None:
@@ -103,12 +104,6 @@ def truncate(text: str, limit: int) -> str:
 
 def expired(completion_epoch: float, ttl_seconds: int, now_epoch: float) -> bool:
     return now_epoch >= completion_epoch + ttl_seconds
-
-
-def should_idle_pause(idle_pause_seconds: int, running_tasks: int, idle_since_epoch: float | None,
-                      already_paused: bool, now_epoch: float) -> bool:
-    return (idle_pause_seconds > 0 and running_tasks == 0 and not already_paused and idle_since_epoch is not None
-            and now_epoch - idle_since_epoch >= idle_pause_seconds)
 
 
 def format_duration(seconds: float) -> str:

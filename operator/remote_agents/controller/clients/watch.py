@@ -1,9 +1,8 @@
 """List, then watch, one custom resource kind, and hand every event to a callback on the loop.
 
-For AgentTasks only: they are the operator's high-churn objects (four watch events per task,
-thousands of tasks) and need nothing of Kopf but the stream: no finalizers, no handler progress,
-no diff bases. Through Kopf each event cost about 1.7 ms of the operator's CPU, a third of all it
-spent per task (`bench/tasks.py` under `py-spy record --gil`); here it is a JSON decode in a thread.
+For the operator's in-memory views: AgentTasks, its high-churn objects, which need nothing of
+Kopf but the stream (no finalizers, no handler progress, no diff bases), and the fleet's view of
+RemoteAgents, which must know when it is complete (`synced`): nothing may be judged gone before.
 
 The stream follows the API's contract: a list gives the objects and a resourceVersion, a watch
 from there gives every change; when the watch ends it is resumed from the last version seen, and
@@ -21,7 +20,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from remote_agents.controller.kube import Kube, api_path
+from remote_agents.controller.clients.kube import Kube, api_path
 
 log = logging.getLogger(__name__)
 WATCH_SECONDS = 300  # the server ends each watch after this long; it is resumed at once
@@ -37,6 +36,8 @@ class ObjectWatch:
         self.namespaces = namespaces  # empty: all namespaces
         self.deliver = deliver
         self._stopped = threading.Event()
+        self._unlisted = set(namespaces or (None,))  # namespaces whose first list is not delivered yet
+        self.synced = asyncio.Event()  # set once every namespace's first list is delivered
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """One daemon thread per namespace (or one for all): each blocks on its stream."""
@@ -59,6 +60,7 @@ class ObjectWatch:
         while not self._stopped.is_set():
             try:
                 known, version = self._relist(path, known, loop)
+                loop.call_soon_threadsafe(self._listed, namespace)
                 while version is not None and not self._stopped.is_set():
                     version = self._watch(path, version, known, loop)
                 failures = 0
@@ -67,6 +69,12 @@ class ObjectWatch:
                 failures += 1
                 log.warning("watch of %s failed (%s); listing again in %ss", self.plural, error, pause)
                 self._stopped.wait(pause)
+
+    def _listed(self, namespace: str | None) -> None:
+        """On the loop, after the list's objects (call_soon keeps the order)."""
+        self._unlisted.discard(namespace)
+        if not self._unlisted:
+            self.synced.set()
 
     def _relist(self, path: str, known: set[str], loop: asyncio.AbstractEventLoop) -> tuple[set[str], str]:
         listing = self.kube.get_json(path)

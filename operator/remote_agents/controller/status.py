@@ -6,10 +6,10 @@ compared before writing, so a reconcile that changes nothing writes nothing.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
+
+from remote_agents.api.timestamps import now_rfc3339
 
 
 @dataclass(frozen=True)
@@ -21,22 +21,6 @@ class Outcome:
     message: str
     reconciling: bool = False
     stalled: bool = False
-
-
-def rfc3339(seconds: float) -> str:
-    """A Kubernetes timestamp (whole seconds, UTC) of seconds since the epoch."""
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def now_rfc3339() -> str:
-    return rfc3339(time.time())
-
-
-def epoch(rfc3339: str | None) -> float | None:
-    """Seconds since the epoch of a Kubernetes timestamp, None for none."""
-    if not rfc3339:
-        return None
-    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 def condition(kind: str, is_true: bool, reason: str, message: str, generation: int,

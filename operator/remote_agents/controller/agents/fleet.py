@@ -12,37 +12,40 @@ from collections.abc import Mapping
 from typing import Any
 
 from remote_agents.api.models import RemoteAgentSpec
-from remote_agents.controller import decisions, git_source, metrics
-from remote_agents.controller.agent_reconciler import PLURAL
-from remote_agents.controller.e2b_gateway import CLUSTER_KEY, E2BError, ObservedSandbox, SandboxGateway
-from remote_agents.controller.kube import Kube, SecretMissing
-from remote_agents.controller.pool_decisions import POOL_LABEL
-from remote_agents.controller.ref_resolver import RefResolver, repo_key
-from remote_agents.controller.webhook import PushEvent
+from remote_agents.api.names import AGENTS, POOL_LABEL, SANDBOX_CLUSTER_KEY, SANDBOX_NAME_KEY, SANDBOX_NAMESPACE_KEY
+from remote_agents.controller import metrics
+from remote_agents.controller.agents import decide
+from remote_agents.controller.agents.sightings import Sightings
+from remote_agents.controller.clients.e2b import E2BError, SandboxGateway
+from remote_agents.controller.clients.kube import Kube, SecretMissing
+from remote_agents.controller.sandboxes import OPERATOR_ACCOUNT, ObservedSandbox, SandboxAddress
 from remote_agents.controller.settings import OperatorSettings
-from remote_agents.controller.sightings import Sightings
+from remote_agents.controller.sources import git
+from remote_agents.controller.sources.refs import RefResolver
+from remote_agents.controller.sources.repos import repo_key
+from remote_agents.controller.sources.webhook import PushEvent
 
 log = logging.getLogger(__name__)
 
 REF_CHECK_CONCURRENCY = 8  # ls-remote processes at once
 
 
-def view_of(body: Mapping[str, Any]) -> decisions.AgentView:
+def view_of(body: Mapping[str, Any]) -> decide.AgentView:
     spec = RemoteAgentSpec.model_validate(body["spec"])
     status = body.get("status") or {}
     meta = body["metadata"]
     ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-    return decisions.AgentView(
+    return decide.AgentView(
         uid=meta["uid"], namespace=meta["namespace"], name=meta["name"],
         paused=spec.paused or bool(status.get("idlePaused")),
         sandbox_id=status.get("sandboxID"), revision=status.get("revision"), repo=spec.source.repo,
-        ref=spec.source.ref, config_hash=decisions.config_hash(spec), timeout_seconds=spec.sandbox_timeout_seconds,
+        ref=spec.source.ref, config_hash=decide.config_hash(spec), timeout_seconds=spec.sandbox_timeout_seconds,
         own_api_key=spec.e2b_api_key_secret_ref is not None,
         deleting=bool(meta.get("deletionTimestamp")), phase=status.get("phase"), spec=spec,
         pool=(meta.get("labels") or {}).get(POOL_LABEL),
         ready=ready.get("status") == "True" and ready.get("observedGeneration") == meta.get("generation"),
         idle_paused=bool(status.get("idlePaused")), last_activity_time=status.get("lastActivityTime"),
-        ready_since=ready.get("lastTransitionTime"), workdir=status.get("workdir") or decisions.workdir(spec),
+        ready_since=ready.get("lastTransitionTime"), workdir=status.get("workdir") or decide.workdir(spec),
     )
 
 
@@ -60,17 +63,17 @@ class Fleet:
         self.settings = settings
         self.cluster_id = cluster_id
         self.sightings = sightings
-        self.agents: dict[str, decisions.AgentView] = {}
+        self.agents: dict[str, decide.AgentView] = {}
         self.by_repo: dict[str, set[str]] = defaultdict(set)  # normalised repo -> agent uids (webhook lookups)
         self._orphans_first_seen: dict[str, float] = {}
         self._background: set[asyncio.Task] = set()
         self._ref_checks: dict[tuple, asyncio.Task] = {}  # (repo, ref, credentials) being resolved
         self._ref_check_slots = asyncio.Semaphore(REF_CHECK_CONCURRENCY)
 
-    def find(self, namespace: str, name: str) -> decisions.AgentView | None:
+    def find(self, namespace: str, name: str) -> decide.AgentView | None:
         return next((v for v in self.agents.values() if v.namespace == namespace and v.name == name), None)
 
-    def members(self, namespace: str, pool: str) -> list[decisions.AgentView]:
+    def members(self, namespace: str, pool: str) -> list[decide.AgentView]:
         return [v for v in self.agents.values() if v.namespace == namespace and v.pool == pool and not v.deleting]
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -87,26 +90,26 @@ class Fleet:
         self.agents[uid] = view
         self.by_repo[repo_key(view.repo)].add(uid)
 
-    def tracking(self, repo_keys: frozenset[str]) -> list[decisions.AgentView]:
+    def tracking(self, repo_keys: frozenset[str]) -> list[decide.AgentView]:
         """Agents whose source is one of these repositories (by index, not by a scan)."""
         return [self.agents[uid] for key in repo_keys for uid in self.by_repo.get(key, ()) if uid in self.agents]
 
-    async def _request(self, view: decisions.AgentView, why: str) -> None:
+    async def _request(self, view: decide.AgentView, why: str) -> None:
         log.info("requesting reconcile of %s/%s: %s", view.namespace, view.name, why)
-        await self.kube.request_reconcile(PLURAL, view.namespace, view.name)
+        await self.kube.request_reconcile(AGENTS, view.namespace, view.name)
 
     async def check_sandboxes(self) -> None:
         async with self.sightings.listing():
-            sandboxes = await self.gateway.list({CLUSTER_KEY: self.cluster_id})
+            sandboxes = await self.gateway.list({SANDBOX_CLUSTER_KEY: self.cluster_id}, OPERATOR_ACCOUNT)
             by_uid = self.sightings.record(sandboxes)
         now = time.time()
         for view in list(self.agents.values()):
             observed = by_uid.get(view.uid, [])
-            reason = decisions.drift(view, observed)
+            reason = decide.drift(view, observed)
             if reason:
                 await self._request(view, reason)
-            elif observed and decisions.needs_timeout_refresh(observed[0], now, view.timeout_seconds):
-                await self.gateway.set_timeout(observed[0].sandbox_id, view.timeout_seconds)
+            elif observed and decide.needs_timeout_refresh(observed[0], now, view.timeout_seconds):
+                await self.gateway.set_timeout(SandboxAddress(observed[0].sandbox_id), view.timeout_seconds)
         await self._sweep_orphans([s for s in sandboxes if s.uid not in self.agents], now)
 
     async def _sweep_orphans(self, untracked: list[ObservedSandbox], now: float) -> None:
@@ -121,8 +124,8 @@ class Fleet:
             first = self._orphans_first_seen.setdefault(sandbox.sandbox_id, now)
             if now - first >= self.settings.orphan_grace_seconds:
                 log.warning("killing orphaned sandbox %s (object %s/%s no longer exists)", sandbox.sandbox_id,
-                            sandbox.metadata.get("remoteagents.io/namespace"), sandbox.metadata.get("remoteagents.io/name"))
-                await self.gateway.kill(sandbox.sandbox_id)
+                            sandbox.metadata.get(SANDBOX_NAMESPACE_KEY), sandbox.metadata.get(SANDBOX_NAME_KEY))
+                await self.gateway.kill(SandboxAddress(sandbox.sandbox_id))
                 self._orphans_first_seen.pop(sandbox.sandbox_id, None)
                 metrics.ORPHANS_KILLED.inc()
 
@@ -137,12 +140,12 @@ class Fleet:
         log.info("push of %s to %s: %d agents track it", event.commit[:12], event.branch, len(matched))
         return len(matched)
 
-    async def _poke_all(self, views: list[decisions.AgentView], commit: str) -> None:
+    async def _poke_all(self, views: list[decide.AgentView], commit: str) -> None:
         slots = asyncio.Semaphore(16)
 
-        async def poke(view: decisions.AgentView) -> None:
+        async def poke(view: decide.AgentView) -> None:
             async with slots:
-                await self.kube.request_reconcile(PLURAL, view.namespace, view.name, pushed_revision=commit)
+                await self.kube.request_reconcile(AGENTS, view.namespace, view.name, pushed_revision=commit)
         results = await asyncio.gather(*(poke(v) for v in views), return_exceptions=True)
         for view, result in zip(views, results):
             if isinstance(result, Exception):
@@ -152,7 +155,7 @@ class Fleet:
         """Start one ls-remote per (repo, ref, credentials) that is not already being asked, and do
         not wait for them: a server that accepts connections and never answers holds back only the
         agents tracking it (until the git timeout), never the next round for every other branch."""
-        tracked: dict[tuple[str, str, tuple | None], list[decisions.AgentView]] = defaultdict(list)
+        tracked: dict[tuple[str, str, tuple | None], list[decide.AgentView]] = defaultdict(list)
         for view in self.agents.values():
             if view.revision and not view.deleting and view.ref != view.revision and view.spec:
                 secret = view.spec.source.credentials_secret_ref  # private repos are asked with their own token
@@ -164,12 +167,12 @@ class Fleet:
                 self._ref_checks[key].add_done_callback(lambda _, key=key: self._ref_checks.pop(key, None))
 
     async def _check_ref(self, repo: str, ref: str, credentials: tuple | None,
-                         views: list[decisions.AgentView]) -> None:
+                         views: list[decide.AgentView]) -> None:
         async with self._ref_check_slots:
             try:
                 token = await self.kube.secret_value(*credentials) if credentials else None
                 commit = await self.refs.resolve(repo, ref, token)
-            except (git_source.GitUnavailable, git_source.RefNotFound, SecretMissing) as error:
+            except (git.GitUnavailable, git.RefNotFound, SecretMissing) as error:
                 log.info("ref poll of %s@%s failed: %s", repo, ref, error)
                 return
         for view in views:

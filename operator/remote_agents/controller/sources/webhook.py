@@ -14,12 +14,11 @@ import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from remote_agents.controller import metrics
-from remote_agents.controller.git_source import GITHUB_SHORTHAND
+from remote_agents.controller.sources.repos import normalise_repo
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +26,6 @@ PATH = "/webhooks/github"
 MIB = 1024 * 1024
 DELETED_COMMIT = "0" * 40
 COMMIT = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # SHA-1 or SHA-256 object names
-# git's scp-like syntax, [user@]host:path, is recognised only when no slash precedes the colon.
-SCP_LIKE = re.compile(r"^(?:[^@/]+@)?(?P<host>[^:/]+):(?P<path>.*)$")
 URL_FIELDS = ("clone_url", "ssh_url", "html_url", "git_url")
 
 
@@ -50,27 +47,6 @@ class PushEvent:
 
 class MalformedPush(ValueError):
     pass
-
-
-def normalise_repo(url_or_name: str) -> str:
-    """One spelling per repository, so a payload matches spec.source.repo by equality: the host
-    (with any port) and path, lower-cased, without scheme, credentials, `.git` or slashes at the
-    end; `owner/name` is GitHub. Local paths and file:// URLs become the absolute path.
-    Raises ValueError for an empty or unparseable value."""
-    text = url_or_name.strip()
-    if GITHUB_SHORTHAND.match(text):
-        host, path = "github.com", text
-    elif "://" in text:
-        parts = urlsplit(text)  # ValueError for e.g. a broken IPv6 host
-        host, path = parts.netloc.rpartition("@")[2], parts.path
-    elif scp := SCP_LIKE.match(text):
-        host, path = scp["host"], scp["path"]
-    else:
-        host, path = "", text
-    path = re.sub(r"/+", "/", path).rstrip("/").removesuffix(".git").rstrip("/")
-    if not path.strip("/"):
-        raise ValueError(f"not a repository: {url_or_name!r}")
-    return (f"{host}/{path.lstrip('/')}" if host else path).lower()
 
 
 def push_event(payload: object, delivery: str) -> PushEvent | None:

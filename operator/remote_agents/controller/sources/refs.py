@@ -14,16 +14,8 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Iterable
 
-from remote_agents.controller import git_source
-from remote_agents.controller.webhook import normalise_repo
-
-
-def repo_key(repo: str) -> str:
-    """The repository's one spelling (see `normalise_repo`); the value itself if it has none."""
-    try:
-        return normalise_repo(repo)
-    except ValueError:
-        return repo
+from remote_agents.controller.sources import git
+from remote_agents.controller.sources.repos import repo_key
 
 
 class RefResolver:
@@ -38,15 +30,15 @@ class RefResolver:
             self._pushes[key] += 1
 
     async def resolve(self, repo: str, ref: str, token: str | None = None) -> str:
-        """The commit `ref` names in `repo` now (raises git_source.RefNotFound / GitUnavailable)."""
-        if git_source.SHA_PATTERN.match(ref):
+        """The commit `ref` names in `repo` now (raises git.RefNotFound / GitUnavailable)."""
+        if git.SHA_PATTERN.match(ref):
             return ref
         key = (repo, ref, token)
         pushes = self._pushes[repo_key(repo)]
         lookup = self._lookups.get(key)
         if lookup is None or lookup[0] < pushes:
             lookup = (pushes, asyncio.get_running_loop().create_task(
-                git_source.resolve(repo, ref, token, self.timeout_seconds)))
+                git.resolve(repo, ref, token, self.timeout_seconds)))
             self._lookups[key] = lookup
             lookup[1].add_done_callback(lambda task, key=key, lookup=lookup: self._finished(key, lookup))
         # Shielded: a caller that gives up (its handler cancelled) does not cancel the others' lookup.

@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass, field
 
 from remote_agents.api.models import RemoteAgentSpec
-from remote_agents.controller.e2b_gateway import CONFIG_KEY, ObservedSandbox
+from remote_agents.api.names import SANDBOX_CONFIG_KEY
+from remote_agents.controller.sandboxes import ObservedSandbox
 
 AGENT_HOME = "/home/user/agent"
 
@@ -51,7 +52,6 @@ Action = Kill | Create | Resume | Pause | Checkout
 class AgentPlan:
     actions: list[Action] = field(default_factory=list)
     keep: str | None = None  # the sandbox that stays (None when one is about to be created)
-    waiting_for_revision: bool = False  # the ref could not be resolved yet and nothing is checked out
 
 
 def config_hash(spec: RemoteAgentSpec) -> str:
@@ -82,7 +82,7 @@ def _pick_keeper(sandboxes: list[ObservedSandbox], recorded_id: str | None, want
         if sandbox.sandbox_id == recorded_id:
             return sandbox
     # No record (crash before status was written): prefer a current config, then the oldest.
-    return sorted(sandboxes, key=lambda s: (s.metadata.get(CONFIG_KEY) != wanted_hash, s.started_at))[0]
+    return sorted(sandboxes, key=lambda s: (s.metadata.get(SANDBOX_CONFIG_KEY) != wanted_hash, s.started_at))[0]
 
 
 def plan_agent(*, uid: str, spec: RemoteAgentSpec, recorded_sandbox_id: str | None, recorded_revision: str | None,
@@ -95,7 +95,7 @@ def plan_agent(*, uid: str, spec: RemoteAgentSpec, recorded_sandbox_id: str | No
     keeper = _pick_keeper(sandboxes, recorded_sandbox_id, wanted_hash) if sandboxes else None
     actions += [Kill(s.sandbox_id, "Duplicate") for s in sandboxes if keeper and s.sandbox_id != keeper.sandbox_id]
 
-    if keeper is not None and keeper.metadata.get(CONFIG_KEY) != wanted_hash:
+    if keeper is not None and keeper.metadata.get(SANDBOX_CONFIG_KEY) != wanted_hash:
         actions.append(Kill(keeper.sandbox_id, "ConfigChanged"))
         previous, keeper = keeper.sandbox_id, None
     else:
@@ -105,7 +105,7 @@ def plan_agent(*, uid: str, spec: RemoteAgentSpec, recorded_sandbox_id: str | No
     if keeper is None:
         lost = recorded_sandbox_id if not sandboxes else None
         if target_revision is None:
-            return AgentPlan(actions=actions, keep=None, waiting_for_revision=True)
+            return AgentPlan(actions=actions, keep=None)
         actions.append(Create(idempotency_key(uid, previous), replaces_lost=lost))
         actions.append(Checkout(target_revision))
         if paused:
@@ -128,7 +128,7 @@ def plan_agent(*, uid: str, spec: RemoteAgentSpec, recorded_sandbox_id: str | No
         actions.append(Resume())
     if needs_checkout:
         actions.append(Checkout(revision))
-    return AgentPlan(actions=actions, keep=keeper.sandbox_id, waiting_for_revision=revision is None)
+    return AgentPlan(actions=actions, keep=keeper.sandbox_id)
 
 
 def plan_deletion(*, deletion_policy: str, sandboxes: list[ObservedSandbox]) -> list[Action]:
@@ -179,10 +179,16 @@ def drift(view: AgentView, observed: list[ObservedSandbox]) -> str | None:
     sandbox = observed[0]
     if sandbox.sandbox_id != view.sandbox_id:
         return "UnrecordedSandbox"
-    if sandbox.metadata.get(CONFIG_KEY) != view.config_hash:
+    if sandbox.metadata.get(SANDBOX_CONFIG_KEY) != view.config_hash:
         return "ConfigChanged"
     if view.paused and sandbox.state == "running":
         return "ShouldBePaused"
     if not view.paused and sandbox.state == "paused":
         return "ShouldBeRunning"
     return None
+
+
+def should_idle_pause(idle_pause_seconds: int, running_tasks: int, idle_since_epoch: float | None,
+                      already_paused: bool, now_epoch: float) -> bool:
+    return (idle_pause_seconds > 0 and running_tasks == 0 and not already_paused and idle_since_epoch is not None
+            and now_epoch - idle_since_epoch >= idle_pause_seconds)

@@ -1,5 +1,5 @@
 """Carry out the plan for one RemoteAgent: resolve its Secrets and ref, look its sandboxes up in
-E2B, plan (decisions.py), act, and report progress in status, conditions and Events.
+E2B, plan (decide.py), act, and report progress in status, conditions and Events.
 
 Kopf-free: failures that should be retried later surface as `RetryLater`, which the handlers
 translate for Kopf.
@@ -9,34 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from remote_agents.api.models import RemoteAgentSpec
-from remote_agents.controller import decisions, git_source, metrics
-from remote_agents.controller.conditions import Outcome, status_update
-from remote_agents.controller.e2b_gateway import (
-    CLUSTER_KEY, CONFIG_KEY, NAME_KEY, NAMESPACE_KEY, UID_KEY, E2BAuthFailed, E2BError, E2BRejected,
-    ObservedSandbox, SandboxGateway, SandboxGone,
+from remote_agents.api.names import (
+    AGENTS, SANDBOX_CLUSTER_KEY, SANDBOX_CONFIG_KEY, SANDBOX_NAME_KEY, SANDBOX_NAMESPACE_KEY, SANDBOX_UID_KEY,
 )
-from remote_agents.controller.kube import Kube, SecretMissing
-from remote_agents.controller.ref_resolver import RefResolver
-from remote_agents.controller.sightings import Sightings
+from remote_agents.controller import metrics
+from remote_agents.controller.agents import decide
+from remote_agents.controller.agents.sightings import Sightings
+from remote_agents.controller.clients.e2b import E2BAuthFailed, E2BError, E2BRejected, SandboxGateway, SandboxGone
+from remote_agents.controller.clients.events import EventSink
+from remote_agents.controller.clients.kube import Kube, SecretMissing
+from remote_agents.controller.redaction import Redactor
+from remote_agents.controller.retry import RetryLater
+from remote_agents.controller.sandboxes import OPERATOR_ACCOUNT, E2BAccount, ObservedSandbox, SandboxAddress
 from remote_agents.controller.settings import OperatorSettings
+from remote_agents.controller.sources import git
+from remote_agents.controller.sources.refs import RefResolver
+from remote_agents.controller.status import Outcome, status_update
 
 log = logging.getLogger(__name__)
-PLURAL = "remoteagents"
 OUTPUT_TAIL_CHARS = 2000
-
-# emit(body, type, reason, message): posts a Kubernetes Event about the object.
-EventSink = Callable[[Mapping[str, Any], str, str, str], None]
-
-
-class RetryLater(Exception):
-    def __init__(self, message: str, delay: float):
-        super().__init__(message)
-        self.delay = delay
 
 
 class StepFailed(Exception):
@@ -48,26 +44,10 @@ class StepFailed(Exception):
 
 
 @dataclass
-class Redactor:
-    """Knows the secret values of one reconcile and blanks them out of anything we report."""
-
-    values: set[str] = field(default_factory=set)
-
-    def add(self, value: str | None) -> None:
-        if value and len(value) >= 4:
-            self.values.add(value)
-
-    def __call__(self, text: str) -> str:
-        for value in sorted(self.values, key=len, reverse=True):
-            text = text.replace(value, "***")
-        return text
-
-
-@dataclass
 class ResolvedInputs:
     env: dict[str, str]
     git_token: str | None
-    api_key: str | None
+    account: E2BAccount
 
 
 class StatusWriter:
@@ -87,7 +67,7 @@ class StatusWriter:
         desired = status_update(self.current, outcome, self.generation, message=outcome.message or None, **fields)
         if desired is None:
             return
-        await self.kube.patch_status(PLURAL, self.namespace, self.name, desired)
+        await self.kube.patch_status(AGENTS, self.namespace, self.name, desired)
         self.current = {**self.current, **desired}
 
 
@@ -125,21 +105,33 @@ class AgentReconciler:
             if value is not None:
                 env[variable.name] = value
                 redact.add(value)
-        token = api_key = None
+        token = None
         if spec.source.credentials_secret_ref:
             ref = spec.source.credentials_secret_ref
             token = await self.kube.secret_value(namespace, ref.name, ref.key, ref.optional)
             redact.add(token)
-        if spec.e2b_api_key_secret_ref:
-            ref = spec.e2b_api_key_secret_ref
-            api_key = await self.kube.secret_value(namespace, ref.name, ref.key, ref.optional)
-            redact.add(api_key)
-        return ResolvedInputs(env=env, git_token=token, api_key=api_key)
+        account = await self.account(namespace, spec)
+        redact.add(account.api_key)
+        return ResolvedInputs(env=env, git_token=token, account=account)
+
+    async def account(self, namespace: str, spec: RemoteAgentSpec) -> E2BAccount:
+        """The E2B account the agent's sandboxes live in: its own key's (spec.e2bApiKeySecretRef), read
+        from its Secret, or the operator's. SecretMissing when its own cannot be read: never another."""
+        ref = spec.e2b_api_key_secret_ref
+        if ref is None:
+            return OPERATOR_ACCOUNT
+        api_key = await self.kube.secret_value(namespace, ref.name, ref.key, ref.optional)
+        return E2BAccount(api_key) if api_key else OPERATOR_ACCOUNT
+
+    async def address(self, namespace: str, spec: RemoteAgentSpec, sandbox_id: str) -> SandboxAddress:
+        """The agent's sandbox with the account it lives in (for work on it outside a reconcile)."""
+        return SandboxAddress(sandbox_id, await self.account(namespace, spec))
 
     def _metadata(self, body: Mapping[str, Any], spec: RemoteAgentSpec) -> dict[str, str]:
         meta = body["metadata"]
-        return {UID_KEY: meta["uid"], CLUSTER_KEY: self.cluster_id, NAMESPACE_KEY: meta["namespace"],
-                NAME_KEY: meta["name"], CONFIG_KEY: decisions.config_hash(spec)}
+        return {SANDBOX_UID_KEY: meta["uid"], SANDBOX_CLUSTER_KEY: self.cluster_id,
+                SANDBOX_NAMESPACE_KEY: meta["namespace"], SANDBOX_NAME_KEY: meta["name"],
+                SANDBOX_CONFIG_KEY: decide.config_hash(spec)}
 
     async def reconcile(self, body: Mapping[str, Any]) -> None:
         spec = RemoteAgentSpec.model_validate(body["spec"])
@@ -151,10 +143,10 @@ class AgentReconciler:
             except SecretMissing as error:
                 await self._fail(status, Outcome(False, "SecretNotFound", str(error), stalled=True), body,
                                  self.settings.retry_delay_seconds * 3)
-            except git_source.RefNotFound as error:
+            except git.RefNotFound as error:
                 await self._fail(status, Outcome(False, "RefNotFound", str(error), stalled=True), body,
                                  self.settings.stalled_retry_delay_seconds / 5)
-            except git_source.GitUnavailable as error:
+            except git.GitUnavailable as error:
                 await self._fail(status, Outcome(False, "GitUnavailable", str(error), reconciling=True), body,
                                  self.settings.retry_delay_seconds)
             except StepFailed as error:
@@ -183,53 +175,54 @@ class AgentReconciler:
         uid = body["metadata"]["uid"]
         inputs = await self.resolve_inputs(body["metadata"]["namespace"], spec, redact)
         target = await self.refs.resolve(spec.source.repo, spec.source.ref, inputs.git_token)
-        def plan_with(sandboxes: list[ObservedSandbox]) -> decisions.AgentPlan:
-            return decisions.plan_agent(uid=uid, spec=spec, recorded_sandbox_id=status.current.get("sandboxID"),
-                                        recorded_revision=status.current.get("revision"), sandboxes=sandboxes,
-                                        target_revision=target, idle_paused=bool(status.current.get("idlePaused")))
+        def plan_with(sandboxes: list[ObservedSandbox]) -> decide.AgentPlan:
+            return decide.plan_agent(uid=uid, spec=spec, recorded_sandbox_id=status.current.get("sandboxID"),
+                                     recorded_revision=status.current.get("revision"), sandboxes=sandboxes,
+                                     target_revision=target, idle_paused=bool(status.current.get("idlePaused")))
 
-        seen = None if inputs.api_key else await self.sightings.look(uid)  # own-key agents are not in the fleet list
+        seen = None if inputs.account.is_own else await self.sightings.look(uid)  # own-key agents are not in the fleet list
         plan = plan_with(seen) if seen is not None else None
-        if plan is None or any(isinstance(a, (decisions.Create, decisions.Kill)) for a in plan.actions):
+        if plan is None or any(isinstance(a, (decide.Create, decide.Kill)) for a in plan.actions):
             self.sightings.forget(uid)  # creating or killing: decide on a fresh look only
-            plan = plan_with(await self.gateway.list({UID_KEY: uid}, inputs.api_key))
-        current = plan.keep
+            plan = plan_with(await self.gateway.list({SANDBOX_UID_KEY: uid}, inputs.account))
+        current = SandboxAddress(plan.keep, inputs.account) if plan.keep else None
         created = False
-        if any(not isinstance(a, decisions.Checkout) for a in plan.actions):
+        if any(not isinstance(a, decide.Checkout) for a in plan.actions):
             # Creating, killing, pausing or resuming makes the last sighting stale; a checkout
             # changes nothing the list shows (and pushes come in bursts: keep planning from it).
             self.sightings.forget(uid)
         for action in plan.actions:
             match action:
-                case decisions.Kill(sandbox_id=sandbox_id, reason=reason):
-                    await self.gateway.kill(sandbox_id, inputs.api_key)
+                case decide.Kill(sandbox_id=sandbox_id, reason=reason):
+                    await self.gateway.kill(SandboxAddress(sandbox_id, inputs.account))
                     self.emit(body, "Normal", "SandboxKilled", f"killed sandbox {sandbox_id} ({reason})")
-                case decisions.Create(idempotency_key=key, replaces_lost=lost):
+                case decide.Create(idempotency_key=key, replaces_lost=lost):
                     if lost:
                         self.emit(body, "Warning", "SandboxLost", f"sandbox {lost} is gone; recreating it from git")
                     await status.write(_working("Creating", "creating the sandbox"), phase="Creating")
                     current = await self.gateway.create(
                         template=spec.template, timeout_seconds=spec.sandbox_timeout_seconds,
-                        metadata=self._metadata(body, spec), idempotency_key=key, api_key=inputs.api_key)
+                        metadata=self._metadata(body, spec), idempotency_key=key, account=inputs.account)
                     created = True
-                    self.emit(body, "Normal", "SandboxCreated", f"created sandbox {current}")
+                    self.emit(body, "Normal", "SandboxCreated", f"created sandbox {current.sandbox_id}")
                     await status.write(_working("SettingUp", "checking out the code"), phase="SettingUp",
-                                       sandboxID=current, revision=None, shortRevision=None)
-                case decisions.Resume():
-                    await self.gateway.resume(current, spec.sandbox_timeout_seconds, inputs.api_key)
-                    self.emit(body, "Normal", "SandboxResumed", f"resumed sandbox {current}")
-                case decisions.Pause():
-                    await self.gateway.pause(current, inputs.api_key)
-                    self.emit(body, "Normal", "SandboxPaused", f"paused sandbox {current}")
-                case decisions.Checkout(revision=revision):
+                                       sandboxID=current.sandbox_id, revision=None, shortRevision=None)
+                case decide.Resume():
+                    await self.gateway.resume(current, spec.sandbox_timeout_seconds)
+                    self.emit(body, "Normal", "SandboxResumed", f"resumed sandbox {current.sandbox_id}")
+                case decide.Pause():
+                    await self.gateway.pause(current)
+                    self.emit(body, "Normal", "SandboxPaused", f"paused sandbox {current.sandbox_id}")
+                case decide.Checkout(revision=revision):
                     phase = "SettingUp" if created or not status.current.get("revision") else "Updating"
                     await status.write(_working(phase, f"checking out {revision[:12]} and running setup"),
-                                       phase=phase, sandboxID=current)
+                                       phase=phase, sandboxID=current.sandbox_id)
                     await self._checkout(current, spec, revision, inputs, redact)
                     self.emit(body, "Normal", "CodeUpdated", f"checked out {revision[:12]} and ran setup")
-                    await status.write(_working(phase, "code is up to date"), phase=phase, sandboxID=current,
+                    await status.write(_working(phase, "code is up to date"), phase=phase,
+                                       sandboxID=current.sandbox_id,
                                        revision=revision, shortRevision=revision[:12],
-                                       workdir=decisions.workdir(spec))
+                                       workdir=decide.workdir(spec))
         if current is None:
             await status.write(_working("RefNotResolved", "waiting for the ref to resolve"), phase="Pending")
             return
@@ -242,42 +235,42 @@ class AgentReconciler:
             phase, reason, message = "Paused", "IdlePaused", "sandbox is paused while idle; the next task resumes it"
         else:
             phase, reason, message = "Ready", "Ready", "sandbox is running"
-        await status.write(Outcome(ready=True, reason=reason, message=message), phase=phase, sandboxID=current,
-                           workdir=decisions.workdir(spec))
+        await status.write(Outcome(ready=True, reason=reason, message=message), phase=phase,
+                           sandboxID=current.sandbox_id,
+                           workdir=decide.workdir(spec))
 
-    async def _checkout(self, sandbox_id: str, spec: RemoteAgentSpec, revision: str, inputs: ResolvedInputs,
+    async def _checkout(self, sandbox: SandboxAddress, spec: RemoteAgentSpec, revision: str, inputs: ResolvedInputs,
                         redact: Redactor) -> None:
-        script = git_source.checkout_script(spec.source.repo, revision, decisions.AGENT_HOME)
-        outcome = await self.gateway.run(sandbox_id, script, envs=git_source.auth_env(inputs.git_token), cwd=None,
-                                         timeout_seconds=self.settings.git_timeout_seconds, api_key=inputs.api_key)
+        script = git.checkout_script(spec.source.repo, revision, decide.AGENT_HOME)
+        outcome = await self.gateway.run(sandbox, script, envs=git.auth_env(inputs.git_token), cwd=None,
+                                         timeout_seconds=self.settings.git_timeout_seconds)
         if outcome.exit_code != 0:
             raise StepFailed("CheckoutFailed", f"checkout of {revision[:12]} failed (exit {outcome.exit_code}): "
                                                f"{redact(outcome.stderr[-OUTPUT_TAIL_CHARS:])}")
         for index, command in enumerate(spec.setup, start=1):
-            outcome = await self.gateway.run(sandbox_id, command, envs=inputs.env, cwd=decisions.workdir(spec),
-                                             timeout_seconds=self.settings.setup_timeout_seconds,
-                                             api_key=inputs.api_key)
+            outcome = await self.gateway.run(sandbox, command, envs=inputs.env, cwd=decide.workdir(spec),
+                                             timeout_seconds=self.settings.setup_timeout_seconds)
             if outcome.exit_code != 0:
                 raise StepFailed("SetupFailed", f"setup step {index} exited {outcome.exit_code}: "
                                                 f"{redact(outcome.stderr[-OUTPUT_TAIL_CHARS:])}")
 
     async def delete(self, body: Mapping[str, Any]) -> None:
+        """Kill the agent's sandboxes (or leave them, deletionPolicy Orphan) before the finalizer goes."""
         spec = RemoteAgentSpec.model_validate(body["spec"])
-        uid = body["metadata"]["uid"]
-        async with self.lock(uid):
+        meta = body["metadata"]
+        async with self.lock(meta["uid"]):
             status = StatusWriter(self.kube, body, Redactor())
             await status.write(_working("Terminating", "deleting"), phase="Terminating")
             try:
-                api_key = (await self.resolve_inputs(body["metadata"]["namespace"], spec, Redactor())).api_key
+                account = await self.account(meta["namespace"], spec)
             except SecretMissing:
-                api_key = None  # the Secret went first: the operator's own key may still reach the sandbox
-            sandboxes = await self.gateway.list({UID_KEY: uid}, api_key)
-            for action in decisions.plan_deletion(deletion_policy=spec.deletion_policy, sandboxes=sandboxes):
-                await self.gateway.kill(action.sandbox_id, api_key)
+                account = OPERATOR_ACCOUNT  # the Secret went first: the operator's own key may still reach the sandbox
+            sandboxes = await self.gateway.list({SANDBOX_UID_KEY: meta["uid"]}, account)
+            for action in decide.plan_deletion(deletion_policy=spec.deletion_policy, sandboxes=sandboxes):
+                await self.gateway.kill(SandboxAddress(action.sandbox_id, account))
                 self.emit(body, "Normal", "SandboxKilled", f"killed sandbox {action.sandbox_id} (object deleted)")
             if spec.deletion_policy == "Orphan":
                 for sandbox in sandboxes:
-                    await self.kube.record_orphan(body["metadata"]["namespace"], sandbox.sandbox_id,
-                                                  body["metadata"]["name"])
+                    await self.kube.record_orphan(meta["namespace"], sandbox.sandbox_id, meta["name"])
                     self.emit(body, "Normal", "SandboxOrphaned", f"left sandbox {sandbox.sandbox_id} running")
-        self.forget(uid)
+        self.forget(meta["uid"])

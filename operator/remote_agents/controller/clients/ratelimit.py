@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 
 class TokenBucket:
-    def __init__(self, rate: float, burst: int = 1):
+    def __init__(self, rate: float, burst: int = 1, on_wait: Callable[[float], None] | None = None):
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
@@ -15,7 +16,7 @@ class TokenBucket:
         self._tokens = float(burst)
         self._updated = time.monotonic()
         self._lock = asyncio.Lock()
-        self.waited_seconds = 0.0  # total time callers spent waiting: exported as a metric
+        self._on_wait = on_wait or (lambda seconds: None)  # told each wait: exported as a metric
 
     async def take(self) -> None:
         # The lock makes waiters queue in order, so a burst of callers is spread at `rate`.
@@ -25,7 +26,7 @@ class TokenBucket:
             self._updated = now
             if self._tokens < 1:
                 wait = (1 - self._tokens) / self.rate
-                self.waited_seconds += wait
+                self._on_wait(wait)
                 await asyncio.sleep(wait)
                 self._tokens = 1.0
                 self._updated = time.monotonic()

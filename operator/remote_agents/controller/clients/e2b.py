@@ -13,24 +13,19 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TypeVar
 
-from e2b import AsyncSandbox, SandboxQuery, SandboxState
+from e2b import AsyncSandbox, CommandExitException, SandboxQuery, SandboxState
 from e2b import exceptions as e2b_errors
 
-from remote_agents.controller.ratelimit import TokenBucket
+from remote_agents.controller.clients.ratelimit import TokenBucket
+from remote_agents.controller.settings import GatewaySettings
+from remote_agents.controller.sandboxes import CommandOutcome, E2BAccount, ObservedSandbox, SandboxAddress
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 HANDLE_TTL_SECONDS = 120
-UID_KEY = "remoteagents.io/uid"
-CLUSTER_KEY = "remoteagents.io/cluster"
-NAMESPACE_KEY = "remoteagents.io/namespace"
-NAME_KEY = "remoteagents.io/name"
-CONFIG_KEY = "remoteagents.io/config-hash"
 
 
 class E2BError(Exception):
@@ -61,55 +56,25 @@ class SandboxGone(E2BError):
     reason = "SandboxGone"
 
 
-@dataclass(frozen=True)
-class ObservedSandbox:
-    sandbox_id: str
-    state: str  # "running" | "paused"
-    metadata: dict[str, str]
-    started_at: datetime
-    end_at: datetime
-
-    @property
-    def uid(self) -> str | None:
-        return self.metadata.get(UID_KEY)
-
-
-@dataclass(frozen=True)
-class CommandOutcome:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-@dataclass(frozen=True)
-class GatewaySettings:
-    api_key: str | None = None  # None: the SDK reads E2B_API_KEY
-    max_concurrency: int = 8  # E2B API calls at once
-    # In-sandbox calls (commands, files) at once. Each goes to its sandbox's own envd, not to E2B's
-    # API, and a setup command may run for minutes: under the API's bound, eight long setups would
-    # stall every other agent's checkout.
-    sandbox_concurrency: int = 64
-    calls_per_second: float = 10.0
-    creates_per_second: float = 1.0  # E2B Hobby: 1 create/s
-    call_timeout_seconds: float = 60.0
-    max_attempts: int = 4
-    backoff_base_seconds: float = 1.0
-    list_page_size: int = 100
-
-
 class SandboxGateway:
-    def __init__(self, settings: GatewaySettings, observe: Callable[[str, str, float], None] | None = None):
+    def __init__(self, settings: GatewaySettings, observe: Callable[[str, str, float], None] | None = None,
+                 observe_wait: Callable[[str, float], None] | None = None):
+        """`observe(operation, outcome, seconds)` is told of every call, `observe_wait(bucket, seconds)`
+        of every wait for a rate limit ("calls" or "creates")."""
         self.settings = settings
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._sandbox_slots = asyncio.Semaphore(settings.sandbox_concurrency)
-        self.calls_bucket = TokenBucket(settings.calls_per_second, burst=max(1, int(settings.calls_per_second)))
-        self.creates_bucket = TokenBucket(settings.creates_per_second, burst=1)
+        waited = observe_wait or (lambda bucket, seconds: None)
+        self.calls_bucket = TokenBucket(settings.calls_per_second, burst=max(1, int(settings.calls_per_second)),
+                                        on_wait=lambda seconds: waited("calls", seconds))
+        self.creates_bucket = TokenBucket(settings.creates_per_second, burst=1,
+                                          on_wait=lambda seconds: waited("creates", seconds))
         self._observe = observe or (lambda operation, outcome, seconds: None)
         self._handles: dict[str, tuple[float, AsyncSandbox]] = {}
 
-    def _opts(self, api_key: str | None) -> dict:
-        key = api_key or self.settings.api_key
-        return {"api_key": key} if key else {}
+    @staticmethod
+    def _opts(account: E2BAccount) -> dict:
+        return {"api_key": account.api_key} if account.api_key else {}
 
     async def _call(self, operation: str, make_call: Callable[[], Awaitable[T]]) -> T:
         bucket = self.creates_bucket if operation == "create" else self.calls_bucket
@@ -151,11 +116,11 @@ class SandboxGateway:
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def list(self, metadata: dict[str, str], api_key: str | None = None) -> list[ObservedSandbox]:
-        """All running and paused sandboxes whose metadata includes `metadata`, every page."""
+    async def list(self, metadata: dict[str, str], account: E2BAccount) -> list[ObservedSandbox]:
+        """All running and paused sandboxes of `account` whose metadata includes `metadata`, every page."""
         paginator = AsyncSandbox.list(
             query=SandboxQuery(metadata=metadata, state=[SandboxState.RUNNING, SandboxState.PAUSED]),
-            limit=self.settings.list_page_size, **self._opts(api_key))
+            limit=self.settings.list_page_size, **self._opts(account))
         found: list[ObservedSandbox] = []
         while paginator.has_next:
             page = await self._call("list", paginator.next_items)
@@ -165,101 +130,86 @@ class SandboxGateway:
         return found
 
     async def create(self, *, template: str, timeout_seconds: int, metadata: dict[str, str],
-                     idempotency_key: str, api_key: str | None = None) -> str:
-        async def create() -> str:
+                     idempotency_key: str, account: E2BAccount) -> SandboxAddress:
+        async def create() -> SandboxAddress:
             # Pause rather than die at timeout: if the operator is away, the agent keeps memory and disk.
             sandbox = await AsyncSandbox.create(template=template, timeout=timeout_seconds, metadata=metadata,
                                                 idempotency_key=idempotency_key, lifecycle={"on_timeout": "pause"},
-                                                **self._opts(api_key))
-            return sandbox.sandbox_id
+                                                **self._opts(account))
+            return SandboxAddress(sandbox.sandbox_id, account)
         return await self._call("create", create)
 
-    async def _connect(self, sandbox_id: str, timeout_seconds: int | None, api_key: str | None) -> AsyncSandbox:
+    async def _connect(self, address: SandboxAddress, timeout_seconds: int | None) -> AsyncSandbox:
         return await self._call("connect", lambda: AsyncSandbox.connect(
-            sandbox_id, timeout=timeout_seconds, **self._opts(api_key)))
+            address.sandbox_id, timeout=timeout_seconds, **self._opts(address.account)))
 
-    async def resume(self, sandbox_id: str, timeout_seconds: int, api_key: str | None = None) -> None:
-        await self._connect(sandbox_id, timeout_seconds, api_key)
+    async def resume(self, address: SandboxAddress, timeout_seconds: int) -> None:
+        await self._connect(address, timeout_seconds)
 
-    async def pause(self, sandbox_id: str, api_key: str | None = None) -> None:
-        self._handles.pop(sandbox_id, None)
-        await self._call("pause", lambda: AsyncSandbox.pause(sandbox_id, **self._opts(api_key)))
+    async def pause(self, address: SandboxAddress) -> None:
+        self._handles.pop(address, None)
+        await self._call("pause", lambda: AsyncSandbox.pause(address.sandbox_id, **self._opts(address.account)))
 
-    async def kill(self, sandbox_id: str, api_key: str | None = None) -> bool:
-        self._handles.pop(sandbox_id, None)
-        return await self._call("kill", lambda: AsyncSandbox.kill(sandbox_id, **self._opts(api_key)))
+    async def kill(self, address: SandboxAddress) -> bool:
+        self._handles.pop(address, None)
+        return await self._call("kill", lambda: AsyncSandbox.kill(address.sandbox_id, **self._opts(address.account)))
 
-    async def set_timeout(self, sandbox_id: str, timeout_seconds: int, api_key: str | None = None) -> None:
-        await self._call("timeout", lambda: AsyncSandbox.set_timeout(sandbox_id, timeout_seconds,
-                                                                     **self._opts(api_key)))
+    async def set_timeout(self, address: SandboxAddress, timeout_seconds: int) -> None:
+        await self._call("timeout", lambda: AsyncSandbox.set_timeout(address.sandbox_id, timeout_seconds,
+                                                                     **self._opts(address.account)))
 
-    async def _sandbox(self, sandbox_id: str, api_key: str | None) -> AsyncSandbox:
+    async def _sandbox(self, address: SandboxAddress) -> AsyncSandbox:
         """A connected handle, reused for a while: polling a task must not cost a connect call each time."""
-        cached = self._handles.get(sandbox_id)
+        cached = self._handles.get(address)
         if cached and time.monotonic() - cached[0] < HANDLE_TTL_SECONDS:
             return cached[1]
-        sandbox = await self._connect(sandbox_id, None, api_key)
-        self._handles[sandbox_id] = (time.monotonic(), sandbox)
+        sandbox = await self._connect(address, None)
+        self._handles[address] = (time.monotonic(), sandbox)
         return sandbox
 
-    async def _envd(self, sandbox_id: str, what: str, call: Callable[[AsyncSandbox], Awaitable[T]],
-                    api_key: str | None, timeout_seconds: float | None = None) -> T:
+    async def _envd(self, address: SandboxAddress, what: str, call: Callable[[AsyncSandbox], Awaitable[T]],
+                    timeout_seconds: float | None = None) -> T:
         """One in-sandbox call (files, commands): bounded, not retried, lost sandboxes reported as such."""
-        sandbox = await self._sandbox(sandbox_id, api_key)
+        sandbox = await self._sandbox(address)
         started = time.monotonic()
         try:
             async with self._sandbox_slots:
                 result = await asyncio.wait_for(call(sandbox), timeout_seconds or self.settings.call_timeout_seconds)
         except e2b_errors.SandboxNotRunningException as error:
-            self._handles.pop(sandbox_id, None)
+            self._handles.pop(address, None)
             self._observe(what, "gone", time.monotonic() - started)
             raise SandboxGone(str(error)) from error
         except (asyncio.TimeoutError, e2b_errors.TimeoutException, OSError) as error:
-            self._handles.pop(sandbox_id, None)
+            self._handles.pop(address, None)
             self._observe(what, "retry", time.monotonic() - started)
-            raise E2BUnavailable(f"{what} in sandbox {sandbox_id} failed: {type(error).__name__}") from error
+            raise E2BUnavailable(f"{what} in sandbox {address.sandbox_id} failed: {type(error).__name__}") from error
         self._observe(what, "ok", time.monotonic() - started)
         return result
 
-    async def read_file(self, sandbox_id: str, path: str, api_key: str | None = None) -> str | None:
+    async def read_file(self, address: SandboxAddress, path: str) -> str | None:
         """The file's text, or None when it does not exist (yet)."""
         async def read(sandbox: AsyncSandbox) -> str | None:
             try:
                 return await sandbox.files.read(path)
             except e2b_errors.FileNotFoundException:
                 return None
-        return await self._envd(sandbox_id, "files", read, api_key)
+        return await self._envd(address, "files", read)
 
-    async def start_background(self, sandbox_id: str, command: str, *, envs: dict[str, str],
-                               api_key: str | None = None):
+    async def start_background(self, address: SandboxAddress, command: str, *, envs: dict[str, str]):
         """Start a detached command (no deadline: `timeout=0`); returns the SDK's handle (`.pid`, `.wait()`)."""
         async def start(sandbox: AsyncSandbox):
             return await sandbox.commands.run(command, envs=envs, background=True, timeout=0)
-        return await self._envd(sandbox_id, "command", start, api_key)
+        return await self._envd(address, "command", start)
 
-    async def run(self, sandbox_id: str, command: str, *, envs: dict[str, str], cwd: str | None,
-                  timeout_seconds: float, api_key: str | None = None) -> CommandOutcome:
-        """Run a command to completion in a running sandbox; a non-zero exit is an outcome, not an error."""
-        sandbox = await self._sandbox(sandbox_id, api_key)
-
-        async def run() -> CommandOutcome:
+    async def run(self, address: SandboxAddress, command: str, *, envs: dict[str, str], cwd: str | None,
+                  timeout_seconds: float) -> CommandOutcome:
+        """Run a command to completion in a running sandbox; a non-zero exit is an outcome, not an error.
+        Not retried: setup steps need not be idempotent. Their own timeout bounds them."""
+        async def run(sandbox: AsyncSandbox) -> CommandOutcome:
             try:
                 result = await sandbox.commands.run(command, envs=envs, cwd=cwd, timeout=timeout_seconds,
                                                     request_timeout=timeout_seconds + 30)
-            except e2b_errors.CommandExitException as failed:
+            except CommandExitException as failed:
                 return CommandOutcome(failed.exit_code, failed.stdout, failed.stderr)
             return CommandOutcome(result.exit_code, result.stdout, result.stderr)
-
-        # Commands are not retried: setup steps need not be idempotent. Their own timeout bounds them.
-        started = time.monotonic()
-        try:
-            async with self._sandbox_slots:
-                outcome = await asyncio.wait_for(run(), timeout_seconds + 60)
-        except e2b_errors.SandboxNotRunningException as error:
-            self._handles.pop(sandbox_id, None)
-            raise SandboxGone(str(error)) from error
-        except (asyncio.TimeoutError, e2b_errors.TimeoutException) as error:
-            self._handles.pop(sandbox_id, None)
-            raise E2BUnavailable(f"command did not finish within {timeout_seconds}s") from error
-        self._observe("command", "ok", time.monotonic() - started)
-        return outcome
+        return await self._envd(address, "command", run, timeout_seconds + 60)

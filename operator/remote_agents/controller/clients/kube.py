@@ -7,25 +7,20 @@ import asyncio
 import base64
 import json
 import logging
-import socket
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from typing import Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from remote_agents.api.models import GROUP, VERSION
-from remote_agents.controller.conditions import now_rfc3339
-from remote_agents.controller.kube_http import KubeHttp
+from remote_agents.api.names import (
+    GROUP, ORPHANS_CONFIGMAP, ORPHANS_LABEL, PUSHED_REVISION_ANNOTATION, RECONCILE_REQUEST_ANNOTATION, VERSION,
+)
+from remote_agents.api.timestamps import now_rfc3339
+from remote_agents.controller.clients.kube_http import KubeHttp
 
 log = logging.getLogger(__name__)
-EVENT_SOURCE = "remote-agents"
-# Outside Kopf's own "remoteagents.io/" prefix: Kopf ignores changes of annotations under its prefix.
-RECONCILE_REQUEST_ANNOTATION = f"reconcile.{GROUP}/requested-at"
-PUSHED_REVISION_ANNOTATION = f"reconcile.{GROUP}/pushed-revision"
-ORPHANS_CONFIGMAP = "remote-agents-orphaned-sandboxes"
-ORPHANS_LABEL = f"{GROUP}/orphaned-sandboxes"
 # The client is synchronous: calls run in this many threads, over as many pooled connections
 # (fewer connections than threads and every call past the pool pays a fresh TLS handshake).
 API_THREADS = 32
@@ -58,7 +53,6 @@ class Kube:
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
         self.http = KubeHttp(configuration)  # the calls every task makes
-        self._pending_events: set[asyncio.Task] = set()
 
     async def secret_value(self, namespace: str, name: str, key: str, optional: bool = False) -> str | None:
         try:
@@ -182,34 +176,6 @@ class Kube:
     async def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> None:
         await self._unless_gone(asyncio.to_thread(self.custom.patch_namespaced_custom_object, GROUP, VERSION,
                                                   namespace, plural, name, body))
-
-    def post_event(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
-        """Record a Kubernetes Event about `body`, in the background: an Event must never block or
-        fail the work it describes (and this works from any task, not only inside Kopf handlers)."""
-        task = asyncio.get_running_loop().create_task(self._post_event(body, kind, reason, message))
-        self._pending_events.add(task)
-        task.add_done_callback(self._pending_events.discard)
-
-    async def _post_event(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
-        meta = body["metadata"]
-        now = now_rfc3339()
-        event = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": body.get("apiVersion", f"{GROUP}/{VERSION}"), "kind": body.get("kind"),
-                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
-            "reason": reason, "message": message[:1024], "type": kind, "count": 1, "firstTimestamp": now,
-            "lastTimestamp": now, "source": {"component": EVENT_SOURCE}, "reportingComponent": EVENT_SOURCE,
-            "reportingInstance": socket.gethostname()}
-        try:
-            await self.http.request("POST", api_path("events", meta["namespace"]), event)
-        except ApiException as error:
-            # A namespace being deleted refuses new Events: nothing left to tell anyone there.
-            level = logging.DEBUG if "NamespaceTerminating" in (error.body or "") else logging.WARNING
-            log.log(level, "could not record event %s for %s/%s: %s %s", reason, meta["namespace"], meta["name"],
-                    error.status, error.reason)
-        except OSError as error:
-            log.warning("could not record event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], error)
 
     async def record_orphan(self, namespace: str, sandbox_id: str, owner: str) -> None:
         """Remember a sandbox left running by deletionPolicy Orphan, so the sweeper leaves it alone

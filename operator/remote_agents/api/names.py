@@ -1,0 +1,33 @@
+"""Every name the API shares: the group and version, the kinds' plurals, the labels, annotations
+and finalizer on our objects, and the metadata keys on E2B sandboxes. Spelled here once.
+
+Changing any of them makes existing objects and sandboxes look foreign to a running operator
+(Kopf would take every object for new, the orphan sweep every sandbox for someone else's).
+"""
+
+from __future__ import annotations
+
+GROUP = "remoteagents.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+AGENTS = "remoteagents"
+POOLS = "agentpools"
+TASKS = "agenttasks"
+
+FINALIZER = f"{GROUP}/finalizer"
+POOL_LABEL = f"{GROUP}/pool"
+TEMPLATE_HASH_LABEL = f"{GROUP}/template-hash"
+# Outside Kopf's own "remoteagents.io/" prefix: Kopf ignores changes of annotations under its prefix.
+RECONCILE_REQUEST_ANNOTATION = f"reconcile.{GROUP}/requested-at"
+PUSHED_REVISION_ANNOTATION = f"reconcile.{GROUP}/pushed-revision"
+# Sandboxes left running by deletionPolicy Orphan are recorded in ConfigMaps of this name and label.
+ORPHANS_CONFIGMAP = "remote-agents-orphaned-sandboxes"
+ORPHANS_LABEL = f"{GROUP}/orphaned-sandboxes"
+
+# E2B sandbox metadata: which object a sandbox belongs to (set at create; E2B cannot change it later).
+SANDBOX_UID_KEY = f"{GROUP}/uid"
+SANDBOX_CLUSTER_KEY = f"{GROUP}/cluster"
+SANDBOX_NAMESPACE_KEY = f"{GROUP}/namespace"
+SANDBOX_NAME_KEY = f"{GROUP}/name"
+SANDBOX_CONFIG_KEY = f"{GROUP}/config-hash"

@@ -1,0 +1,134 @@
+"""Which waiting task runs where: the heads of the per-target FIFO queues get agents with a free
+slot (reserved in memory as they are handed out), and the runs start in the background; tasks
+that must wait are told why when that is news to their owner."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from remote_agents.api.models import AgentTaskSpec
+from remote_agents.api.timestamps import now_rfc3339
+from remote_agents.controller.agents.decide import AgentView
+from remote_agents.controller.agents.fleet import Fleet
+from remote_agents.controller.agents.idle import AgentActivity
+from remote_agents.controller.status import Outcome
+from remote_agents.controller.tasks import decide
+from remote_agents.controller.tasks.book import Task, TaskBook
+from remote_agents.controller.tasks.index import Target
+from remote_agents.controller.tasks.runs import Runs
+from remote_agents.controller.tasks.scheduler import Scheduler
+
+# "Why it waits" notes in flight at once: a burst of waiting tasks must not queue the claims and
+# results (the work itself) behind a thousand notes on the API connections.
+PENDING_NOTES_IN_FLIGHT = 4
+
+
+class Dispatcher:
+    def __init__(self, book: TaskBook, scheduler: Scheduler, fleet: Fleet, activity: AgentActivity, runs: Runs):
+        self.book = book
+        self.scheduler = scheduler
+        self.fleet = fleet
+        self.activity = activity
+        self.runs = runs
+        self._notes_in_flight = 0
+
+    def dispatch(self) -> None:
+        """Start what can start now. Each call looks at the head of every queue: callers let the
+        reasons to call gather (a round) rather than call once per freed slot."""
+        self.scheduler.dispatch_due = False
+        load = self.scheduler.running_counts()
+        for target in self.book.index.targets():
+            self._dispatch_queue(target, load)
+
+    def _dispatch_queue(self, target: Target, load: Counter) -> None:
+        """Give the target's tasks agents in FIFO order until none has a free slot. The rest wait."""
+        namespace = target[0]
+        pairs: list[tuple[decide.Candidate, AgentView]] | None = None  # the target's agents, kept current
+        waiting = self.book.index.waiting(target)
+        for uid in waiting:
+            if uid in self.scheduler.busy:
+                continue  # being claimed, or its note is being written
+            task = self.book.tasks[uid]
+            spec = self.book.spec(task)
+            if pairs is None:
+                pairs = self._candidates(namespace, spec, load)
+            choice = decide.choose_agent([c for c, _ in pairs], by_ref=spec.agent_ref is not None)
+            if choice.agent is None:
+                self._explain(target, itertools.chain((uid,), waiting), choice)
+                return
+            index, view = next((i, v) for i, (c, v) in enumerate(pairs) if c.name == choice.agent)
+            if choice.wake:  # one task wakes the agent; the others wait for it
+                self.scheduler.spawn(uid, self._wake_agent(task, view))
+                self._explain(target, waiting,
+                              decide.Dispatch(None, reason="WakingAgent", message=f"resuming idle agent {view.name}"))
+                return
+            if not view.sandbox_id:
+                return  # Ready without a sandbox id: the agent's status is being written; next round
+            load[(namespace, view.name)] += 1
+            pairs[index] = (dataclasses.replace(pairs[index][0], running_tasks=load[(namespace, view.name)]), view)
+            self.scheduler.starting[uid] = (namespace, view.name)
+            self.scheduler.spawn(uid, self._start(task, view))
+
+    def _candidates(self, namespace: str, spec: AgentTaskSpec,
+                    load: Counter) -> list[tuple[decide.Candidate, AgentView]]:
+        if spec.agent_ref:
+            view = self.fleet.find(namespace, spec.agent_ref.name)
+            views = [view] if view and not view.deleting else []
+        else:
+            views = self.fleet.members(namespace, spec.pool_ref.name)
+        return [(decide.Candidate(
+            name=v.name, ready=v.ready, user_paused=bool(v.spec and v.spec.paused), idle_paused=v.idle_paused,
+            running_tasks=load.get((namespace, v.name), 0),
+            max_concurrent_tasks=v.spec.max_concurrent_tasks if v.spec else 1,
+            has_query_command=bool(v.spec and v.spec.query.command)), v) for v in views]
+
+    async def _start(self, task: Task, view: AgentView) -> None:
+        meta = task["metadata"]
+        # Claim first (status says Running on this agent): after a crash, the run is found, not repeated.
+        try:
+            await self.book.write(task, Outcome(False, "Running", f"running on {view.name}", reconciling=True),
+                                  phase="Running", agent=view.name, startTime=now_rfc3339(), runId=meta["uid"],
+                                  sandboxID=view.sandbox_id)
+        finally:
+            self.scheduler.starting.pop(meta["uid"], None)
+        self.activity.note(meta["namespace"], view.name)
+        await self.runs.launch(task, view)
+
+    async def _wake_agent(self, task: Task, view: AgentView) -> None:
+        await self.activity.wake(view, for_task=task)
+        await self.book.write(task, Outcome(False, "WakingAgent", f"resuming idle agent {view.name}",
+                                            reconciling=True), phase="Pending")
+
+    # ---- why tasks wait -----------------------------------------------------------------------
+    def _explain(self, target: Target, waiting: Iterable[str], why: decide.Dispatch) -> None:
+        """Notes for tasks that wait for `why`. In the ordinary queue only tasks that show another
+        reason need one (see decide.worth_a_note): found in the index, not by reading the queue."""
+        for uid in self.book.index.explained(target) if why.reason == decide.QUEUED else waiting:
+            if self._notes_in_flight >= PENDING_NOTES_IN_FLIGHT:
+                return  # the rest at later rounds
+            if uid not in self.scheduler.busy:
+                self._note_pending(self.book.tasks[uid], why)
+
+    def _note_pending(self, task: dict[str, Any], why: decide.Dispatch) -> None:
+        """Say in the task's status why it waits (if it is worth a write)."""
+        status = task["status"]
+        if status.get("phase") == "Pending" and status.get("message") == why.message:
+            return  # said already (the cheap test first)
+        if not decide.worth_a_note(why.reason, has_conditions=bool(status.get("conditions"))):
+            return
+        desired = self.book.status_patch(task, Outcome(False, why.reason, why.message, reconciling=True),
+                                         phase="Pending")
+        if desired is None:
+            return
+
+        async def note() -> None:
+            try:
+                await self.book.apply(task, desired)
+            finally:
+                self._notes_in_flight -= 1
+        self._notes_in_flight += 1  # now, not when the note starts: the round goes on counting
+        self.scheduler.spawn(task["metadata"]["uid"], note())

@@ -1,0 +1,61 @@
+"""What happens to finished tasks: their output is published to GitHub once when asked
+(spec.github), and they are deleted after their TTL (spec.ttlSecondsAfterFinished)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from remote_agents.api.timestamps import epoch
+from remote_agents.controller.clients import github
+from remote_agents.controller.clients.events import EventSink
+from remote_agents.controller.clients.kube import Kube, SecretMissing
+from remote_agents.controller.redaction import Redactor
+from remote_agents.controller.tasks import decide
+from remote_agents.controller.tasks.book import Task, TaskBook
+
+PUBLISH_RETRY_SECONDS = 30
+TITLE_LIMIT = 200
+
+
+class Housekeeping:
+    def __init__(self, book: TaskBook, kube: Kube, emit: EventSink):
+        self.book = book
+        self.kube = kube
+        self.emit = emit
+        self._publish_after: dict[str, float] = {}  # task uid -> earliest next publish attempt
+
+    async def tidy(self, now: float) -> None:
+        for task in self.book.finished():
+            await self._publish_if_asked(task, now)
+            await self._collect_if_expired(task, now)
+
+    async def _publish_if_asked(self, task: Task, now: float) -> None:
+        """Post a succeeded task's output to GitHub once; retry transient failures."""
+        spec = self.book.spec(task)
+        status, meta = task["status"], task["metadata"]
+        if (not spec.github or status.get("phase") != "Succeeded" or status.get("githubUrl")
+                or status.get("githubError") or now < self._publish_after.get(meta["uid"], 0)):
+            return
+        self._publish_after[meta["uid"]] = now + PUBLISH_RETRY_SECONDS
+        ref = spec.github.credentials_secret_ref
+        redact = Redactor()
+        try:
+            token = await self.kube.secret_value(meta["namespace"], ref.name, ref.key) or ""
+            redact.add(token)
+            output = await self.kube.configmap_value(meta["namespace"], status["outputConfigMap"], "stdout")
+            url = await asyncio.to_thread(github.publish, spec.github.target(meta["name"]), token,
+                                          f"{meta['name']}: {decide.truncate(spec.query, TITLE_LIMIT)}", output or "",
+                                          spec.github.api_url)
+        except (github.PublishError, SecretMissing) as error:
+            self.emit(task, "Warning", "PublishFailed", redact(str(error)))
+            if isinstance(error, SecretMissing) or not error.retryable:
+                await self.book.apply(task, {"githubError": redact(str(error))})
+            return
+        await self.book.apply(task, {"githubUrl": url})
+        self._publish_after.pop(meta["uid"], None)
+        self.emit(task, "Normal", "Published", f"output published to {url}")
+
+    async def _collect_if_expired(self, task: Task, now: float) -> None:
+        done = epoch(task["status"].get("completionTime"))
+        if done is not None and decide.expired(done, self.book.spec(task).ttl_seconds_after_finished, now):
+            await self.book.delete(task)
