@@ -5,21 +5,26 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from remote_agents.controller.clients.e2b import GatewaySettings, SandboxGateway
+from remote_agents.api.names import SANDBOX_UID_KEY
+from remote_agents.controller.clients.e2b import SandboxGateway
+from remote_agents.controller.sandboxes import OPERATOR_ACCOUNT
+from remote_agents.controller.settings import GatewaySettings
 
 
 async def test_create_is_idempotent_and_sandboxes_are_found_by_metadata():
     gateway = SandboxGateway(GatewaySettings(creates_per_second=100, calls_per_second=100))
     uid = str(uuid.uuid4())
-    metadata = {"remoteagents.io/uid": uid}
-    first = await gateway.create(template="base", timeout_seconds=120, metadata=metadata, idempotency_key=uid)
-    again = await gateway.create(template="base", timeout_seconds=120, metadata=metadata, idempotency_key=uid)
+    metadata = {SANDBOX_UID_KEY: uid}
+    first = await gateway.create(template="base", timeout_seconds=120, metadata=metadata, idempotency_key=uid,
+                                 account=OPERATOR_ACCOUNT)
+    again = await gateway.create(template="base", timeout_seconds=120, metadata=metadata, idempotency_key=uid,
+                                 account=OPERATOR_ACCOUNT)
     try:
         assert again == first  # a retried create (lost answer, operator crash) never makes a second sandbox
-        assert [s.sandbox_id for s in await gateway.list(metadata)] == [first]
+        assert [s.sandbox_id for s in await gateway.list(metadata, OPERATOR_ACCOUNT)] == [first.sandbox_id]
     finally:
         await gateway.kill(first)
-    assert await gateway.list(metadata) == []
+    assert await gateway.list(metadata, OPERATOR_ACCOUNT) == []
 
 
 async def test_long_in_sandbox_commands_do_not_hold_the_api_slots():
@@ -27,8 +32,8 @@ async def test_long_in_sandbox_commands_do_not_hold_the_api_slots():
     # in another: in-sandbox calls have their own bound.
     gateway = SandboxGateway(GatewaySettings(max_concurrency=1, creates_per_second=100, calls_per_second=100))
     keys = [str(uuid.uuid4()) for _ in range(2)]
-    slow, quick = [await gateway.create(template="base", timeout_seconds=120, metadata={"remoteagents.io/uid": key},
-                                        idempotency_key=key) for key in keys]
+    slow, quick = [await gateway.create(template="base", timeout_seconds=120, metadata={SANDBOX_UID_KEY: key},
+                                        idempotency_key=key, account=OPERATOR_ACCOUNT) for key in keys]
     try:
         long_setup = asyncio.create_task(gateway.run(slow, "sleep 20; echo slow", envs={}, cwd=None,
                                                      timeout_seconds=60))
@@ -36,9 +41,9 @@ async def test_long_in_sandbox_commands_do_not_hold_the_api_slots():
         outcome = await gateway.run(quick, "echo quick", envs={}, cwd=None, timeout_seconds=60)
         assert outcome.stdout == "quick\n"
         assert not long_setup.done()
-        assert (await gateway.list({"remoteagents.io/uid": keys[1]}))[0].sandbox_id == quick  # API calls too
-        assert not long_setup.done()
+        assert (await gateway.list({SANDBOX_UID_KEY: keys[1]}, OPERATOR_ACCOUNT))[0].sandbox_id == quick.sandbox_id
+        assert not long_setup.done()  # API calls are not held up either
         long_setup.cancel()
     finally:
-        for sandbox_id in (slow, quick):
-            await gateway.kill(sandbox_id)
+        for sandbox in (slow, quick):
+            await gateway.kill(sandbox)

@@ -1,8 +1,8 @@
 """Asynchronous JSON requests to the API server, with the kubernetes client's configuration.
 
-The calls every task makes (status, Events, its output ConfigMap) go through here. The official
-client is synchronous: each call took a thread hand-off plus its request building, auth refresh
-and urllib3 machinery: 28 % of the operator's Python time under load (`py-spy record --gil`). Here a call is one request on
+The calls every task makes (status, Events, its output ConfigMap) go through here, because the
+official client is synchronous: each call would cost a thread hand-off plus its request building,
+auth refresh and urllib3 machinery (measured in docs/benchmarks.md). Here a call is one request on
 a pooled keep-alive connection, awaited on the event loop. Failures look the same as the
 client's: an ApiException for a non-2xx answer, an OSError when the server cannot be reached.
 """

@@ -72,5 +72,4 @@ def checkout_script(repo: str, revision: str, home: str) -> str:
         f"git fetch -q --depth 1 origin {revision}\n"
         f"git checkout -q --force --detach {revision}\n"
         "git clean -q -ffdx -e node_modules\n"
-        "git rev-parse HEAD\n"
     )
