@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from remote_agents.api.models import DEFAULT_GITHUB_API_URL as DEFAULT_API_URL
 from remote_agents.api.models import GitHubTarget, PullRequestTarget
+from remote_agents.controller.redaction import MARKER
 
 MAX_TEXT = 65536  # GitHub refuses longer comment and pull request bodies
 TRUNCATED = "\n\n… (truncated)"
@@ -109,7 +110,7 @@ def _calling(action: str, token: str) -> Iterator[None]:
     except GithubException as error:
         status = error.status or 0
         retryable = isinstance(error, RateLimitExceededException) or status in (409, 429) or status >= 500
-        message = f"GitHub answered {error.status} to '{action}': {_message(error)}".replace(token, "***")
+        message = f"GitHub answered {error.status} to '{action}': {_message(error)}".replace(token, MARKER)
         raise PublishError(message, retryable) from None
     except requests.RequestException as error:
         raise PublishError(f"GitHub unreachable during '{action}': {type(error).__name__}", retryable=True) from None

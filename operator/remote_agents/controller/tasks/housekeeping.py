@@ -44,7 +44,7 @@ class Housekeeping:
             redact.add(token)
             output = await self.kube.configmap_value(meta["namespace"], status["outputConfigMap"], "stdout")
             url = await asyncio.to_thread(github.publish, spec.github.target(meta["name"]), token,
-                                          f"{meta['name']}: {decide.truncate(spec.query, TITLE_LIMIT)}", output or "",
+                                          f"{meta['name']}: {decide.truncate(spec.query, TITLE_LIMIT)}", redact(output or ""),
                                           spec.github.api_url)
         except (github.PublishError, SecretMissing) as error:
             self.emit(task, "Warning", "PublishFailed", redact(str(error)))
