@@ -257,3 +257,30 @@ def test_secret_values_are_redacted_from_status_configmap_and_github(kubectl, na
     assert_redacted(finished(kubectl, "leak-later", namespace))
     assert LEAKY_TOKEN not in operator.log() and LEAKY_FILE_KEY not in operator.log()
 
+
+def test_github_api_url_must_be_https_and_an_allowed_host_or_no_token_is_sent(kubectl, namespace, operator,
+                                                                            agent_repo):
+    plain = json.loads(task_manifest("plain-http", namespace, "q", agent="nobody"))
+    plain["spec"]["github"] = {"repo": "quant/research", "issue": 7, "apiUrl": "http://github.example.com/api/v3",
+                               "credentialsSecretRef": {"name": "gh", "key": "token"}}
+    refused = kubectl.run("apply", "-f", "-", input=json.dumps(plain), check=False)
+    assert refused.returncode != 0 and "spec.github.apiUrl" in refused.stderr and "https" in refused.stderr
+
+    with FakeGitHub(tokens=("ghp_deputy_token_77a1",)) as github:
+        github.add_repo("quant/research", issues=(7,))
+        kubectl.run("create", "secret", "generic", "gh", "-n", namespace, "--from-literal=token=ghp_deputy_token_77a1")
+        kubectl.apply(agent_manifest("deputy", namespace, agent_repo.url, query={"command": "bash answer.sh"}))
+        wait_ready(kubectl, "deputy", namespace)
+        task = json.loads(task_manifest("elsewhere", namespace, "q", agent="deputy"))
+        # Loopback, so the schema lets it through; but "localhost" is not among the operator's hosts.
+        task["spec"]["github"] = {"repo": "quant/research", "issue": 7,
+                                  "apiUrl": github.url.replace("127.0.0.1", "localhost"),
+                                  "credentialsSecretRef": {"name": "gh", "key": "token"}}
+        kubectl.apply(json.dumps(task))
+        error = eventually(lambda: kubectl.get("agenttask", "elsewhere", namespace)["status"].get("githubError"), 90,
+                           what="the publish to be refused")
+        assert "'localhost' is not allowed" in error and "api.github.com" in error
+        assert github.calls == [], "a request (and the token) went to a host that is not allowed"
+    events = kubectl.items("events", namespace, "--field-selector", "involvedObject.name=elsewhere")
+    assert any(e["type"] == "Warning" and e["reason"] == "PublishFailed" and "not allowed" in e["message"]
+               for e in events), events
