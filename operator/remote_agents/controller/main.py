@@ -152,7 +152,7 @@ def _webhook_secret(args: argparse.Namespace) -> bytes:
 def run(args: argparse.Namespace) -> int:
     _configure_logging(args.verbose, args.log_format)
     secret = _webhook_secret(args) if args.webhook_port is not None else b""
-    if args.webhook_port is not None and not secret:
+    if args.webhook_port is not None and not secret.strip():  # whitespace is no secret either
         print("refusing to serve webhooks without a secret: set GITHUB_WEBHOOK_SECRET or --webhook-secret-from",
               file=sys.stderr)
         return 2
