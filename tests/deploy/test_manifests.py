@@ -15,8 +15,8 @@ BASE = ROOT / "manifests" / "base"
 
 # The brief's list, restated independently of rbac.py so that a change there is a visible decision.
 NAMESPACE_RULES = [
-    (["remoteagents.io"], ["remoteagents", "agentpools", "agenttasks"], ["get", "list", "watch", "patch", "create", "delete"],
-     None),
+    (["remoteagents.io"], ["remoteagents", "agentpools", "agenttasks"],
+     ["get", "list", "watch", "patch", "create", "delete"], None),
     (["remoteagents.io"], ["remoteagents/status", "agentpools/status", "agenttasks/status"], ["patch"], None),
     ([""], ["secrets"], ["get"], None),
     ([""], ["configmaps"], ["get", "list", "create", "update"], None),

@@ -164,7 +164,8 @@ def test_watch_namespaces_declare_a_namespaced_install():
     scoped = run_program(base_config(watchNamespaces=["team-a", "team-b"]))
     for obj in rbac.objects(names.NAMESPACE, ("team-a", "team-b")):
         assert manifest_in(scoped, obj) == obj
-    assert not [m for m in scoped.manifests() if m["kind"] == "ClusterRole" and m["metadata"]["name"] == names.CLUSTER_ROLE]
+    cluster_roles = [m["metadata"]["name"] for m in scoped.manifests() if m["kind"] == "ClusterRole"]
+    assert cluster_roles == [rbac.cluster_role_name(names.NAMESPACE, ("team-a", "team-b"))]
     args = manifest(scoped, "Deployment", names.DEPLOYMENT)["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[-4:] == ["--namespace", "team-a", "--namespace", "team-b"]
 

@@ -217,8 +217,8 @@ LEAKY_COMMAND = ("sleep \"${AGENT_QUERY#sleep }\"; head -c 4090 /dev/zero | tr '
 
 
 def test_secret_values_are_redacted_from_status_configmap_and_github(kubectl, namespace, operator, agent_repo):
-    kubectl.apply(json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "leaky", "namespace": namespace},
-                              "stringData": {"token": LEAKY_TOKEN, "file": LEAKY_FILE_KEY + "\n",
+    kubectl.apply(json.dumps({"apiVersion": "v1", "kind": "Secret",
+                              "metadata": {"name": "leaky", "namespace": namespace}, "stringData": {"token": LEAKY_TOKEN, "file": LEAKY_FILE_KEY + "\n",
                                              "gh": "ghp_leaky_token_3c9d"}}))
     secret = lambda key: {"secretKeyRef": {"name": "leaky", "key": key}}  # noqa: E731
     kubectl.apply(agent_manifest("leaky", namespace, agent_repo.url, query={"command": LEAKY_COMMAND},

@@ -28,8 +28,8 @@ from tests.support.operator_process import OperatorProcess, stop_after_finalizin
 ANSWER = {"command": "bash answer.sh"}
 # Whatever the install, the operator never gets these.
 NEVER = [("list", "secrets"), ("watch", "secrets"), ("delete", "configmaps"), ("patch", "configmaps/coredns"),
-         ("update", "remoteagents.remoteagents.io"), ("create", "pods"), ("create", "rolebindings.rbac.authorization.k8s.io"),
-         ("get", "leases.coordination.k8s.io"), ("create", "leases.coordination.k8s.io"),
+         ("update", "remoteagents.remoteagents.io"), ("create", "pods"),
+         ("create", "rolebindings.rbac.authorization.k8s.io"), ("get", "leases.coordination.k8s.io"), ("create", "leases.coordination.k8s.io"),
          ("update", "leases.coordination.k8s.io/kube-controller-manager")]
 
 
@@ -68,9 +68,9 @@ def run_agents_pool_and_published_task(kubectl, namespace: str, agent_repo) -> N
     then patch)."""
     kubectl.run("create", "secret", "generic", "keys", "-n", namespace, "--from-literal=token=t0k3n-value",
                 "--from-literal=gh=ghp_least_privilege_1")
+    token = {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "keys", "key": "token"}}}
     for name in ("solo", "spare"):
-        kubectl.apply(agent_manifest(name, namespace, agent_repo.url, query=ANSWER, deletionPolicy="Orphan",
-                                     env=[{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "keys", "key": "token"}}}]))
+        kubectl.apply(agent_manifest(name, namespace, agent_repo.url, query=ANSWER, deletionPolicy="Orphan", env=[token]))
     kubectl.apply(pool_manifest("crew", namespace, agent_repo.url, 1, query=ANSWER))
     for name in ("solo", "spare"):
         wait_ready(kubectl, name, namespace)
@@ -90,7 +90,8 @@ def run_agents_pool_and_published_task(kubectl, namespace: str, agent_repo) -> N
         kubectl.run("delete", "ra", name, "-n", namespace, "--timeout=60s")
     assert len(kubectl.get("configmap", ORPHANS_CONFIGMAP, namespace)["data"]) == 2
     events = json.loads(kubectl.run("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
-    assert {"SandboxCreated", "AgentCreated", "Succeeded", "Published", "SandboxOrphaned"} <= {e["reason"] for e in events}
+    reasons = {event["reason"] for event in events}
+    assert {"SandboxCreated", "AgentCreated", "Succeeded", "Published", "SandboxOrphaned"} <= reasons
 
 
 @pytest.fixture
@@ -119,8 +120,9 @@ def test_namespaced_install_grants_only_its_namespaces_and_is_enough(kubectl, na
     needed = [("get", "secrets", namespace), ("get", "configmaps", namespace), ("list", "configmaps", namespace),
               ("create", "configmaps", namespace), ("update", "configmaps", namespace),
               ("patch", f"configmaps/{ORPHANS_CONFIGMAP}", namespace), ("create", "events", namespace),
-              ("watch", "remoteagents.remoteagents.io", namespace), ("create", "remoteagents.remoteagents.io", namespace),
-              ("delete", "agenttasks.remoteagents.io", namespace), ("patch", "agenttasks.remoteagents.io/status", namespace),
+              ("watch", "remoteagents.remoteagents.io", namespace),
+              ("create", "remoteagents.remoteagents.io", namespace), ("delete", "agenttasks.remoteagents.io", namespace),
+              ("patch", "agenttasks.remoteagents.io/status", namespace),
               ("get", "namespaces/kube-system"), ("watch", "namespaces"),
               ("watch", "customresourcedefinitions.apiextensions.k8s.io")]
     forbidden = [*((verb, resource, namespace) for verb, resource in NEVER),
@@ -157,7 +159,8 @@ def test_cluster_wide_base_is_enough_and_grants_no_more_than_it_documents(kubect
     assert permissions(kubectl, names.NAMESPACE, trade_off) == {check: "yes" for check in trade_off}
     forbidden = [*((verb, resource, namespace) for verb, resource in NEVER),
                  *((verb, resource, "kube-system") for verb, resource in NEVER),
-                 ("patch", "configmaps/someone-elses", namespace), ("create", "leases.coordination.k8s.io", names.NAMESPACE),
+                 ("patch", "configmaps/someone-elses", namespace),
+                 ("create", "leases.coordination.k8s.io", names.NAMESPACE),
                  ("list", "namespaces", None), ("get", "namespaces/default", None)]
     assert permissions(kubectl, names.NAMESPACE, forbidden) == {check: "no" for check in forbidden}
 

@@ -95,8 +95,9 @@ def test_signed_push_updates_every_tracking_agent_and_pool_member(kubectl, names
 
 
 def push_body(repo_url: str, before: str, after: str, pushed_at: int) -> bytes:
+    repository = {"clone_url": repo_url, "full_name": "local/agent", "pushed_at": pushed_at}
     return json.dumps({"ref": "refs/heads/main", "before": before, "after": after, "deleted": False,
-                       "repository": {"clone_url": repo_url, "full_name": "local/agent", "pushed_at": pushed_at}}).encode()
+                       "repository": repository}).encode()
 
 
 def send(url: str, body: bytes) -> tuple[int, dict]:

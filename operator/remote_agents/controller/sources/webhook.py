@@ -6,10 +6,11 @@ for client input), 503 only when our own callback failed and a redelivery should
 
 Replays: the signature covers the body, not the X-GitHub-Delivery header, so anyone who saw one
 delivery can send its body again under a new id. A push is therefore handled once per delivery id
-and once per signed content (repository, ref, the commits before and after), and a push older (repository.pushed_at)
-than the newest one handled for its branch is stale. Both memories are bounded and end with the
-process; what an agent then runs still never comes from a push: the reconcile a push requests
-resolves the branch itself (sources/refs.py), so an old push replayed later moves nothing back."""
+and once per signed content (repository, ref, the commits before and after), and a push older
+(repository.pushed_at) than the newest one handled for its branch is stale. Both memories are
+bounded and end with the process; what an agent runs still never comes from a push: the reconcile
+a push requests resolves the branch itself (sources/refs.py), so an old push replayed later moves
+nothing back."""
 
 from __future__ import annotations
 

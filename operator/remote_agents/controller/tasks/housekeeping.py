@@ -46,9 +46,9 @@ class Housekeeping:
             token = await self.kube.secret_value(meta["namespace"], ref.name, ref.key) or ""
             redact.add(token)
             output = await self.kube.configmap_value(meta["namespace"], status["outputConfigMap"], "stdout")
-            url = await asyncio.to_thread(github.publish, spec.github.target(meta["name"]), token,
-                                          f"{meta['name']}: {decide.truncate(spec.query, TITLE_LIMIT)}", redact(output or ""),
-                                          spec.github.api_url)
+            title = f"{meta['name']}: {decide.truncate(spec.query, TITLE_LIMIT)}"
+            url = await asyncio.to_thread(github.publish, spec.github.target(meta["name"]), token, title,
+                                          redact(output or ""), spec.github.api_url)
         except (github.PublishError, SecretMissing) as error:
             self.emit(task, "Warning", "PublishFailed", redact(str(error)))
             if isinstance(error, SecretMissing) or not error.retryable:
