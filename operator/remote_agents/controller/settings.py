@@ -41,7 +41,8 @@ class OperatorSettings:
 
     @classmethod
     def from_env(cls, **overrides) -> OperatorSettings:
-        """The defaults above, then the environment (.env.example lists it), then `overrides` (flags)."""
+        """The defaults above, then the environment (.env.example lists it), then `overrides` (flags;
+        a repeatable flag not given, an empty tuple, leaves the environment's list)."""
         gateway = _from_environment(GatewaySettings(), GATEWAY_ENVIRONMENT)
         values = _fields_from_environment(cls(), OPERATOR_ENVIRONMENT)
         values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
