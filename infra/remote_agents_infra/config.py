@@ -9,10 +9,12 @@ from typing import Literal
 
 import pulumi
 
+from remote_agents.api.models import DNS_LABEL
 from remote_agents.deploy import names
 
 CLUSTER_KINDS = ("existing", "gke")
 _REPOSITORY = re.compile(r"^[A-Za-z0-9-]+/[A-Za-z0-9_.-]+$")
+_DNS_LABEL = re.compile(DNS_LABEL)
 
 
 class ConfigError(ValueError):
@@ -35,6 +37,7 @@ class InfraConfig:
     kubeconfig: pulumi.Output[str] | None  # existing: None means the ambient kubeconfig
     gke_location: str | None
     namespace: str
+    watch_namespaces: tuple[str, ...]  # empty: the operator serves every namespace
     operator_image: str
     protect_crds: bool
     e2b_api_key: pulumi.Output[str]
@@ -53,6 +56,13 @@ def _repositories(values: list[str]) -> tuple[Repository, ...]:
         owner, name = value.split("/")
         parsed.append(Repository(owner, name))
     return tuple(parsed)
+
+
+def _watch_namespaces(values: list[str]) -> tuple[str, ...]:
+    for value in values:
+        if not isinstance(value, str) or not _DNS_LABEL.match(value):
+            raise ConfigError(f"watchNamespaces: {value!r} is not a namespace name")
+    return tuple(values)
 
 
 def gcp_installed() -> bool:
@@ -84,6 +94,7 @@ def load(config: pulumi.Config | None = None) -> InfraConfig:
         kubeconfig=config.get_secret("kubeconfig"),
         gke_location=gke_location,
         namespace=config.get("namespace") or names.NAMESPACE,
+        watch_namespaces=_watch_namespaces(config.get_object("watchNamespaces") or []),
         operator_image=config.get("operatorImage") or names.IMAGE,
         protect_crds=config.get_bool("protectCrds", True),
         e2b_api_key=config.require_secret("e2bApiKey"),  # missing: Pulumi names the key and the command

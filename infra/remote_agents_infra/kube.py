@@ -15,6 +15,8 @@ _RESOURCE_TYPES: dict[tuple[str, str], type[pulumi.CustomResource]] = {
     ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): k8s.rbac.v1.ClusterRole,
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): k8s.rbac.v1.ClusterRoleBinding,
+    ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): k8s.apiextensions.v1.CustomResourceDefinition,
 }
 
@@ -25,8 +27,13 @@ def _snake(key: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()
 
 
+# A namespaced install has a Role of one name in each namespace it serves.
+_ONE_PER_NAMESPACE = {"Role", "RoleBinding"}
+
+
 def logical_name(manifest: dict[str, Any]) -> str:
-    return f"{manifest['kind'].lower()}-{manifest['metadata']['name']}"
+    name = f"{manifest['kind'].lower()}-{manifest['metadata']['name']}"
+    return f"{name}-{manifest['metadata']['namespace']}" if manifest["kind"] in _ONE_PER_NAMESPACE else name
 
 
 def declare(manifest: dict[str, Any], opts: pulumi.ResourceOptions) -> pulumi.CustomResource:

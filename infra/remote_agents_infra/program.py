@@ -29,8 +29,9 @@ def load_crds(directory: Path = CRD_DIR) -> list[dict[str, Any]]:
 def run() -> None:
     config = stack_config.load()
     access = ClusterAccess("cluster", config)
-    operator = Operator("operator", namespace=config.namespace, image=config.operator_image, crds=load_crds(),
-                        protect_crds=config.protect_crds, provider=access.provider)
+    operator = Operator("operator", namespace=config.namespace, watch_namespaces=config.watch_namespaces,
+                        image=config.operator_image, crds=load_crds(), protect_crds=config.protect_crds,
+                        provider=access.provider)
     secrets = Secrets("secrets", config=config, namespace=operator.namespace, provider=access.provider)
     if config.repositories:
         Webhooks("webhooks", repositories=config.repositories, url=config.webhook_url, secret=secrets.webhook_secret,

@@ -79,17 +79,18 @@ def _manifests(args: argparse.Namespace) -> int:
 
 def _add_operator(sub: argparse._SubParsersAction) -> None:
     from remote_agents.controller.options import add_arguments
+    from remote_agents.deploy.options import add_arguments as add_manifest_arguments
 
     parser = sub.add_parser("operator", help="run the operator (kubeconfig from the environment)")
     add_arguments(parser)
     parser.set_defaults(func=_operator)
-    for name, func, directory, text in (
-            ("crds", _crds, "crds", "write the CRDs generated from the typed models"),
-            ("manifests", _manifests, "manifests/base", "write the kustomize base from remote_agents.deploy")):
-        generator = sub.add_parser(name, help=text)
-        generator.add_argument("--dir", default=directory)
-        generator.add_argument("--check", action="store_true", help="fail if the files differ from their source")
-        generator.set_defaults(func=func)
+    crds = sub.add_parser("crds", help="write the CRDs generated from the typed models")
+    crds.add_argument("--dir", default="crds")
+    crds.add_argument("--check", action="store_true", help="fail if the files differ from their source")
+    crds.set_defaults(func=_crds)
+    manifests = sub.add_parser("manifests", help="write the kustomize base from remote_agents.deploy")
+    add_manifest_arguments(manifests)
+    manifests.set_defaults(func=_manifests)
 
 
 def _up(args: argparse.Namespace) -> int:

@@ -14,18 +14,24 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "manifests" / "base"
 
 # The brief's list, restated independently of rbac.py so that a change there is a visible decision.
-EXPECTED_RULES = [
+NAMESPACE_RULES = [
     (["remoteagents.io"], ["remoteagents", "agentpools", "agenttasks"],
-     ["get", "list", "watch", "patch", "update", "create", "delete"]),
-    (["remoteagents.io"], ["remoteagents/status", "agentpools/status", "agenttasks/status"], ["get", "patch", "update"]),
-    ([""], ["secrets"], ["get"]),
-    ([""], ["configmaps"], ["get", "list", "watch", "create", "update", "patch", "delete"]),
-    ([""], ["events"], ["create", "patch"]),
-    (["events.k8s.io"], ["events"], ["create", "patch"]),
-    ([""], ["namespaces"], ["get", "list", "watch"]),
-    (["apiextensions.k8s.io"], ["customresourcedefinitions"], ["get", "list", "watch"]),
-    (["coordination.k8s.io"], ["leases"], ["get", "list", "watch", "create", "update", "patch"]),
+     ["get", "list", "watch", "patch", "create", "delete"], None),
+    (["remoteagents.io"], ["remoteagents/status", "agentpools/status", "agenttasks/status"], ["patch"], None),
+    ([""], ["secrets"], ["get"], None),
+    ([""], ["configmaps"], ["get", "list", "create", "update"], None),
+    ([""], ["configmaps"], ["patch"], ["remote-agents-orphaned-sandboxes"]),
+    ([""], ["events"], ["create"], None),
 ]
+CLUSTER_READS = [
+    (["apiextensions.k8s.io"], ["customresourcedefinitions"], ["list", "watch"], None),
+    ([""], ["namespaces"], ["get"], ["kube-system"]),
+]
+NAMESPACED_KOPF_READS = [([""], ["namespaces"], ["list", "watch"], None)]
+
+
+def _rules(rules: list[dict]) -> list[str]:
+    return sorted(repr((r["apiGroups"], r["resources"], r["verbs"], r.get("resourceNames"))) for r in rules)
 
 
 def kustomize_build() -> list[dict]:
@@ -45,11 +51,37 @@ def test_crd_copy_is_byte_identical_to_crds_dir():
 
 
 def test_cluster_role_is_exactly_the_intended_permissions():
-    rules = [(r["apiGroups"], r["resources"], r["verbs"]) for r in rbac.cluster_role_rules()]
-    assert sorted(map(repr, rules)) == sorted(map(repr, EXPECTED_RULES))
-    # Nothing broad slipped in: no wildcard, no finalizers, secrets are never listed or watched.
-    flat = repr(rules)
-    assert "*" not in flat and "finalizers" not in flat
+    assert _rules(rbac.cluster_role_rules()) == sorted(map(repr, NAMESPACE_RULES + CLUSTER_READS))
+    # Nothing broad slipped in: no wildcard, no finalizers, no leases (Kopf runs standalone).
+    flat = repr(rbac.cluster_role_rules())
+    assert "*" not in flat and "finalizers" not in flat and "leases" not in flat
+
+
+def test_namespaced_install_grants_namespace_rules_only_in_the_watched_namespaces():
+    objects = rbac.objects("ops", ("team-a", "team-b"))
+    by_kind: dict[str, list[dict]] = {}
+    for obj in objects:
+        by_kind.setdefault(obj["kind"], []).append(obj)
+    assert sorted(by_kind) == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"]
+    (cluster_role,) = by_kind["ClusterRole"]
+    assert cluster_role["metadata"]["name"] == "remote-agents-operator-ops"  # several installs may share a cluster
+    assert _rules(cluster_role["rules"]) == sorted(map(repr, CLUSTER_READS + NAMESPACED_KOPF_READS))
+    assert sorted(role["metadata"]["namespace"] for role in by_kind["Role"]) == ["team-a", "team-b"]
+    for role in by_kind["Role"]:
+        assert _rules(role["rules"]) == sorted(map(repr, NAMESPACE_RULES))
+    for binding in by_kind["RoleBinding"] + by_kind["ClusterRoleBinding"]:
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "remote-agents-operator", "namespace": "ops"}]
+        assert binding["roleRef"]["name"] == "remote-agents-operator-ops"
+    args = workload.deployment("ops", watched=("team-a", "team-b"))["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-4:] == ["--namespace", "team-a", "--namespace", "team-b"]
+
+
+def test_manifests_render_a_namespaced_install_on_request(tmp_path):
+    assert manifests.main(["--dir", str(tmp_path), "--watch-namespace", "team-a"]) == 0
+    assert manifests.main(["--check", "--dir", str(tmp_path), "--watch-namespace", "team-a"]) == 0
+    assert manifests.main(["--check", "--dir", str(tmp_path)]) == 1  # not the cluster-wide base
+    kinds = [doc["kind"] for doc in yaml.safe_load_all((tmp_path / "rbac.yaml").read_text()) if doc]
+    assert kinds == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
 
 
 def test_kustomize_renders_exactly_the_generated_objects():

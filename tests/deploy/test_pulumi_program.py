@@ -147,6 +147,7 @@ def test_stack_outputs_are_names_never_values(run):
     ({"cluster": "eks"}, "cluster must be one of existing, gke"),
     ({"repositories": ["not-a-repo"]}, "not owner/name"),
     ({"webhookUrl": ""}, "webhookUrl"),
+    ({"watchNamespaces": ["Not A Namespace"]}, "watchNamespaces: 'Not A Namespace' is not a namespace name"),
 ])
 def test_bad_configuration_fails_before_anything_is_declared(config, message):
     with pytest.raises(ConfigError, match=message):
@@ -157,3 +158,21 @@ def test_gke_without_pulumi_gcp_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(stack_config, "gcp_installed", lambda: False)
     with pytest.raises(ConfigError, match=r"cluster=gke needs the pulumi-gcp package \(`pip install pulumi-gcp`\)"):
         run_program(base_config(cluster="gke", gkeLocation="europe-west1"))
+
+
+def test_watch_namespaces_declare_a_namespaced_install():
+    scoped = run_program(base_config(watchNamespaces=["team-a", "team-b"]))
+    for obj in rbac.objects(names.NAMESPACE, ("team-a", "team-b")):
+        assert manifest_in(scoped, obj) == obj
+    cluster_roles = [m["metadata"]["name"] for m in scoped.manifests() if m["kind"] == "ClusterRole"]
+    assert cluster_roles == [rbac.cluster_role_name(names.NAMESPACE, ("team-a", "team-b"))]
+    args = manifest(scoped, "Deployment", names.DEPLOYMENT)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-4:] == ["--namespace", "team-a", "--namespace", "team-b"]
+
+
+def manifest_in(run, obj: dict) -> dict:
+    meta = obj["metadata"]
+    found = [m for m in run.manifests() if m["kind"] == obj["kind"] and m["metadata"]["name"] == meta["name"]
+             and m["metadata"].get("namespace") == meta.get("namespace")]
+    assert len(found) == 1, f"{obj['kind']}/{meta['name']}: {len(found)} declared"
+    return found[0]

@@ -12,6 +12,7 @@ from tests.support.operator_process import OperatorProcess, stop_after_finalizin
 
 # Short intervals so drift, ref moves and orphans are noticed within a test's patience.
 FAST_OPERATOR_ARGS = ("--health-interval", "2", "--ref-poll-interval", "2", "--orphan-grace", "6")
+FAKE_GITHUB_HOST = "127.0.0.1"  # tests/support/fake_github.py serves there; publishing to it must be allowed
 
 AGENT_FILES = {
     "agent.txt": "version 1\n",
@@ -51,7 +52,8 @@ def e2b_client(e2b) -> E2BClient:
 def operator(cluster, crds, kubectl, e2b, tmp_path_factory):
     metrics_port = processes.free_port()
     process = OperatorProcess(cluster.kubeconfig, e2b.env, tmp_path_factory.mktemp("operator") / "operator.log",
-                              *FAST_OPERATOR_ARGS, "--metrics-port", str(metrics_port)).start()
+                              *FAST_OPERATOR_ARGS, "--metrics-port", str(metrics_port),
+                              "--github-api-host", FAKE_GITHUB_HOST).start()
     process.metrics_url = f"http://127.0.0.1:{metrics_port}"
     yield process
     stop_after_finalizing(process, kubectl)

@@ -207,3 +207,80 @@ def test_scale_down_waits_for_busy_agents_and_their_status_shows_the_tasks(kubec
         status = kubectl.get("ra", "keepers-1", namespace)["status"]
         return status.get("activeTasks") == 0 and status.get("lastActivityTime")
     eventually(idle_again, 15, what="the agent's status to show it idle again")
+
+
+LEAKY_TOKEN = "tok-7f3a9c21e5b8d04c"
+LEAKY_FILE_KEY = "filekey-5d2e8a19c3"  # stored with the newline a Secret made from a file ends with
+# Prints the Secret values on both streams; the first one straddles status.output's 4 KiB cut.
+LEAKY_COMMAND = ("sleep \"${AGENT_QUERY#sleep }\"; head -c 4090 /dev/zero | tr '\\0' x; echo \"$TOKEN\"; "
+                 "echo \"key=$FILE_KEY\"; echo \"err $TOKEN\" >&2")
+
+
+def test_secret_values_are_redacted_from_status_configmap_and_github(kubectl, namespace, operator, agent_repo):
+    kubectl.apply(json.dumps({"apiVersion": "v1", "kind": "Secret",
+                              "metadata": {"name": "leaky", "namespace": namespace}, "stringData": {"token": LEAKY_TOKEN, "file": LEAKY_FILE_KEY + "\n",
+                                             "gh": "ghp_leaky_token_3c9d"}}))
+    secret = lambda key: {"secretKeyRef": {"name": "leaky", "key": key}}  # noqa: E731
+    kubectl.apply(agent_manifest("leaky", namespace, agent_repo.url, query={"command": LEAKY_COMMAND},
+                                 env=[{"name": "TOKEN", "valueFrom": secret("token")},
+                                      {"name": "FILE_KEY", "valueFrom": secret("file")}]))
+    wait_ready(kubectl, "leaky", namespace)
+
+    def assert_redacted(task: dict) -> str:
+        status = task["status"]
+        assert status["phase"] == "Succeeded", status
+        stored = kubectl.get("configmap", status["outputConfigMap"], namespace)["data"]
+        for text in (status["output"], stored["stdout"], stored["stderr"]):
+            assert LEAKY_TOKEN[:8] not in text and LEAKY_FILE_KEY[:8] not in text, text[-200:]
+        assert status["output"].startswith("x" * 4090 + "[redac")  # cut after redacting, not before
+        assert stored["stdout"].endswith("x[redacted]\nkey=[redacted]\n\n")  # the value's own newline stays
+        assert stored["stderr"] == "err [redacted]\n"
+        return stored["stdout"]
+
+    # A run the operator started and finished itself, published to GitHub.
+    with FakeGitHub(tokens=("ghp_leaky_token_3c9d",)) as github:
+        github.add_repo("quant/research", issues=(7,))
+        task = json.loads(task_manifest("leak-now", namespace, "sleep 0", agent="leaky"))
+        task["spec"]["github"] = {"repo": "quant/research", "issue": 7, "apiUrl": github.url,
+                                  "credentialsSecretRef": {"name": "leaky", "key": "gh"}}
+        kubectl.apply(json.dumps(task))
+        assert_redacted(finished(kubectl, "leak-now", namespace))
+        eventually(lambda: github.repos["quant/research"].comments, 90, what="the published comment")
+        body = github.repos["quant/research"].comments[0]["body"]
+        assert LEAKY_TOKEN not in body and LEAKY_FILE_KEY not in body and "x[redacted]\nkey=[redacted]" in body
+
+    # A run that outlives the operator which started it: the next one redacts it all the same.
+    kubectl.apply(task_manifest("leak-later", namespace, "sleep 8", agent="leaky"))
+    eventually(lambda: kubectl.get("agenttask", "leak-later", namespace)["status"]["phase"] == "Running", 30,
+               what="the run to start")
+    operator.restart()
+    assert_redacted(finished(kubectl, "leak-later", namespace))
+    assert LEAKY_TOKEN not in operator.log() and LEAKY_FILE_KEY not in operator.log()
+
+
+def test_github_api_url_must_be_https_and_an_allowed_host_or_no_token_is_sent(kubectl, namespace, operator,
+                                                                            agent_repo):
+    plain = json.loads(task_manifest("plain-http", namespace, "q", agent="nobody"))
+    plain["spec"]["github"] = {"repo": "quant/research", "issue": 7, "apiUrl": "http://github.example.com/api/v3",
+                               "credentialsSecretRef": {"name": "gh", "key": "token"}}
+    refused = kubectl.run("apply", "-f", "-", input=json.dumps(plain), check=False)
+    assert refused.returncode != 0 and "spec.github.apiUrl" in refused.stderr and "https" in refused.stderr
+
+    with FakeGitHub(tokens=("ghp_deputy_token_77a1",)) as github:
+        github.add_repo("quant/research", issues=(7,))
+        kubectl.run("create", "secret", "generic", "gh", "-n", namespace, "--from-literal=token=ghp_deputy_token_77a1")
+        kubectl.apply(agent_manifest("deputy", namespace, agent_repo.url, query={"command": "bash answer.sh"}))
+        wait_ready(kubectl, "deputy", namespace)
+        task = json.loads(task_manifest("elsewhere", namespace, "q", agent="deputy"))
+        # Loopback, so the schema lets it through; but "localhost" is not among the operator's hosts.
+        task["spec"]["github"] = {"repo": "quant/research", "issue": 7,
+                                  "apiUrl": github.url.replace("127.0.0.1", "localhost"),
+                                  "credentialsSecretRef": {"name": "gh", "key": "token"}}
+        kubectl.apply(json.dumps(task))
+        error = eventually(lambda: kubectl.get("agenttask", "elsewhere", namespace)["status"].get("githubError"), 90,
+                           what="the publish to be refused")
+        assert "'localhost' is not allowed" in error and "api.github.com" in error
+        assert github.calls == [], "a request (and the token) went to a host that is not allowed"
+    events = kubectl.items("events", namespace, "--field-selector", "involvedObject.name=elsewhere")
+    assert any(e["type"] == "Warning" and e["reason"] == "PublishFailed" and "not allowed" in e["message"]
+               for e in events), events

@@ -92,3 +92,48 @@ def test_signed_push_updates_every_tracking_agent_and_pool_member(kubectl, names
     agent = kubectl.get("ra", "fleet-7", namespace)
     assert e2b_client.read(agent["status"]["sandboxID"], f"{agent['status']['workdir']}/agent.txt") == "version 2\n"
     assert SECRET not in operator.log()
+
+
+def push_body(repo_url: str, before: str, after: str, pushed_at: int) -> bytes:
+    repository = {"clone_url": repo_url, "full_name": "local/agent", "pushed_at": pushed_at}
+    return json.dumps({"ref": "refs/heads/main", "before": before, "after": after, "deleted": False,
+                       "repository": repository}).encode()
+
+
+def send(url: str, body: bytes) -> tuple[int, dict]:
+    """The signed body under a fresh delivery id: what anyone who once saw the body can do."""
+    status, answer = _post(url, body, {
+        "X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()})
+    return status, json.loads(answer or "{}")
+
+
+def test_replayed_pushes_never_move_an_agent_back(kubectl, namespace, operator, e2b_client, agent_repo):
+    kubectl.apply(agent_manifest("steady", namespace, agent_repo.url))
+    first = wait_ready(kubectl, "steady", namespace)["status"]["revision"]
+    second = agent_repo.commit({"agent.txt": "version 2\n"}, "v2")
+    old_push = push_body(agent_repo.url, "0" * 40, first, pushed_at=1_700_000_000)
+    new_push = push_body(agent_repo.url, first, second, pushed_at=1_700_000_060)
+
+    assert send(operator.webhook_url, new_push) == (200, {"matched": 1})
+    eventually(lambda: revisions(kubectl, namespace) == {"steady": second}, 120, what="the agent at the pushed commit")
+    assert send(operator.webhook_url, new_push) == (200, {"duplicate": True})  # same signed body, new id
+    assert send(operator.webhook_url, old_push) == (200, {"stale": True})  # older than the branch's last push
+
+    # A restarted operator remembers no push: the old one gets through, and still moves nothing,
+    # since what an agent runs is what the branch names when it reconciles, never the push's commit.
+    operator.restart()
+    eventually(lambda: _post(operator.webhook_url, b"{}", {"X-GitHub-Event": "ping"})[0] == 401, 60,
+               what="the restarted webhook receiver")
+    assert send(operator.webhook_url, old_push) == (200, {"matched": 1})
+
+    def handled_the_old_push():
+        agent = kubectl.get("ra", "steady", namespace)
+        annotations = agent["metadata"].get("annotations") or {}
+        return first in annotations.get("remoteagents.io/last-handled-configuration", "") and agent
+    agent = eventually(handled_the_old_push, 60, what="the agent's reconcile after the old push")
+    assert agent["status"]["revision"] == second
+    assert e2b_client.read(agent["status"]["sandboxID"], f"{agent['status']['workdir']}/agent.txt") == "version 2\n"
+    events = kubectl.items("events", namespace, "--field-selector", "involvedObject.name=steady")
+    checkouts = [e["message"] for e in events if e["reason"] == "CodeUpdated"]
+    assert sorted(message.split()[2] for message in checkouts) == sorted([first[:12], second[:12]]), checkouts

@@ -8,7 +8,8 @@ import pytest
 
 from remote_agents.api.schema import structural_schema
 from remote_agents.api.models import GitHubOutput
-from remote_agents.controller.clients.github import MAX_TEXT, PublishError, publish
+from remote_agents.controller.clients.github import MAX_TEXT, PublishError, api_url_refusal, publish
+from remote_agents.controller.settings import OperatorSettings
 from tests.support.fake_github import FakeGitHub
 
 TOKEN = "ghp_good"
@@ -178,3 +179,40 @@ def test_spec_github_schema_is_structural_with_the_cel_rule():
     assert set(schema["properties"]) == {"repo", "issue", "pullRequest", "credentialsSecretRef", "apiUrl"}
     assert schema["x-kubernetes-validations"][0]["rule"] == "has(self.issue) != has(self.pullRequest)"
     assert schema["required"] == ["credentialsSecretRef", "repo"]
+
+
+@pytest.mark.parametrize("url, hosts, refused", [
+    ("https://api.github.com", (), None),
+    ("https://API.GitHub.com/", (), None),
+    ("https://ghe.example.com/api/v3", ("ghe.example.com",), None),
+    ("https://GHE.example.com:8443/api/v3", ("ghe.example.com",), None),
+    ("http://127.0.0.1:8080", ("127.0.0.1",), None),
+    ("http://[::1]:8080", ("::1",), None),
+    ("http://localhost:8080", ("localhost",), None),
+    ("https://ghe.example.com/api/v3", (), "not allowed"),
+    ("https://api.github.com.evil.example", (), "not allowed"),
+    ("https://evil.example/?api.github.com", (), "not allowed"),
+    ("https://user@evil.example", ("user",), "not allowed"),
+    ("http://127.0.0.1:8080", (), "not allowed"),  # loopback may be plain http, yet must be allowed too
+    ("http://api.github.com", (), "https only"),
+    ("http://ghe.example.com/api/v3", ("ghe.example.com",), "https only"),
+    ("http://127.0.0.2", ("127.0.0.2",), "https only"),
+    ("ftp://api.github.com", (), "https only"),
+    ("https:///api", (), "not allowed"),
+])
+def test_the_token_goes_only_over_https_to_allowed_hosts(url, hosts, refused):
+    reason = api_url_refusal(url, hosts)
+    assert (reason is None) if refused is None else (refused in reason and "spec.github.apiUrl" in reason)
+
+
+def test_spec_github_api_url_schema_refuses_plain_http_but_to_loopback():
+    rule = structural_schema(GitHubOutput)["properties"]["apiUrl"]["x-kubernetes-validations"][0]
+    assert "apiUrl" in rule["message"] and "https" in rule["message"]
+    assert rule["rule"].startswith("self.startsWith('https://') || self.matches(")
+
+
+def test_github_api_hosts_come_from_the_environment_and_flags(monkeypatch):
+    monkeypatch.setenv("REMOTE_AGENTS_GITHUB_API_HOSTS", "ghe.example.com, git.corp.example ,")
+    assert OperatorSettings.from_env().github_api_hosts == ("ghe.example.com", "git.corp.example")
+    assert OperatorSettings.from_env(github_api_hosts=("flag.example",)).github_api_hosts == ("flag.example",)
+    assert OperatorSettings.from_env(github_api_hosts=()).github_api_hosts == ("ghe.example.com", "git.corp.example")

@@ -12,6 +12,7 @@ import string
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from remote_agents import cli
 from remote_agents.controller import metrics
 from remote_agents.controller.sources.repos import normalise_repo
 from remote_agents.controller.sources.webhook import PATH, PushEvent, webhook_app
@@ -120,10 +121,51 @@ async def test_replayed_delivery_is_answered_without_calling_on_push_again(clien
 
 
 async def test_dedupe_memory_is_bounded_and_least_recently_seen_is_forgotten(client, on_push):
-    for number in range(51):  # dedupe_size is 50
-        await post(client, push_payload(), delivery=f"d-{number}")
-    await post(client, push_payload(), delivery="d-0")
+    # Distinct pushes: each is remembered by delivery id and by content (two of the 50 places).
+    for number in range(51):
+        await post(client, push_payload(after=f"{number + 1:040x}"), delivery=f"d-{number}")
+    await post(client, push_payload(after=f"{1:040x}"), delivery="d-0")
     assert len(on_push.events) == 52
+
+
+async def test_the_same_signed_push_under_a_new_delivery_id_is_a_duplicate(client, on_push):
+    before = deliveries("push", "duplicate")
+    body = json.dumps(push_payload(before="a" * 40)).encode()
+    assert (await post(client, body, delivery="original")).status == 200
+    response = await post(client, body, delivery="replayed-under-a-new-id")
+    assert (response.status, await response.json()) == (200, {"duplicate": True})
+    assert [event.delivery for event in on_push.events] == ["original"]
+    assert deliveries("push", "duplicate") == before + 1
+
+
+async def test_a_branch_pushed_back_to_a_commit_it_had_is_a_new_push(client, on_push):
+    old, new = "a" * 40, "b" * 40
+    await post(client, push_payload(before=old, after=new, repository={"pushed_at": 1000}), delivery="forward")
+    await post(client, push_payload(before=new, after=old, repository={"pushed_at": 1060}), delivery="reset")
+    assert [(event.delivery, event.commit) for event in on_push.events] == [("forward", new), ("reset", old)]
+
+
+async def test_a_push_older_than_the_newest_of_its_branch_is_stale(client, on_push):
+    before = deliveries("push", "stale")
+    newer = push_payload(before="1" * 40, after="2" * 40, repository={"pushed_at": 2000})
+    older = push_payload(before="0" * 40, after="1" * 40, repository={"pushed_at": 1000})
+    other_branch = push_payload(ref="refs/heads/dev", after="3" * 40, repository={"pushed_at": 500})
+    same_second = push_payload(before="2" * 40, after="4" * 40, repository={"pushed_at": 2000})
+    assert (await post(client, newer, delivery="newer")).status == 200
+    response = await post(client, older, delivery="older-arrives-late")
+    assert (response.status, await response.json()) == (200, {"stale": True})
+    assert deliveries("push", "stale") == before + 1
+    assert (await post(client, other_branch, delivery="dev")).status == 200
+    assert (await post(client, same_second, delivery="same-second")).status == 200
+    assert [event.delivery for event in on_push.events] == ["newer", "dev", "same-second"]
+
+
+@pytest.mark.parametrize("pushed_at, epoch", [(1767225600, 1767225600.0), ("2026-01-01T00:00:00Z", 1767225600.0),
+                                              ("2026-01-01T01:00:00+01:00", 1767225600.0), ("yesterday", None),
+                                              (True, None), (None, None)])
+async def test_pushed_at_is_read_as_epoch_seconds(client, on_push, pushed_at, epoch):
+    assert (await post(client, push_payload(repository={"pushed_at": pushed_at}))).status == 200
+    assert on_push.events[0].pushed_at == epoch
 
 
 async def test_concurrent_replays_call_on_push_once(on_push):
@@ -244,9 +286,17 @@ async def test_only_post_is_served(client):
     assert (await client.get(PATH)).status == 405
 
 
-def test_empty_secret_is_refused():
+@pytest.mark.parametrize("secret", [b"", b" ", b"\n", b" \t\r\n "])
+def test_empty_or_whitespace_secret_is_refused(secret):
     with pytest.raises(ValueError):
-        webhook_app(b"", Recorder())
+        webhook_app(secret, Recorder())
+
+
+@pytest.mark.parametrize("secret", ["", "   ", "\n"])
+def test_the_operator_will_not_serve_webhooks_with_an_empty_or_whitespace_secret(monkeypatch, capsys, secret):
+    monkeypatch.setenv("GITHUB_WEBHOOK_SECRET", secret)
+    assert cli.main(["operator", "--webhook-port", "0"]) == 2  # refused before any cluster is reached
+    assert "refusing to serve webhooks without a secret" in capsys.readouterr().err
 
 
 def test_the_secret_and_signature_never_reach_the_logs(caplog):

@@ -189,8 +189,17 @@ class GitHubOutput(GitHubTarget):
     """spec.github of an AgentTask."""
     credentials_secret_ref: SecretKeySelector = Field(
         description="GitHub token: Issues write for comments; Contents and Pull requests write for pull requests.")
+    # The schema refuses plain http but for loopback (the operator checks again before it sends the
+    # token: objects stored before the rule are still parsed, and refused when published).
     api_url: str = Field(DEFAULT_GITHUB_API_URL, min_length=1, max_length=2048, pattern=r"^https?://",
-                         description="GitHub REST API root (GitHub Enterprise: https://HOST/api/v3).")
+                         description="GitHub REST API root (GitHub Enterprise: https://HOST/api/v3); https, or "
+                                     "http to a loopback host. The operator publishes only to api.github.com "
+                                     "and the hosts its --github-api-host flags name.",
+                         json_schema_extra={"x-kubernetes-validations": [{
+                             "rule": r"self.startsWith('https://') || "
+                                     r"self.matches(r'^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?(/.*)?$')",
+                             "message": "apiUrl must be an https URL (plain http only to 127.0.0.1, localhost "
+                                        "or [::1])"}]})
 
     def target(self, task_name: str) -> dict:
         """The `target` for publish, with the pull request's branch and path defaulted from the task."""

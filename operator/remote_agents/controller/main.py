@@ -50,7 +50,8 @@ class Operator:
         self.agents = AgentReconciler(self.gateway, kube, settings, cluster_id, events, sightings, refs)
         self.fleet = Fleet(self.gateway, kube, settings, cluster_id, sightings, refs)
         activity = AgentActivity(kube, self.fleet, events)
-        self.tasks = TaskController(kube, self.gateway, self.agents, self.fleet, activity, events)
+        self.tasks = TaskController(kube, self.gateway, self.agents, self.fleet, activity, events,
+                                    settings.github_api_hosts)
         self.pools = PoolReconciler(kube, events, running_counts=self.tasks.running_counts)
         # The fleet's view of RemoteAgents and the tasks are streams of their own (Kopf only reconciles):
         # each knows when its first list is in, before which nothing is judged missing.
@@ -151,7 +152,7 @@ def _webhook_secret(args: argparse.Namespace) -> bytes:
 def run(args: argparse.Namespace) -> int:
     _configure_logging(args.verbose, args.log_format)
     secret = _webhook_secret(args) if args.webhook_port is not None else b""
-    if args.webhook_port is not None and not secret:
+    if args.webhook_port is not None and not secret.strip():  # whitespace is no secret either
         print("refusing to serve webhooks without a secret: set GITHUB_WEBHOOK_SECRET or --webhook-secret-from",
               file=sys.stderr)
         return 2
@@ -159,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
                                          ref_poll_interval_seconds=args.ref_poll_interval,
                                          orphan_grace_seconds=args.orphan_grace, metrics_port=args.metrics_port,
                                          webhook_port=args.webhook_port, webhook_secret=secret,
-                                         namespaces=tuple(args.namespace))
+                                         namespaces=tuple(args.namespace),
+                                         github_api_hosts=tuple(args.github_api_host))
     asyncio.run(serve(settings))
     return 0

@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"seconds between branch checks ({DEFAULTS.ref_poll_interval_seconds:g})")
     parser.add_argument("--orphan-grace", type=float,
                         help=f"seconds before an untracked sandbox is killed ({DEFAULTS.orphan_grace_seconds:g})")
+    parser.add_argument("--github-api-host", action="append", default=[], metavar="HOST",
+                        help="a GitHub API host (GitHub Enterprise) AgentTasks may publish to, besides "
+                             "api.github.com (repeatable; or REMOTE_AGENTS_GITHUB_API_HOSTS, comma-separated)")
     parser.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz on this port")
     parser.add_argument("--webhook-port", type=int,
                         help="serve the GitHub push receiver (/webhooks/github) on this port; needs a secret: "

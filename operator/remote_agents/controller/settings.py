@@ -36,14 +36,16 @@ class OperatorSettings:
     webhook_port: int | None = None  # GitHub push receiver at /webhooks/github; None: not served
     webhook_secret: bytes = field(default=b"", repr=False)  # never printed, never logged
     namespaces: tuple[str, ...] = ()  # the namespaces served; empty: all
+    github_api_hosts: tuple[str, ...] = ()  # GitHub API hosts tasks may publish to, besides api.github.com
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
     @classmethod
     def from_env(cls, **overrides) -> OperatorSettings:
-        """The defaults above, then the environment (.env.example lists it), then `overrides` (flags)."""
+        """The defaults above, then the environment (.env.example lists it), then `overrides` (flags;
+        a repeatable flag not given, an empty tuple, leaves the environment's list)."""
         gateway = _from_environment(GatewaySettings(), GATEWAY_ENVIRONMENT)
         values = _fields_from_environment(cls(), OPERATOR_ENVIRONMENT)
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
         return cls(gateway=gateway, **values)
 
 
@@ -61,6 +63,7 @@ OPERATOR_ENVIRONMENT = {
     "ref_poll_interval_seconds": "REMOTE_AGENTS_REF_POLL_INTERVAL",
     "orphan_grace_seconds": "REMOTE_AGENTS_ORPHAN_GRACE",
     "setup_timeout_seconds": "REMOTE_AGENTS_SETUP_TIMEOUT",
+    "github_api_hosts": "REMOTE_AGENTS_GITHUB_API_HOSTS",  # comma-separated
 }
 
 
@@ -72,7 +75,10 @@ def _fields_from_environment(defaults: object, environment: dict[str, str]) -> d
         if not text:
             continue
         default = getattr(defaults, name)
-        found[name] = text if default is None or isinstance(default, str) else type(default)(float(text))
+        if isinstance(default, tuple):
+            found[name] = tuple(item.strip() for item in text.split(",") if item.strip())
+        else:
+            found[name] = text if default is None or isinstance(default, str) else type(default)(float(text))
     return found
 
 

@@ -23,12 +23,13 @@ def _probe(period_seconds: int, failure_threshold: int) -> dict[str, Any]:
             "timeoutSeconds": 5, "failureThreshold": failure_threshold}
 
 
-def _container(image: str) -> dict[str, Any]:
+def _container(image: str, watched: tuple[str, ...]) -> dict[str, Any]:
     return {
         "name": "operator",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["operator", "--webhook-port", str(names.WEBHOOK_PORT), "--metrics-port", str(names.METRICS_PORT)],
+        "args": ["operator", "--webhook-port", str(names.WEBHOOK_PORT), "--metrics-port", str(names.METRICS_PORT),
+                 *(arg for watched_namespace in watched for arg in ("--namespace", watched_namespace))],
         "env": [
             _secret_env("E2B_API_KEY", names.E2B_SECRET, names.E2B_SECRET_KEY),
             # Without it the operator runs and only the GitHub push receiver stays off.
@@ -48,7 +49,8 @@ def _container(image: str) -> dict[str, Any]:
     }
 
 
-def deployment(namespace: str, image: str = names.IMAGE) -> dict[str, Any]:
+def deployment(namespace: str, image: str = names.IMAGE, watched: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The operator's Deployment; with `watched`, it serves only those namespaces (rbac.py grants no more)."""
     selector = dict(names.LABELS)
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -64,7 +66,7 @@ def deployment(namespace: str, image: str = names.IMAGE) -> dict[str, Any]:
                     "serviceAccountName": names.SERVICE_ACCOUNT,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
                                         "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [_container(image)],
+                    "containers": [_container(image, watched)],
                     "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
                 },
             },
@@ -90,5 +92,5 @@ def metrics_service(namespace: str) -> dict[str, Any]:
                     {"name": "metrics", "port": names.METRICS_PORT, "targetPort": names.METRICS_PORT, "protocol": "TCP"})
 
 
-def objects(namespace: str, image: str = names.IMAGE) -> list[dict[str, Any]]:
-    return [deployment(namespace, image), webhook_service(namespace), metrics_service(namespace)]
+def objects(namespace: str, image: str = names.IMAGE, watched: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    return [deployment(namespace, image, watched), webhook_service(namespace), metrics_service(namespace)]

@@ -116,7 +116,8 @@ class Fleet:
         """Kill sandboxes tagged with this cluster whose object is gone, once they stay untracked
         for the grace period (covers the operator's own start-up, before every object is seen)."""
         if untracked:
-            released = await self.kube.orphaned_sandboxes()  # only asked when there is something to judge
+            # Only asked when there is something to judge.
+            released = await self.kube.orphaned_sandboxes(self.settings.namespaces)
             untracked = [s for s in untracked if s.sandbox_id not in released]
         seen = {s.sandbox_id for s in untracked}
         self._orphans_first_seen = {k: v for k, v in self._orphans_first_seen.items() if k in seen}

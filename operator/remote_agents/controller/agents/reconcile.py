@@ -246,13 +246,13 @@ class AgentReconciler:
                                          timeout_seconds=self.settings.git_timeout_seconds)
         if outcome.exit_code != 0:
             raise StepFailed("CheckoutFailed", f"checkout of {revision[:12]} failed (exit {outcome.exit_code}): "
-                                               f"{redact(outcome.stderr[-OUTPUT_TAIL_CHARS:])}")
+                                               f"{redact(outcome.stderr)[-OUTPUT_TAIL_CHARS:]}")
         for index, command in enumerate(spec.setup, start=1):
             outcome = await self.gateway.run(sandbox, command, envs=inputs.env, cwd=decide.workdir(spec),
                                              timeout_seconds=self.settings.setup_timeout_seconds)
             if outcome.exit_code != 0:
                 raise StepFailed("SetupFailed", f"setup step {index} exited {outcome.exit_code}: "
-                                                f"{redact(outcome.stderr[-OUTPUT_TAIL_CHARS:])}")
+                                                f"{redact(outcome.stderr)[-OUTPUT_TAIL_CHARS:]}")
 
     async def delete(self, body: Mapping[str, Any]) -> None:
         """Kill the agent's sandboxes (or leave them, deletionPolicy Orphan) before the finalizer goes."""

@@ -8,8 +8,9 @@ header; PublishError messages never contain it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import requests
 from github import Auth, Github, GithubException, RateLimitExceededException, UnknownObjectException
@@ -18,8 +19,11 @@ from pydantic import ValidationError
 
 from remote_agents.api.models import DEFAULT_GITHUB_API_URL as DEFAULT_API_URL
 from remote_agents.api.models import GitHubTarget, PullRequestTarget
+from remote_agents.controller.redaction import MARKER
 
 MAX_TEXT = 65536  # GitHub refuses longer comment and pull request bodies
+DEFAULT_API_HOST = "api.github.com"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 TRUNCATED = "\n\n… (truncated)"
 TIMEOUT_SECONDS = 30
 
@@ -30,6 +34,21 @@ class PublishError(Exception):
     def __init__(self, message: str, retryable: bool):
         super().__init__(message)
         self.retryable = retryable
+
+
+def api_url_refusal(api_url: str, allowed_hosts: Iterable[str]) -> str | None:
+    """Why the operator sends no token to `api_url` (None: it may). Whoever writes an AgentTask
+    chooses the URL and a Secret of the namespace: the token goes only over https (plain http to a
+    loopback host) and only to api.github.com or a host the operator's settings name."""
+    parts = urlsplit(api_url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme != "https" and not (parts.scheme == "http" and host in LOOPBACK_HOSTS):
+        return f"spec.github.apiUrl {api_url!r} is refused: https only (plain http only to a loopback host)"
+    allowed = {DEFAULT_API_HOST, *(name.lower() for name in allowed_hosts)}
+    if host not in allowed:
+        return (f"spec.github.apiUrl host {host!r} is not allowed: this operator publishes only to "
+                f"{', '.join(sorted(allowed))} (more with --github-api-host)")
+    return None
 
 
 def publish(target: dict, token: str, title: str, body: str, base_url: str = DEFAULT_API_URL, *,
@@ -109,7 +128,7 @@ def _calling(action: str, token: str) -> Iterator[None]:
     except GithubException as error:
         status = error.status or 0
         retryable = isinstance(error, RateLimitExceededException) or status in (409, 429) or status >= 500
-        message = f"GitHub answered {error.status} to '{action}': {_message(error)}".replace(token, "***")
+        message = f"GitHub answered {error.status} to '{action}': {_message(error)}".replace(token, MARKER)
         raise PublishError(message, retryable) from None
     except requests.RequestException as error:
         raise PublishError(f"GitHub unreachable during '{action}': {type(error).__name__}", retryable=True) from None

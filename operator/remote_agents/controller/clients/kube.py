@@ -186,10 +186,16 @@ class Kube:
             self.http.request, "PATCH", api_path("configmaps", namespace, ORPHANS_CONFIGMAP), body,
             "application/merge-patch+json"))
 
-    async def orphaned_sandboxes(self) -> set[str]:
-        result = await asyncio.to_thread(self.core.list_config_map_for_all_namespaces,
-                                         label_selector=f"{ORPHANS_LABEL}=true")
-        return {sandbox_id for item in result.items for sandbox_id in (item.data or {})}
+    async def orphaned_sandboxes(self, namespaces: tuple[str, ...]) -> set[str]:
+        """The sandboxes recorded by record_orphan in these namespaces (all when empty: a namespaced
+        operator may list ConfigMaps only in the namespaces it serves)."""
+        selector = f"{ORPHANS_LABEL}=true"
+        if namespaces:
+            results = await asyncio.gather(*(asyncio.to_thread(
+                self.core.list_namespaced_config_map, namespace, label_selector=selector) for namespace in namespaces))
+        else:
+            results = [await asyncio.to_thread(self.core.list_config_map_for_all_namespaces, label_selector=selector)]
+        return {sandbox_id for result in results for item in result.items for sandbox_id in (item.data or {})}
 
     async def cluster_id(self) -> str:
         """The uid of kube-system: stable for the life of the cluster, unique across clusters."""

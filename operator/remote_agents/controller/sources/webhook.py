@@ -2,7 +2,15 @@
 a `push` into a PushEvent for the caller, who re-resolves the objects that track that branch.
 
 Answers are chosen so GitHub's view is right: 4xx for anything the sender got wrong (never 5xx
-for client input), 503 only when our own callback failed and a redelivery should be tried."""
+for client input), 503 only when our own callback failed and a redelivery should be tried.
+
+Replays: the signature covers the body, not the X-GitHub-Delivery header, so anyone who saw one
+delivery can send its body again under a new id. A push is therefore handled once per delivery id
+and once per signed content (repository, ref, the commits before and after), and a push older
+(repository.pushed_at) than the newest one handled for its branch is stale. Both memories are
+bounded and end with the process; what an agent runs still never comes from a push: the reconcile
+a push requests resolves the branch itself (sources/refs.py), so an old push replayed later moves
+nothing back."""
 
 from __future__ import annotations
 
@@ -12,8 +20,9 @@ import json
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
+from datetime import datetime
 
 from aiohttp import web
 
@@ -35,6 +44,7 @@ class PushEvent:
     branch: str | None  # None for a tag or any other non-branch ref
     commit: str
     delivery: str
+    pushed_at: float | None = None  # repository.pushed_at (epoch seconds), when the payload has it
 
     def concerns(self, repo: str, ref: str) -> bool:
         """Whether an object whose spec.source is (repo, ref) tracks the pushed branch."""
@@ -70,7 +80,19 @@ def push_event(payload: object, delivery: str) -> PushEvent | None:
     if not keys:
         raise MalformedPush("repository has no usable clone_url, ssh_url, html_url, git_url or full_name")
     branch = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
-    return PushEvent(frozenset(keys), branch or None, commit, delivery)
+    return PushEvent(frozenset(keys), branch or None, commit, delivery, _epoch(repository.get("pushed_at")))
+
+
+def _epoch(value: object) -> float | None:
+    """repository.pushed_at: epoch seconds in push payloads (an ISO time in other events)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return None
+    return None
 
 
 def _key(value: object, host_only: bool = False) -> str | None:
@@ -83,26 +105,33 @@ def _key(value: object, host_only: bool = False) -> str | None:
     return key.partition("/")[0] if host_only else key
 
 
-class _SeenDeliveries:
-    """Bounded LRU of delivery ids handled (or being handled) successfully."""
+class _Recent:
+    """Bounded LRU map: the least recently used keys are forgotten first."""
 
     def __init__(self, size: int):
-        self.size, self.ids = size, OrderedDict[str, None]()
+        self.size, self.items = size, OrderedDict[Hashable, object]()
 
-    def __contains__(self, delivery: str) -> bool:
-        if delivery in self.ids:
-            self.ids.move_to_end(delivery)
-            return True
-        return False
+    def get(self, key: Hashable) -> object | None:
+        if key in self.items:
+            self.items.move_to_end(key)
+        return self.items.get(key)
 
-    def add(self, delivery: str) -> None:
-        self.ids[delivery] = None
-        self.ids.move_to_end(delivery)
-        while len(self.ids) > self.size:
-            self.ids.popitem(last=False)
+    def __contains__(self, key: Hashable) -> bool:
+        return self.get(key) is not None
 
-    def discard(self, delivery: str) -> None:
-        self.ids.pop(delivery, None)
+    def put(self, key: Hashable, value: object = True) -> None:
+        self.items[key] = value
+        self.items.move_to_end(key)
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+
+    def discard(self, key: Hashable) -> None:
+        self.items.pop(key, None)
+
+
+def _is_stale(push: PushEvent, newest_of_branch: object) -> bool:
+    """Older than a push of its branch already handled (ties are not: pushed_at has whole seconds)."""
+    return push.pushed_at is not None and isinstance(newest_of_branch, float) and push.pushed_at < newest_of_branch
 
 
 async def _read_at_most(request: web.Request, limit: int) -> bytes:
@@ -129,9 +158,10 @@ def webhook_app(secret: bytes, on_push: Callable[[PushEvent], Awaitable[int]], m
                 dedupe_size: int = 10000) -> web.Application:
     """`POST /webhooks/github`. on_push gets each new, verified branch or tag push and returns how
     many objects it matched; if it raises, the answer is 503 and the delivery may be retried."""
-    if not secret:
+    if not secret.strip():
         raise ValueError("a webhook secret is required: unsigned deliveries would let anyone trigger updates")
-    seen = _SeenDeliveries(dedupe_size)
+    seen = _Recent(dedupe_size)  # delivery ids and signed contents handled (or being handled)
+    newest = _Recent(dedupe_size)  # (repository, ref) -> pushed_at of the newest push handled
 
     def answer(event: str, outcome: str, status: int, **body: object) -> web.Response:
         # Only known event names become labels: the header is chosen by the sender.
@@ -166,15 +196,30 @@ def webhook_app(secret: bytes, on_push: Callable[[PushEvent], Awaitable[int]], m
             push = push_event(payload, delivery)
         except MalformedPush as error:
             return answer(event, "malformed", 400, error=str(error))
-        if delivery in seen:
+        if ("delivery", delivery) in seen:
             return answer(event, "duplicate", 200, duplicate=True)
-        seen.add(delivery)  # before awaiting on_push, so a concurrent replay is a duplicate too
         if push is None:
+            seen.put(("delivery", delivery))
             return answer(event, "ignored", 200, matched=0, deleted=True)
+        branch = (push.repo_keys, payload["ref"])
+        # `before` too: a branch pushed back to a commit it had is a new push, not a replay.
+        content = (*branch, str(payload.get("before")), push.commit)
+        if content in seen:
+            return answer(event, "duplicate", 200, duplicate=True)
+        if _is_stale(push, newest.get(branch)):
+            log.warning("GitHub push %.64r refused: older than the last push of %s handled", delivery,
+                        payload["ref"])
+            return answer(event, "stale", 200, stale=True)
+        # Before awaiting on_push, so a concurrent replay is a duplicate too.
+        seen.put(("delivery", delivery))
+        seen.put(content)
+        if push.pushed_at is not None:
+            newest.put(branch, max(push.pushed_at, newest.get(branch) or 0.0))
         try:
             matched = await on_push(push)
         except Exception:
-            seen.discard(delivery)
+            seen.discard(("delivery", delivery))
+            seen.discard(content)
             log.exception("GitHub push %s of %s could not be handled", delivery, sorted(push.repo_keys))
             return answer(event, "error", 503, error="push could not be handled; redeliver later")
         log.info("GitHub push %s: %s %s -> %s matched %d", delivery, sorted(push.repo_keys),

@@ -32,13 +32,13 @@ HOUSEKEEPING_SECONDS = 2  # TTL collection, publishing, idle pausing and activit
 
 class TaskController:
     def __init__(self, kube: Kube, gateway: SandboxGateway, agents: AgentReconciler, fleet: Fleet,
-                 activity: AgentActivity, emit: EventSink):
+                 activity: AgentActivity, emit: EventSink, github_api_hosts: tuple[str, ...]):
         self.book = TaskBook(kube)
         self.scheduler = Scheduler(self.book)
         self.activity = activity
         self.runs = Runs(self.book, self.scheduler, kube, gateway, agents, fleet, activity, emit)
         self.dispatcher = Dispatcher(self.book, self.scheduler, fleet, activity, self.runs)
-        self.housekeeping = Housekeeping(self.book, kube, emit)
+        self.housekeeping = Housekeeping(self.book, kube, emit, github_api_hosts)
         self._next_full_poll = 0.0
         self._next_deadline_check = 0.0
         self._next_housekeeping = 0.0

@@ -18,10 +18,11 @@ TITLE_LIMIT = 200
 
 
 class Housekeeping:
-    def __init__(self, book: TaskBook, kube: Kube, emit: EventSink):
+    def __init__(self, book: TaskBook, kube: Kube, emit: EventSink, github_api_hosts: tuple[str, ...]):
         self.book = book
         self.kube = kube
         self.emit = emit
+        self.github_api_hosts = github_api_hosts  # besides api.github.com
         self._publish_after: dict[str, float] = {}  # task uid -> earliest next publish attempt
 
     async def tidy(self, now: float) -> None:
@@ -40,12 +41,14 @@ class Housekeeping:
         ref = spec.github.credentials_secret_ref
         redact = Redactor()
         try:
+            if refusal := github.api_url_refusal(spec.github.api_url, self.github_api_hosts):
+                raise github.PublishError(refusal, retryable=False)  # before the token is even read
             token = await self.kube.secret_value(meta["namespace"], ref.name, ref.key) or ""
             redact.add(token)
             output = await self.kube.configmap_value(meta["namespace"], status["outputConfigMap"], "stdout")
-            url = await asyncio.to_thread(github.publish, spec.github.target(meta["name"]), token,
-                                          f"{meta['name']}: {decide.truncate(spec.query, TITLE_LIMIT)}", output or "",
-                                          spec.github.api_url)
+            title = f"{meta['name']}: {decide.truncate(spec.query, TITLE_LIMIT)}"
+            url = await asyncio.to_thread(github.publish, spec.github.target(meta["name"]), token, title,
+                                          redact(output or ""), spec.github.api_url)
         except (github.PublishError, SecretMissing) as error:
             self.emit(task, "Warning", "PublishFailed", redact(str(error)))
             if isinstance(error, SecretMissing) or not error.retryable:

@@ -33,6 +33,7 @@ from remote_agents.controller.tasks.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 NOT_STARTED_SECONDS = 15  # a claimed run with no pid file after this long was never started
+OUTPUT_WITHHELD = "[output withheld: the agent's Secrets could not be read to redact it]"
 
 
 async def _no_file() -> None:
@@ -54,9 +55,13 @@ class Runs:
         self.live: set[str] = set()  # uids of runs whose process stream we hold
         self._watchers: set[asyncio.Task] = set()
         self._terminated: dict[str, float] = {}  # uid -> when its overdue run was sent SIGTERM
+        # uid -> the secret values its run was started with, kept from launch so that redacting
+        # its output at the end costs no Secret reads.
+        self._redactors: dict[str, Redactor] = {}
 
     def forget(self, uid: str) -> None:
         self._terminated.pop(uid, None)
+        self._redactors.pop(uid, None)
 
     # ---- starting -----------------------------------------------------------------------------
     async def launch(self, task: Task, view: AgentView) -> None:
@@ -80,6 +85,7 @@ class Runs:
                                   phase="Pending", agent=None, startTime=None, runId=None, sandboxID=None)
             self.activity.note(meta["namespace"], view.name)
             return
+        self._redactors[meta["uid"]] = redact
         self._follow(meta["uid"], handle)
         # A log line, not an Event: status (phase Running, agent, startTime) says it, and the Event
         # at the end (its reason is the verdict) is the one worth a write per task.
@@ -185,10 +191,34 @@ class Runs:
             log.info("could not signal run of task %s: %s", task["metadata"].get("name"), error)
 
     # ---- the end ------------------------------------------------------------------------------
+    async def _redactor(self, task: Task) -> Redactor | None:
+        """The secret values of the task's run: those of its launch, or after an operator restart
+        the agent's read again; None when they cannot be read (its output is then withheld)."""
+        meta, status = task["metadata"], task["status"]
+        redact = self._redactors.pop(meta["uid"], None)
+        if redact is not None:
+            return redact
+        view = self.fleet.find(meta["namespace"], status.get("agent", ""))
+        if view is None or view.spec is None:
+            return None
+        redact = Redactor()
+        try:
+            await self.agents.resolve_inputs(meta["namespace"], view.spec, redact)
+        except SecretMissing as error:
+            log.warning("output of task %s/%s withheld: %s", meta["namespace"], meta["name"], error)
+            return None
+        return redact
+
     async def finish(self, task: Task, verdict: decide.Verdict, exit_code: int | None, stdout: str,
                      stderr: str) -> None:
         meta, status = task["metadata"], task["status"]
         self._terminated.pop(meta["uid"], None)
+        if stdout or stderr:
+            redact = await self._redactor(task)
+            # Whole texts first, then cut to size: a cut never leaves part of a value behind.
+            stdout, stderr = (redact(stdout), redact(stderr)) if redact else (OUTPUT_WITHHELD, "")
+        else:
+            self._redactors.pop(meta["uid"], None)
         output_name = f"{meta['name']}-output"[:253]
         started = epoch(status.get("startTime")) or time.time()
         duration = max(0.0, time.time() - started)
