@@ -28,6 +28,13 @@ from remote_agents.controller.sources.webhook import PushEvent
 log = logging.getLogger(__name__)
 
 REF_CHECK_CONCURRENCY = 8  # ls-remote processes at once
+# How long a push that arrives before the first list of agents waits for it; GitHub gives up on a
+# delivery after 10 s, and a 503 lets it be redelivered.
+PUSH_WAIT_SECONDS = 8.0
+
+
+class ViewIncomplete(Exception):
+    """The operator has not seen every agent yet: nothing can be said about which ones exist."""
 
 
 def view_of(body: Mapping[str, Any]) -> decide.AgentView:
@@ -56,13 +63,15 @@ def _log_failure(task: asyncio.Task) -> None:
 
 class Fleet:
     def __init__(self, gateway: SandboxGateway, kube: Kube, settings: OperatorSettings, cluster_id: str,
-                 sightings: Sightings, refs: RefResolver):
+                 sightings: Sightings, refs: RefResolver, listed: asyncio.Event):
+        """`listed`: set once every agent has been delivered to `observe` (the watch's first list)."""
         self.gateway = gateway
         self.refs = refs
         self.kube = kube
         self.settings = settings
         self.cluster_id = cluster_id
         self.sightings = sightings
+        self.listed = listed
         self.agents: dict[str, decide.AgentView] = {}
         self.by_repo: dict[str, set[str]] = defaultdict(set)  # normalised repo -> agent uids (webhook lookups)
         self._orphans_first_seen: dict[str, float] = {}
@@ -131,7 +140,12 @@ class Fleet:
 
     async def on_push(self, event: PushEvent) -> int:
         """A verified push: every agent tracking that branch of that repository re-resolves its ref now."""
-        self.refs.pushed(event.repo_keys)  # the reconciles it pokes must not reuse a lookup from before it
+        self.refs.pushed(event.repo_keys)
+        if not self.listed.is_set():  # "no agent tracks it" would be a guess: wait for the list, or refuse
+            try:
+                await asyncio.wait_for(self.listed.wait(), PUSH_WAIT_SECONDS)
+            except asyncio.TimeoutError:
+                raise ViewIncomplete("the operator is starting and has not listed its agents yet") from None  # the reconciles it pokes must not reuse a lookup from before it
         matched = [v for v in self.tracking(event.repo_keys) if not v.deleting and event.concerns(v.repo, v.ref)]
         behind = [v for v in matched if v.revision != event.commit]
         # Answer GitHub at once (it gives up after 10 s); the pokes go on in the background, and the
@@ -189,7 +203,9 @@ class Fleet:
         return task
 
     async def run(self) -> None:
-        """Both loops, forever (cancelled at shutdown). A failed round is logged and retried next interval."""
+        """Both loops, forever (cancelled at shutdown), once every agent is known: a sandbox or a
+        branch is judged against all agents, never a part. A failed round is logged and retried."""
+        await self.listed.wait()
         await asyncio.gather(self._every(self.settings.health_interval_seconds, self.check_sandboxes),
                              self._every(self.settings.ref_poll_interval_seconds, self.poll_refs))
 
