@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +17,7 @@ from remote_agents.controller.agents import fleet as fleet_module
 from remote_agents.controller.agents.fleet import Fleet, ViewIncomplete
 from remote_agents.controller.agents.sightings import Sightings
 from remote_agents.controller.pools.reconcile import PoolReconciler
+from remote_agents.controller.sandboxes import ObservedSandbox, SandboxAddress
 from remote_agents.controller.settings import OperatorSettings
 from remote_agents.controller.sources.refs import RefResolver
 from remote_agents.controller.sources.webhook import PATH, PushEvent, webhook_app
@@ -58,12 +60,26 @@ class FakeKube:
 
 
 class FakeGateway:
-    def __init__(self) -> None:
-        self.lists = 0
+    """A fleet-wide list of `sandboxes`; records kills."""
 
-    async def list(self, metadata: dict, account) -> list:
+    def __init__(self, *sandboxes: ObservedSandbox) -> None:
+        self.sandboxes = list(sandboxes)
+        self.lists = 0
+        self.killed: list[str] = []
+
+    async def list(self, metadata: dict, account) -> list[ObservedSandbox]:
         self.lists += 1
-        return []
+        return self.sandboxes
+
+    async def kill(self, address: SandboxAddress) -> bool:
+        self.killed.append(address.sandbox_id)
+        return True
+
+
+def sandbox_of(uid: str, sandbox_id: str) -> ObservedSandbox:
+    far = datetime.now(timezone.utc) + timedelta(hours=1)
+    return ObservedSandbox(sandbox_id, "running", {"remoteagents.io/uid": uid, "remoteagents.io/cluster": "cluster-1"},
+                           started_at=far, end_at=far)
 
 
 def agent_body(name: str, revision: str | None = "a" * 40) -> dict:
@@ -73,20 +89,25 @@ def agent_body(name: str, revision: str | None = "a" * 40) -> dict:
 
 def make_fleet(kube: FakeKube, gateway: FakeGateway | None = None) -> Fleet:
     return Fleet(gateway or FakeGateway(), kube, OperatorSettings(health_interval_seconds=0.01,
-                                                                  ref_poll_interval_seconds=3600),
+                                                                  ref_poll_interval_seconds=3600,
+                                                                  orphan_grace_seconds=0),
                  "cluster-1", Sightings(max_age_seconds=1), RefResolver(5), listed=asyncio.Event())
 
 
-async def test_fleet_checks_start_only_once_every_agent_is_listed():
-    kube, gateway = FakeKube(), FakeGateway()
+async def test_the_fleet_lists_sandboxes_at_once_but_judges_them_only_against_every_agent():
+    # A sandbox of an agent not delivered yet is no orphan; one whose agent is not in the full list is.
+    kube, gateway = FakeKube(), FakeGateway(sandbox_of("uid-a-0", "sbx-a-0"), sandbox_of("uid-gone", "sbx-gone"))
     fleet = make_fleet(kube, gateway)
     checks = asyncio.create_task(fleet.run())
     try:
+        await until(lambda: gateway.lists == 1, "the first fleet-wide list")
+        assert fleet.sightings.recent("uid-a-0") is not None  # a restarted operator's resumes can use it
         await settle()
-        assert gateway.lists == 0  # no E2B list, so no sandbox can be taken for an orphan
+        assert gateway.lists == 1 and gateway.killed == [] and kube.calls == []
         fleet.observe(None, agent_body("a-0", revision=None))  # (no code yet: no ref poll, no git)
         fleet.listed.set()
-        await until(lambda: gateway.lists >= 2, "the health checks to run")
+        await until(lambda: gateway.killed, "the orphan to be swept")
+        assert gateway.killed == ["sbx-gone"]
     finally:
         checks.cancel()
 

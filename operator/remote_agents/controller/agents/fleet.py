@@ -111,6 +111,9 @@ class Fleet:
         async with self.sightings.listing():
             sandboxes = await self.gateway.list({SANDBOX_CLUSTER_KEY: self.cluster_id}, OPERATOR_ACCOUNT)
             by_uid = self.sightings.record(sandboxes)
+        # Listed at once, even on the first round: a restarted operator's resumes wait for this list
+        # instead of making one each. Judged only against every agent: drift and orphans alike.
+        await self.listed.wait()
         now = time.time()
         for view in list(self.agents.values()):
             observed = by_uid.get(view.uid, [])
@@ -169,6 +172,7 @@ class Fleet:
         """Start one ls-remote per (repo, ref, credentials) that is not already being asked, and do
         not wait for them: a server that accepts connections and never answers holds back only the
         agents tracking it (until the git timeout), never the next round for every other branch."""
+        await self.listed.wait()  # every tracked branch, not those of the agents seen so far
         tracked: dict[tuple[str, str, tuple | None], list[decide.AgentView]] = defaultdict(list)
         for view in self.agents.values():
             if view.revision and not view.deleting and view.ref != view.revision and view.spec:
@@ -203,9 +207,7 @@ class Fleet:
         return task
 
     async def run(self) -> None:
-        """Both loops, forever (cancelled at shutdown), once every agent is known: a sandbox or a
-        branch is judged against all agents, never a part. A failed round is logged and retried."""
-        await self.listed.wait()
+        """Both loops, forever (cancelled at shutdown). A failed round is logged and retried next interval."""
         await asyncio.gather(self._every(self.settings.health_interval_seconds, self.check_sandboxes),
                              self._every(self.settings.ref_poll_interval_seconds, self.poll_refs))
 
