@@ -22,6 +22,7 @@ from remote_agents.controller.settings import OperatorSettings
 from remote_agents.controller.sources.refs import RefResolver
 from remote_agents.controller.sources.webhook import PATH, PushEvent, webhook_app
 from remote_agents.controller.tasks.controller import TaskController
+from remote_agents.controller.tasks.runs import Runs
 from tests.unit.test_webhook import SECRET, push_payload, sign
 
 REPO = "https://github.com/Octo/Agent"
@@ -194,3 +195,26 @@ async def test_a_pool_is_reconciled_only_once_the_tasks_are_listed():
     pools.tasks_listed.set()
     await reconcile
     assert kube.calls == [("get", "agentpools", "research", "workers")]
+
+
+async def test_the_run_of_a_task_deleted_before_its_agent_is_listed_is_still_killed():
+    commands = []
+
+    class Gateway:
+        async def run(self, address: SandboxAddress, command: str, **_: object) -> None:
+            commands.append((address.sandbox_id, command))
+
+    async def address(namespace: str, spec, sandbox_id: str) -> SandboxAddress:
+        return SandboxAddress(sandbox_id)
+    fleet = make_fleet(FakeKube())
+    runs = Runs(book=None, scheduler=None, kube=None, gateway=Gateway(), agents=SimpleNamespace(address=address),
+                fleet=fleet, activity=None, emit=None)
+    task = {"metadata": {"namespace": "research", "name": "job", "uid": "t-1"},
+            "status": {"phase": "Running", "agent": "a-0", "runId": "t-1", "sandboxID": "sbx-a-0"}}
+    stop = asyncio.create_task(runs.stop(task))
+    await settle()
+    assert not stop.done()
+    fleet.observe(None, agent_body("a-0"))
+    fleet.listed.set()
+    await stop
+    assert [sandbox for sandbox, _ in commands] == ["sbx-a-0"] and "kill -KILL" in commands[0][1]
