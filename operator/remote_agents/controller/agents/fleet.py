@@ -28,8 +28,8 @@ from remote_agents.controller.sources.webhook import PushEvent
 log = logging.getLogger(__name__)
 
 REF_CHECK_CONCURRENCY = 8  # ls-remote processes at once
-# How long a push that arrives before the first list of agents waits for it; GitHub gives up on a
-# delivery after 10 s, and a 503 lets it be redelivered.
+# How long a push that arrives before the first list of agents waits for it: GitHub gives up on a
+# delivery after 10 s; past this the answer is 503, a failed delivery that can be redelivered.
 PUSH_WAIT_SECONDS = 8.0
 
 
@@ -143,12 +143,12 @@ class Fleet:
 
     async def on_push(self, event: PushEvent) -> int:
         """A verified push: every agent tracking that branch of that repository re-resolves its ref now."""
-        self.refs.pushed(event.repo_keys)
+        self.refs.pushed(event.repo_keys)  # the reconciles it pokes must not reuse a lookup from before it
         if not self.listed.is_set():  # "no agent tracks it" would be a guess: wait for the list, or refuse
             try:
                 await asyncio.wait_for(self.listed.wait(), PUSH_WAIT_SECONDS)
             except asyncio.TimeoutError:
-                raise ViewIncomplete("the operator is starting and has not listed its agents yet") from None  # the reconciles it pokes must not reuse a lookup from before it
+                raise ViewIncomplete("the operator is starting and has not listed its agents yet") from None
         matched = [v for v in self.tracking(event.repo_keys) if not v.deleting and event.concerns(v.repo, v.ref)]
         behind = [v for v in matched if v.revision != event.commit]
         # Answer GitHub at once (it gives up after 10 s); the pokes go on in the background, and the
