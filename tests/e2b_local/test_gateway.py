@@ -7,7 +7,7 @@ import uuid
 
 from remote_agents.api.names import SANDBOX_UID_KEY
 from remote_agents.controller.clients.e2b import SandboxGateway
-from remote_agents.controller.sandboxes import OPERATOR_ACCOUNT
+from remote_agents.controller.sandboxes import OPERATOR_ACCOUNT, CommandOutcome
 from remote_agents.controller.settings import GatewaySettings
 
 
@@ -47,3 +47,20 @@ async def test_long_in_sandbox_commands_do_not_hold_the_api_slots():
     finally:
         for sandbox in (slow, quick):
             await gateway.kill(sandbox)
+
+
+async def test_a_command_that_exits_non_zero_is_an_outcome_with_its_output():
+    # The SDK raises e2b.CommandExitException for a non-zero exit; the gateway turns it into the
+    # step's outcome (exit code, stdout, stderr), which the reconciler reports as SetupFailed.
+    gateway = SandboxGateway(GatewaySettings(creates_per_second=100, calls_per_second=100))
+    key = str(uuid.uuid4())
+    sandbox = await gateway.create(template="base", timeout_seconds=120, metadata={SANDBOX_UID_KEY: key},
+                                   idempotency_key=key, account=OPERATOR_ACCOUNT)
+    try:
+        outcome = await gateway.run(sandbox, "echo partial; echo 'no such package' >&2; exit 3", envs={},
+                                    cwd=None, timeout_seconds=60)
+        assert outcome == CommandOutcome(3, "partial\n", "no such package\n")
+        # The sandbox is still usable afterwards: the failure was the command's, not the connection's.
+        assert (await gateway.run(sandbox, "echo fine", envs={}, cwd=None, timeout_seconds=60)).exit_code == 0
+    finally:
+        await gateway.kill(sandbox)

@@ -47,16 +47,18 @@ class Operator:
         events = EventRecorder(kube.http)
         sightings = Sightings(max_age_seconds=settings.health_interval_seconds * 1.5)
         refs = RefResolver(settings.git_timeout_seconds)
+        # The fleet's view of RemoteAgents and the tasks are streams of their own (Kopf only reconciles).
+        # Each knows when its first list is in (`synced`): whatever judges by a view is handed that
+        # event and waits for it, as nothing may be taken for absent before the view is whole.
+        self.agent_watch = ObjectWatch(kube, AGENTS, settings.namespaces, self.agent_changed)
+        self.task_watch = ObjectWatch(kube, TASKS, settings.namespaces, self.task_changed)
         self.agents = AgentReconciler(self.gateway, kube, settings, cluster_id, events, sightings, refs)
-        self.fleet = Fleet(self.gateway, kube, settings, cluster_id, sightings, refs)
+        self.fleet = Fleet(self.gateway, kube, settings, cluster_id, sightings, refs, listed=self.agent_watch.synced)
         activity = AgentActivity(kube, self.fleet, events)
         self.tasks = TaskController(kube, self.gateway, self.agents, self.fleet, activity, events,
-                                    settings.github_api_hosts)
-        self.pools = PoolReconciler(kube, events, running_counts=self.tasks.running_counts)
-        # The fleet's view of RemoteAgents and the tasks are streams of their own (Kopf only reconciles):
-        # each knows when its first list is in, before which nothing is judged missing.
-        self.agent_watch = ObjectWatch(kube, AGENTS, settings.namespaces, self.agent_changed)
-        self.task_watch = ObjectWatch(kube, TASKS, settings.namespaces, self.tasks.observe)
+                                    settings.github_api_hosts, listed=self.task_watch.synced)
+        self.pools = PoolReconciler(kube, events, running_counts=self.tasks.running_counts,
+                                    tasks_listed=self.task_watch.synced)
         self._background: list[asyncio.Task] = []
         self._servers: list[Any] = []
 
@@ -67,11 +69,15 @@ class Operator:
         if pool:
             self.pools.poke(body["metadata"]["namespace"], pool)  # a member changed: the pool recounts
 
+    def task_changed(self, event_type: str | None, body: dict[str, Any]) -> None:
+        self.tasks.observe(event_type, body)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.agent_watch.start(loop)
         self.task_watch.start(loop)
-        self._background = [loop.create_task(self._after_agents_listed(), name="fleet-checks")]
+        self._background = [loop.create_task(self.fleet.run(), name="fleet-checks"),
+                            loop.create_task(self.tasks.run(), name="task-loop")]
         if self.settings.webhook_port is not None:
             self._servers.append(await metrics.serve(
                 webhook.webhook_app(self.settings.webhook_secret, self.fleet.on_push), self.settings.webhook_port))
@@ -79,11 +85,6 @@ class Operator:
             self._servers.append(await metrics.serve(
                 metrics.app(healthy=lambda: not any(t.done() for t in self._background), refresh=self.refresh_metrics),
                 self.settings.metrics_port))
-
-    async def _after_agents_listed(self) -> None:
-        """The fleet checks and the task loop judge agents by the fleet's view: only once it is whole."""
-        await self.agent_watch.synced.wait()
-        await asyncio.gather(self.fleet.run(), self.tasks.run())
 
     async def stop(self) -> None:
         self.agent_watch.stop()

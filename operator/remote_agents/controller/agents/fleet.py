@@ -28,6 +28,13 @@ from remote_agents.controller.sources.webhook import PushEvent
 log = logging.getLogger(__name__)
 
 REF_CHECK_CONCURRENCY = 8  # ls-remote processes at once
+# How long a push that arrives before the first list of agents waits for it: GitHub gives up on a
+# delivery after 10 s; past this the answer is 503, a failed delivery that can be redelivered.
+PUSH_WAIT_SECONDS = 8.0
+
+
+class ViewIncomplete(Exception):
+    """The operator has not seen every agent yet: nothing can be said about which ones exist."""
 
 
 def view_of(body: Mapping[str, Any]) -> decide.AgentView:
@@ -56,13 +63,15 @@ def _log_failure(task: asyncio.Task) -> None:
 
 class Fleet:
     def __init__(self, gateway: SandboxGateway, kube: Kube, settings: OperatorSettings, cluster_id: str,
-                 sightings: Sightings, refs: RefResolver):
+                 sightings: Sightings, refs: RefResolver, listed: asyncio.Event):
+        """`listed`: set once every agent has been delivered to `observe` (the watch's first list)."""
         self.gateway = gateway
         self.refs = refs
         self.kube = kube
         self.settings = settings
         self.cluster_id = cluster_id
         self.sightings = sightings
+        self.listed = listed
         self.agents: dict[str, decide.AgentView] = {}
         self.by_repo: dict[str, set[str]] = defaultdict(set)  # normalised repo -> agent uids (webhook lookups)
         self._orphans_first_seen: dict[str, float] = {}
@@ -102,6 +111,9 @@ class Fleet:
         async with self.sightings.listing():
             sandboxes = await self.gateway.list({SANDBOX_CLUSTER_KEY: self.cluster_id}, OPERATOR_ACCOUNT)
             by_uid = self.sightings.record(sandboxes)
+        # Listed at once, even on the first round: a restarted operator's resumes wait for this list
+        # instead of making one each. Judged only against every agent: drift and orphans alike.
+        await self.listed.wait()
         now = time.time()
         for view in list(self.agents.values()):
             observed = by_uid.get(view.uid, [])
@@ -133,6 +145,11 @@ class Fleet:
     async def on_push(self, event: PushEvent) -> int:
         """A verified push: every agent tracking that branch of that repository re-resolves its ref now."""
         self.refs.pushed(event.repo_keys)  # the reconciles it pokes must not reuse a lookup from before it
+        if not self.listed.is_set():  # "no agent tracks it" would be a guess: wait for the list, or refuse
+            try:
+                await asyncio.wait_for(self.listed.wait(), PUSH_WAIT_SECONDS)
+            except asyncio.TimeoutError:
+                raise ViewIncomplete("the operator is starting and has not listed its agents yet") from None
         matched = [v for v in self.tracking(event.repo_keys) if not v.deleting and event.concerns(v.repo, v.ref)]
         behind = [v for v in matched if v.revision != event.commit]
         # Answer GitHub at once (it gives up after 10 s); the pokes go on in the background, and the
@@ -156,6 +173,7 @@ class Fleet:
         """Start one ls-remote per (repo, ref, credentials) that is not already being asked, and do
         not wait for them: a server that accepts connections and never answers holds back only the
         agents tracking it (until the git timeout), never the next round for every other branch."""
+        await self.listed.wait()  # every tracked branch, not those of the agents seen so far
         tracked: dict[tuple[str, str, tuple | None], list[decide.AgentView]] = defaultdict(list)
         for view in self.agents.values():
             if view.revision and not view.deleting and view.ref != view.revision and view.spec:

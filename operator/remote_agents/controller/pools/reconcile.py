@@ -95,10 +95,12 @@ class Coalescer:
 
 
 class PoolReconciler:
-    def __init__(self, kube: Kube, emit: EventSink, running_counts: Callable[[], Counter]):
+    def __init__(self, kube: Kube, emit: EventSink, running_counts: Callable[[], Counter],
+                 tasks_listed: asyncio.Event):
         self.kube = kube
         self.emit = emit
         self.running_counts = running_counts  # tasks running now, by (namespace, agent)
+        self.tasks_listed = tasks_listed  # set once running_counts has seen every task
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.coalescer = Coalescer(lambda key: self.reconcile(*key))
 
@@ -106,6 +108,9 @@ class PoolReconciler:
         self.coalescer.poke((namespace, name))
 
     async def reconcile(self, namespace: str, name: str) -> None:
+        # Which agents are busy (kept at scale-down and rollout) comes from the tasks: a task the
+        # operator has not listed yet must not leave its agent looking idle.
+        await self.tasks_listed.wait()
         async with self._locks.setdefault((namespace, name), asyncio.Lock()):
             pool = await self.kube.get(POOLS, namespace, name)
             if pool is None or pool["metadata"].get("deletionTimestamp"):

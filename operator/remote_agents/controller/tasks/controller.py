@@ -32,10 +32,14 @@ HOUSEKEEPING_SECONDS = 2  # TTL collection, publishing, idle pausing and activit
 
 class TaskController:
     def __init__(self, kube: Kube, gateway: SandboxGateway, agents: AgentReconciler, fleet: Fleet,
-                 activity: AgentActivity, emit: EventSink, github_api_hosts: tuple[str, ...]):
+                 activity: AgentActivity, emit: EventSink, github_api_hosts: tuple[str, ...],
+                 listed: asyncio.Event):
+        """`listed`: set once every task has been delivered to `observe` (the watch's first list)."""
+        self.listed = listed
         self.book = TaskBook(kube)
         self.scheduler = Scheduler(self.book)
         self.activity = activity
+        self.fleet = fleet
         self.runs = Runs(self.book, self.scheduler, kube, gateway, agents, fleet, activity, emit)
         self.dispatcher = Dispatcher(self.book, self.scheduler, fleet, activity, self.runs)
         self.housekeeping = Housekeeping(self.book, kube, emit, github_api_hosts)
@@ -72,6 +76,10 @@ class TaskController:
 
     # ---- the loop -----------------------------------------------------------------------------
     async def run(self) -> None:
+        # Rounds judge by both views: a running task whose agent is not seen yet is not AgentGone,
+        # and an agent whose running tasks are not seen yet is neither idle nor free.
+        await self.fleet.listed.wait()
+        await self.listed.wait()
         while True:
             try:
                 await asyncio.wait_for(self.scheduler.woken.wait(), ROUND_SECONDS)

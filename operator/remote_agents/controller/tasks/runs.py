@@ -174,6 +174,7 @@ class Runs:
     async def stop(self, task: Mapping[str, Any]) -> None:
         """Kill a run whose task is gone (its agent may be too: then there is nothing to stop)."""
         status = task.get("status") or {}
+        await self.fleet.listed.wait()  # an agent not seen yet is not a gone one: its run must still stop
         view = self.fleet.find(task["metadata"].get("namespace", ""), status.get("agent", ""))
         if not status.get("runId") or not status.get("sandboxID") or view is None or view.spec is None:
             return
