@@ -173,7 +173,10 @@ class World:
 
 async def stop_everything_else() -> None:
     """Cancel every task on the loop but the caller's, and wait until they are gone."""
-    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-    for task in others:
-        task.cancel()
-    await asyncio.gather(*others, return_exceptions=True)
+    others = {task for task in asyncio.all_tasks() if task is not asyncio.current_task()}
+    while others:
+        for task in others:
+            task.cancel()
+        # Again until they are gone: Python 3.11's wait_for (the task loop's) can swallow a
+        # cancellation that arrives as its wait ends.
+        _, others = await asyncio.wait(others, timeout=0.1)
