@@ -133,6 +133,7 @@ async def rollout(world: World) -> list[int]:
     replicas = world.kube.object(POOLS, NAMESPACE, POOL)["spec"]["replicas"]
     for _ in range(20):
         await reconcile_pool(world)
+        await reconcile_pool(world)  # poked again before the replacements are Ready: no more goes
         ready = [m for m in members(world) if is_ready(m) and not m["metadata"].get("deletionTimestamp")]
         unavailable.append(replicas - len(ready))
         hashes = {m["metadata"]["labels"][TEMPLATE_HASH_LABEL] for m in members(world)}
