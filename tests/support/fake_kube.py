@@ -22,8 +22,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from remote_agents.api.names import (
     ORPHANS_CONFIGMAP, ORPHANS_LABEL, PUSHED_REVISION_ANNOTATION, RECONCILE_REQUEST_ANNOTATION,
 )
@@ -92,7 +90,8 @@ class FakeKube:
         return [o["metadata"]["name"] for o in self._select(plural, namespace, label_selector)]
 
     def add_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
-        self._store("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+        self._store("secrets", {"apiVersion": "v1", "kind": "Secret",
+                                "metadata": {"name": name, "namespace": namespace},
                                 "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}})
 
     def remove(self, plural: str, namespace: str, name: str) -> None:

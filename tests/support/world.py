@@ -146,7 +146,8 @@ class World:
 
     async def create_task(self, name: str, status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
         """An AgentTask (agent="x" for agentRef, pool="p" for poolRef); `status` as if written before."""
-        target = {"agentRef": {"name": spec.pop("agent")}} if "agent" in spec else {"poolRef": {"name": spec.pop("pool")}}
+        target = ({"agentRef": {"name": spec.pop("agent")}} if "agent" in spec
+                  else {"poolRef": {"name": spec.pop("pool")}})
         await self.kube.create(TASKS, NAMESPACE, {
             "apiVersion": API_VERSION, "kind": "AgentTask", "metadata": {"name": name},
             "spec": {"query": "what is 6 x 7?", **target, **spec}})

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from remote_agents.api.models import RemoteAgentSpec
 from remote_agents.api.names import (
     SANDBOX_CLUSTER_KEY, SANDBOX_CONFIG_KEY, SANDBOX_NAME_KEY, SANDBOX_NAMESPACE_KEY, SANDBOX_UID_KEY,
 )
-from remote_agents.api.models import RemoteAgentSpec
 from remote_agents.controller.agents import decide
 from remote_agents.controller.agents.decide import AGENT_HOME
 from remote_agents.controller.clients.e2b import E2BAuthFailed, E2BUnavailable, SandboxGone
@@ -39,7 +39,8 @@ def converged(world: World, name: str, revision: str = REV_A, phase: str = "Read
     sandboxes = world.e2b.of(uid(world, name))
     assert len(sandboxes) == 1, f"{name} has {len(sandboxes)} sandboxes"
     sandbox, status = sandboxes[0], world.status(name)
-    assert (status.get("phase"), status.get("sandboxID"), status.get("revision")) == (phase, sandbox.sandbox_id, revision)
+    assert (status.get("phase"), status.get("sandboxID"), status.get("revision")) == \
+           (phase, sandbox.sandbox_id, revision)
     assert sandbox.head(AGENT_HOME) == revision
     assert sandbox.state == state
     return sandbox
@@ -64,6 +65,10 @@ def _status_says(text: str):
     return lambda body, **_: text in (body.get("message") or "")
 
 
+def _running(text: str):
+    return lambda command, **_: text in command
+
+
 CRASHES = {
     "before the create": ("e2b", "create", {}),
     "after the create, before its status": ("e2b", "create", {"after": True}),
@@ -71,9 +76,9 @@ CRASHES = {
                                                      {"after": True, "when": _status_says("creating the sandbox")}),
     "after the sandbox id is recorded": ("kube", "patch_status",
                                          {"after": True, "when": _status_says("checking out the code")}),
-    "before the checkout": ("e2b", "run", {"when": lambda command, **_: "git checkout" in command}),
-    "after the checkout, before setup": ("e2b", "run", {"after": True, "when": lambda command, **_: "git checkout" in command}),
-    "after setup, before its status": ("e2b", "run", {"after": True, "when": lambda command, **_: command == SETUP}),
+    "before the checkout": ("e2b", "run", {"when": _running("git checkout")}),
+    "after the checkout, before setup": ("e2b", "run", {"after": True, "when": _running("git checkout")}),
+    "after setup, before its status": ("e2b", "run", {"after": True, "when": _running(SETUP)}),
     "after the revision is recorded, before Ready": ("kube", "patch_status",
                                                      {"after": True, "when": _status_says("code is up to date")}),
 }
@@ -194,6 +199,33 @@ async def test_a_new_ref_is_checked_out_in_the_same_sandbox(world):
     assert world.e2b.count("create") == 1
 
 
+async def test_a_code_update_plans_from_the_fleets_last_look(world):
+    await world.ready_agent("a")
+    await world.operator.fleet.check_sandboxes()  # the one fleet-wide list of the interval
+    lists = world.e2b.count("list")
+    await world.update_agent("a", source={"repo": agent_spec()["source"]["repo"], "ref": REV_B})
+
+    await world.reconcile_agent("a")
+
+    converged(world, "a", revision=REV_B)
+    assert world.e2b.count("list") == lists  # a push's fan-out costs no list call per agent
+
+
+async def test_a_sandbox_lost_since_the_fleets_look_is_recreated_after_a_fresh_look(world):
+    await world.ready_agent("a")
+    await world.operator.fleet.check_sandboxes()
+    lost = world.status("a")["sandboxID"]
+    world.e2b.lose(lost)
+    await world.update_agent("a", source={"repo": agent_spec()["source"]["repo"], "ref": REV_B})
+    with pytest.raises(RetryLater) as retry:
+        await world.reconcile_agent("a")  # planned a checkout from the last look; the sandbox is gone
+    assert retry.value.delay == 1
+
+    await world.reconcile_agent("a")
+
+    assert converged(world, "a", revision=REV_B).sandbox_id != lost
+
+
 CONFIG_CHANGES = {
     "template": {"template": "gpu"},
     "environment": {"env": [{"name": "MODE", "value": "slow"}]},
@@ -216,7 +248,8 @@ async def test_a_config_change_replaces_the_sandbox(world, change):
 
 FAILURES = {
     # (how it fails) -> (Ready reason, stalled, phase, retry delay; None: the settings' retry delay)
-    "E2B unavailable": (lambda w: w.e2b.fail("create", E2BUnavailable("503")), "E2BUnavailable", False, "Creating", None),
+    "E2B unavailable": (lambda w: w.e2b.fail("create", E2BUnavailable("503")), "E2BUnavailable", False, "Creating",
+                        None),
     "key rejected": (lambda w: w.e2b.fail("list", E2BAuthFailed("401")), "E2BAuthFailed", True, "Failed", 300),
     "sandbox gone mid-step": (lambda w: w.e2b.fail("run", SandboxGone("404")), "SandboxGone", False, "SettingUp", 1),
     "checkout fails": (lambda w: w.e2b.script("git fetch", 128, stderr="fatal: no such commit"),

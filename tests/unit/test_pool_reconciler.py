@@ -4,8 +4,10 @@ kept, rollouts within maxUnavailable, in-place ref and pause changes."""
 from __future__ import annotations
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from remote_agents.api.names import AGENTS, POOL_LABEL, POOLS, TASKS, TEMPLATE_HASH_LABEL
+from remote_agents.controller.retry import RetryLater
 from tests.support.faults import OperatorCrashed
 from tests.support.fake_e2b import Program
 from tests.support.world import NAMESPACE, REV_B, World, agent_spec
@@ -27,7 +29,8 @@ def live(world: World) -> list[str]:
 
 
 def is_ready(agent: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" and c["observedGeneration"] == agent["metadata"]["generation"]
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               and c["observedGeneration"] == agent["metadata"]["generation"]
                for c in (agent.get("status") or {}).get("conditions") or [])
 
 
@@ -192,6 +195,16 @@ async def test_busy_outdated_agents_in_a_rollout(world, strategy, replaced):
 
     deleting = {m["metadata"]["name"] for m in members(world) if m["metadata"].get("deletionTimestamp")}
     assert deleting == ({"p-0", "p-1", "p-2"} if replaced else {"p-0", "p-2"})
+
+
+async def test_rejected_agents_stall_the_pool(world):
+    await world.create_pool(POOL, 2)
+    world.kube.fail("create", ApiException(status=422, reason="Invalid"))
+    with pytest.raises(RetryLater) as retry:
+        await reconcile_pool(world)
+    assert retry.value.delay == 300  # a human has to fix the template: no hurry
+    conditions = {c["type"]: c for c in world.status(POOL, POOLS)["conditions"]}
+    assert (conditions["Ready"]["reason"], conditions["Stalled"]["status"]) == ("AgentsRejected", "True")
 
 
 async def test_ref_and_pause_changes_are_applied_in_place(world):
