@@ -3,9 +3,9 @@ paused (by its reconcile), and the next task for it wakes it and runs."""
 
 from __future__ import annotations
 
-from remote_agents.api.names import RECONCILE_REQUEST_ANNOTATION, TASKS
+from remote_agents.api.names import AGENTS, RECONCILE_REQUEST_ANNOTATION, TASKS
 from tests.support.fake_e2b import Program
-from tests.support.world import World
+from tests.support.world import NAMESPACE, World
 
 
 def sandbox(world: World):
@@ -27,8 +27,7 @@ async def test_an_idle_agent_is_paused_and_the_next_task_wakes_it(world):
     assert sandbox(world).state == "paused"
     assert next(c for c in world.status("a")["conditions"] if c["type"] == "Ready")["reason"] == "IdlePaused"
 
-    await world.kube.patch("remoteagents", "default", "a", {"metadata": {"annotations": {
-        RECONCILE_REQUEST_ANNOTATION: None}}})
+    await world.kube.patch(AGENTS, NAMESPACE, "a", {"metadata": {"annotations": {RECONCILE_REQUEST_ANNOTATION: None}}})
     await world.create_task("t", agent="a")
     await world.eventually(lambda: world.status("a").get("idlePaused") is False and reconcile_requested(world),
                            "the agent woken")
