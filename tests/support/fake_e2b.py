@@ -63,7 +63,7 @@ class Program:
 class Process:
     """A run's command (started by the runner), its process group's id in the pid file."""
 
-    sandbox: FakeSandbox
+    sandbox: FakeSandbox = field(repr=False)
     pid: int
     run_files: str
     command: str
@@ -73,7 +73,7 @@ class Process:
     signals: list[tuple[str, float]] = field(default_factory=list)  # (signal, time.time() when received)
     exit_code: int | None = None
     lost: bool = False  # its sandbox went away while it ran
-    _ended: asyncio.Event = field(default_factory=asyncio.Event)
+    _ended: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     @property
     def running(self) -> bool:

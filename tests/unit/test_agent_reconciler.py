@@ -316,7 +316,7 @@ DELETIONS = {
 
 
 @pytest.mark.parametrize("policy, killed", DELETIONS.values(), ids=DELETIONS.keys())
-async def test_deleting_an_agent_kills_or_orphans_every_sandbox_of_it(world, policy, killed):
+async def test_deleting_an_agent_kills_or_orphans_every_sandbox_of_it(world, clock, policy, killed):
     await world.ready_agent("a", deletionPolicy=policy)
     twin = world.e2b.add(tags(world, "a", deletionPolicy=policy))  # a duplicate no reconcile saw yet
     ours = {world.status("a")["sandboxID"], twin.sandbox_id}
@@ -327,3 +327,7 @@ async def test_deleting_an_agent_kills_or_orphans_every_sandbox_of_it(world, pol
     assert set(world.e2b.killed) == (ours if killed else set())
     assert await world.kube.orphaned_sandboxes() == (set() if killed else ours)
     assert world.events.reasons("a").count("SandboxKilled" if killed else "SandboxOrphaned") == 2
+    for _ in range(2):  # and the orphan sweep, past its grace, leaves the orphans alone
+        await world.operator.fleet.check_sandboxes()
+        clock.advance(world.settings.orphan_grace_seconds)
+    assert set(world.e2b.killed) == (ours if killed else set())
