@@ -100,13 +100,15 @@ class FakeKube:
         if gone:
             self._tell(plural, "DELETED", gone)
 
-    def watch(self, plural: str, deliver: Deliver) -> Callable[[], None]:
+    def watch(self, plural: str, deliver: Deliver, synced: asyncio.Event | None = None) -> Callable[[], None]:
         """Stream one of our kinds to `deliver`: the objects there are now (event type None), then
-        every change. Returns what ends the stream."""
+        `synced` is set, then every change. Returns what ends the stream."""
         self._watchers[plural].append(deliver)
         for (kind, _, _), body in list(self.objects.items()):
             if kind == plural:
                 self._schedule(deliver, None, body)
+        if synced is not None:
+            asyncio.get_running_loop().call_soon(synced.set)  # after the listed objects, as ObjectWatch does
         return lambda: self._watchers[plural].remove(deliver)
 
     async def flush(self) -> None:

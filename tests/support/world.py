@@ -4,7 +4,7 @@ test moves. The fakes are the world: a restart builds a fresh operator (no memor
 
 Kopf is not there: a test calls the agent handlers itself (`reconcile_agent`, `delete_agent`,
 which add and remove the finalizer as Kopf does). The streams of RemoteAgents and AgentTasks
-are the fake API's watches, feeding the operator as clients/watch.py does. The task loop runs
+are the fake API's watches, feeding the operator's ObjectWatch callbacks as clients/watch.py does. The task loop runs
 only when a test starts it (`start_task_loop`).
 """
 
@@ -82,8 +82,10 @@ class World:
 
     def _start_operator(self) -> Operator:
         operator = Operator(self.settings, self.kube, CLUSTER, gateway=self.e2b, emit=self.events)
-        self._unwatch = [self.kube.watch(AGENTS, operator.agent_changed),
-                         self.kube.watch(TASKS, operator.tasks.observe)]
+        # The fake API's streams stand in for the operator's watches (never started): they feed
+        # what those would feed, and say when their first list is in.
+        self._unwatch = [self.kube.watch(plural, watch.deliver, watch.synced)
+                         for plural, watch in ((AGENTS, operator.agent_watch), (TASKS, operator.task_watch))]
         return operator
 
     async def restart(self) -> None:
