@@ -44,9 +44,9 @@ class Operator:
         """`gateway` and `emit` are built from the settings and `kube` unless given (tests give fakes)."""
         self.settings = settings
         self.kube = kube
-        self.gateway = gateway or SandboxGateway(settings.gateway, observe=metrics.observe_e2b,
-                                                 observe_wait=metrics.observe_rate_limit_wait)
-        events = emit or EventRecorder(kube.http)
+        self.gateway = gateway if gateway is not None else SandboxGateway(
+            settings.gateway, observe=metrics.observe_e2b, observe_wait=metrics.observe_rate_limit_wait)
+        events = emit if emit is not None else EventRecorder(kube.http)
         sightings = Sightings(max_age_seconds=settings.health_interval_seconds * 1.5)
         refs = RefResolver(settings.git_timeout_seconds)
         self.agents = AgentReconciler(self.gateway, kube, settings, cluster_id, events, sightings, refs)
