@@ -26,7 +26,7 @@ from remote_agents.controller.agents.idle import AgentActivity
 from remote_agents.controller.agents.reconcile import AgentReconciler
 from remote_agents.controller.agents.sightings import Sightings
 from remote_agents.controller.clients.e2b import SandboxGateway
-from remote_agents.controller.clients.events import EventRecorder
+from remote_agents.controller.clients.events import EventRecorder, EventSink
 from remote_agents.controller.clients.kube import API_THREADS, Kube, load_config
 from remote_agents.controller.clients.watch import ObjectWatch
 from remote_agents.controller.pools.reconcile import PoolReconciler
@@ -39,12 +39,14 @@ log = logging.getLogger(__name__)
 
 
 class Operator:
-    def __init__(self, settings: OperatorSettings, kube: Kube, cluster_id: str):
+    def __init__(self, settings: OperatorSettings, kube: Kube, cluster_id: str,
+                 gateway: SandboxGateway | None = None, emit: EventSink | None = None):
+        """`gateway` and `emit` are built from the settings and `kube` unless given (tests give fakes)."""
         self.settings = settings
         self.kube = kube
-        self.gateway = SandboxGateway(settings.gateway, observe=metrics.observe_e2b,
-                                      observe_wait=metrics.observe_rate_limit_wait)
-        events = EventRecorder(kube.http)
+        self.gateway = gateway if gateway is not None else SandboxGateway(
+            settings.gateway, observe=metrics.observe_e2b, observe_wait=metrics.observe_rate_limit_wait)
+        events = emit if emit is not None else EventRecorder(kube.http)
         sightings = Sightings(max_age_seconds=settings.health_interval_seconds * 1.5)
         refs = RefResolver(settings.git_timeout_seconds)
         # The fleet's view of RemoteAgents and the tasks are streams of their own (Kopf only reconciles).
