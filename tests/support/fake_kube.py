@@ -214,10 +214,10 @@ class FakeKube:
             "name": ORPHANS_CONFIGMAP, "namespace": namespace, "labels": {ORPHANS_LABEL: "true"}}}
         self._store("configmaps", merge_patch(existing, {"data": {sandbox_id: owner}}))
 
-    async def orphaned_sandboxes(self) -> set[str]:
-        return {sandbox_id for (plural, _, _), found in self.objects.items()
-                if plural == "configmaps" and matches_selector(found["metadata"].get("labels") or {},
-                                                              f"{ORPHANS_LABEL}=true")
+    async def orphaned_sandboxes(self, namespaces: tuple[str, ...]) -> set[str]:
+        return {sandbox_id for (plural, namespace, _), found in self.objects.items()
+                if plural == "configmaps" and (not namespaces or namespace in namespaces)
+                and matches_selector(found["metadata"].get("labels") or {}, f"{ORPHANS_LABEL}=true")
                 for sandbox_id in found.get("data") or {}}
 
     async def cluster_id(self) -> str:

@@ -325,7 +325,7 @@ async def test_deleting_an_agent_kills_or_orphans_every_sandbox_of_it(world, clo
 
     assert world.agent("a") is None  # the finalizer went
     assert set(world.e2b.killed) == (ours if killed else set())
-    assert await world.kube.orphaned_sandboxes() == (set() if killed else ours)
+    assert await world.kube.orphaned_sandboxes(()) == (set() if killed else ours)
     assert world.events.reasons("a").count("SandboxKilled" if killed else "SandboxOrphaned") == 2
     for _ in range(2):  # and the orphan sweep, past its grace, leaves the orphans alone
         await world.operator.fleet.check_sandboxes()
