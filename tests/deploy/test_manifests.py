@@ -18,7 +18,7 @@ EXPECTED_RULES = [
     (["remoteagents.io"], ["remoteagents", "agentpools", "agenttasks"],
      ["get", "list", "watch", "patch", "update", "create", "delete"]),
     (["remoteagents.io"], ["remoteagents/status", "agentpools/status", "agenttasks/status"], ["get", "patch", "update"]),
-    ([""], ["secrets"], ["get"]),
+    ([""], ["secrets"], ["get", "patch"]),  # patch: the E2B key protection finalizer only
     ([""], ["configmaps"], ["get", "list", "watch", "create", "update", "patch", "delete"]),
     ([""], ["events"], ["create", "patch"]),
     (["events.k8s.io"], ["events"], ["create", "patch"]),

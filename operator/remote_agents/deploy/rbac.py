@@ -20,8 +20,9 @@ def cluster_role_rules() -> list[dict[str, Any]]:
         # Our own kinds: pools create and delete their agents; finished tasks are deleted after their TTL.
         _rule(GROUP, _OWN_KINDS, ["get", "list", "watch", "patch", "update", "create", "delete"]),
         _rule(GROUP, [f"{kind}/status" for kind in _OWN_KINDS], ["get", "patch", "update"]),
-        # Secrets referenced by an agent's env, source credentials or E2B key: read by name only.
-        _rule("", ["secrets"], ["get"]),
+        # Secrets referenced by an agent's env, source credentials or E2B key: read by name only;
+        # patch only to add or remove the E2B key's protection finalizer (names.KEY_PROTECTION_FINALIZER).
+        _rule("", ["secrets"], ["get", "patch"]),
         # A task's output goes to a ConfigMap when it is too large for the status.
         _rule("", ["configmaps"], ["get", "list", "watch", "create", "update", "patch", "delete"]),
         # Kopf posts events through both APIs.
