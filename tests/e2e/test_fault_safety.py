@@ -1,6 +1,6 @@
 """While agents are Ready and paused, everything that can go wrong around them does: malformed
-objects, missing Secrets, E2B list calls failing (pages of one sandbox each, so a list fails
-part-way through as often as at its start). No sandbox of an existing agent is killed or
+objects, missing Secrets, E2B list calls failing (pages of one sandbox each and no retry by the
+operator on top of the SDK's, so whole lists fail, mostly part-way through). No sandbox of an existing agent is killed or
 recreated, and every problem shows as a condition with a reason."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from e2b.exceptions import RateLimitException, ServiceBusyException
 
 from remote_agents_local import processes
 from tests.e2e.conftest import FAST_OPERATOR_ARGS, start_e2b
@@ -35,10 +36,22 @@ def operator(cluster, crds, kubectl, e2b, tmp_path_factory):
     metrics_port = processes.free_port()
     process = OperatorProcess(cluster.kubeconfig, e2b.env, tmp_path_factory.mktemp("operator") / "operator.log",
                               *FAST_OPERATOR_ARGS, "--metrics-port", str(metrics_port),
-                              env={"REMOTE_AGENTS_E2B_LIST_PAGE_SIZE": "1"}).start()
+                              env={"REMOTE_AGENTS_E2B_LIST_PAGE_SIZE": "1",
+                                   # a page the SDK's retries could not get fails its whole list
+                                   "REMOTE_AGENTS_E2B_MAX_ATTEMPTS": "1"}).start()
     process.metrics_url = f"http://127.0.0.1:{metrics_port}"
     yield process
     stop_after_finalizing(process, kubectl)
+
+
+def sandboxes_of(e2b_client, uid: str) -> list:
+    """The test's own look, through the same injected list failures: asked again until one passes."""
+    def attempt() -> tuple[list]:
+        try:
+            return (e2b_client.by_uid(uid),)
+        except (RateLimitException, ServiceBusyException) as error:
+            raise AssertionError(error) from error
+    return eventually(attempt, 120, what="a list through the injected faults")[0]
 
 
 def poke(kubectl, name: str, namespace: str) -> None:
@@ -79,16 +92,17 @@ def test_faults_around_ready_and_paused_agents_touch_no_sandbox(kubectl, namespa
     swept(operator, since=lists_made(operator.metrics_url), lists=LISTS_PER_SWEEP * 5)
 
     for name, agent in agents.items():
-        found = e2b_client.by_uid(agent["metadata"]["uid"])
+        found = sandboxes_of(e2b_client, agent["metadata"]["uid"])
         assert [s.sandbox_id for s in found] == [agent["status"]["sandboxID"]], f"{name}: {found}"
         assert str(found[0].state.value) == ("running" if name == "runner" else "paused"), name
     broken_uid = kubectl.get("ra", "broken", namespace)["metadata"]["uid"]
-    assert e2b_client.by_uid(broken_uid) == []
+    assert sandboxes_of(e2b_client, broken_uid) == []
     assert e2b_requests(e2b, CREATES) == creates, "a sandbox was created or recreated"
     assert e2b_requests(e2b, KILLS) == kills, "a sandbox was killed"
     assert "killing orphaned sandbox" not in operator.log()
     assert condition(kubectl, "keyed", namespace, "Ready"), "the protected key kept its agent working"
     assert e2b_requests(e2b, r"GET /v2/sandboxes -> (?:503|429)") > 0, "no list error was injected"
+    assert "check_sandboxes failed: list failed" in operator.log(), "no fleet-wide list failed"
     # Every problem is a condition with a reason (Ready is False with the same reason).
     for name, reason in problems.items():
         ready = next(c for c in kubectl.get("ra", name, namespace)["status"]["conditions"] if c["type"] == "Ready")

@@ -55,6 +55,7 @@ GATEWAY_ENVIRONMENT = {
     "creates_per_second": "REMOTE_AGENTS_E2B_CREATES_PER_SECOND",
     "call_timeout_seconds": "REMOTE_AGENTS_E2B_CALL_TIMEOUT",
     "list_page_size": "REMOTE_AGENTS_E2B_LIST_PAGE_SIZE",
+    "max_attempts": "REMOTE_AGENTS_E2B_MAX_ATTEMPTS",
 }
 OPERATOR_ENVIRONMENT = {
     "cluster_id": "REMOTE_AGENTS_CLUSTER_ID",
