@@ -18,7 +18,7 @@ NAMESPACE_RULES = [
     (["remoteagents.io"], ["remoteagents", "agentpools", "agenttasks"],
      ["get", "list", "watch", "patch", "create", "delete"], None),
     (["remoteagents.io"], ["remoteagents/status", "agentpools/status", "agenttasks/status"], ["patch"], None),
-    ([""], ["secrets"], ["get"], None),
+    ([""], ["secrets"], ["get", "patch"], None),  # patch: the E2B key protection finalizer only
     ([""], ["configmaps"], ["get", "list", "create", "update"], None),
     ([""], ["configmaps"], ["patch"], ["remote-agents-orphaned-sandboxes"]),
     ([""], ["events"], ["create"], None),

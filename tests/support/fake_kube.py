@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from remote_agents.api.names import (
-    ORPHANS_CONFIGMAP, ORPHANS_LABEL, PUSHED_REVISION_ANNOTATION, RECONCILE_REQUEST_ANNOTATION,
+    KEY_PROTECTION_FINALIZER, ORPHANS_CONFIGMAP, ORPHANS_LABEL, PUSHED_REVISION_ANNOTATION, RECONCILE_REQUEST_ANNOTATION,
 )
 from remote_agents.api.timestamps import now_rfc3339
 from remote_agents.controller.clients.kube import SecretMissing
@@ -117,6 +117,23 @@ class FakeKube:
             await asyncio.sleep(0)
 
     # ---- the Kube interface --------------------------------------------------------------------
+    async def e2b_key(self, namespace: str, name: str, key: str) -> str:
+        """As Kube.e2b_key: the value, and our protection finalizer on its Secret."""
+        value = await self.secret_value(namespace, name, key)
+        secret = self.objects[("secrets", namespace, name)]
+        meta = secret["metadata"]
+        if KEY_PROTECTION_FINALIZER not in (meta.get("finalizers") or []) and not meta.get("deletionTimestamp"):
+            meta["finalizers"] = [*(meta.get("finalizers") or []), KEY_PROTECTION_FINALIZER]
+            self._bump(secret)
+        return value
+
+    async def unprotect_secret(self, namespace: str, name: str) -> None:
+        found = self.objects.get(("secrets", namespace, name))
+        if found:
+            found["metadata"]["finalizers"] = [f for f in found["metadata"].get("finalizers") or []
+                                               if f != KEY_PROTECTION_FINALIZER]
+            self._bump(found)
+
     async def secret_value(self, namespace: str, name: str, key: str, optional: bool = False) -> str | None:
         self.faults.check("secret_value", after=False, namespace=namespace, name=name)
         secret = self.objects.get(("secrets", namespace, name))

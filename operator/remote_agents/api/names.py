@@ -16,6 +16,9 @@ POOLS = "agentpools"
 TASKS = "agenttasks"
 
 FINALIZER = f"{GROUP}/finalizer"
+# On a Secret that agents use as their E2B key, while any does (like kubernetes.io/pvc-protection):
+# deleting it, or its namespace, waits until their deletions have reached their sandboxes with it.
+KEY_PROTECTION_FINALIZER = f"{GROUP}/e2b-key-protection"
 POOL_LABEL = f"{GROUP}/pool"
 TEMPLATE_HASH_LABEL = f"{GROUP}/template-hash"
 # Outside Kopf's own "remoteagents.io/" prefix: Kopf ignores changes of annotations under its prefix.

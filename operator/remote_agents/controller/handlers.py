@@ -32,8 +32,8 @@ async def reconcile_agent(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, AGENTS)
-async def delete_agent(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _run("RemoteAgent", memo.operator.agents.delete(body))
+async def delete_agent(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    await _run("RemoteAgent", memo.operator.agents.delete(body, retry))
 
 
 @kopf.on.resume(GROUP, VERSION, POOLS)

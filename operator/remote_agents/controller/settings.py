@@ -56,6 +56,8 @@ GATEWAY_ENVIRONMENT = {
     "calls_per_second": "REMOTE_AGENTS_E2B_CALLS_PER_SECOND",
     "creates_per_second": "REMOTE_AGENTS_E2B_CREATES_PER_SECOND",
     "call_timeout_seconds": "REMOTE_AGENTS_E2B_CALL_TIMEOUT",
+    "list_page_size": "REMOTE_AGENTS_E2B_LIST_PAGE_SIZE",
+    "max_attempts": "REMOTE_AGENTS_E2B_MAX_ATTEMPTS",
 }
 OPERATOR_ENVIRONMENT = {
     "cluster_id": "REMOTE_AGENTS_CLUSTER_ID",

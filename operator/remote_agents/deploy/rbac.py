@@ -37,8 +37,9 @@ def namespace_rules() -> list[dict[str, Any]]:
         _rule(GROUP, _OWN_KINDS, ["get", "list", "watch", "patch", "create", "delete"]),
         _rule(GROUP, [f"{kind}/status" for kind in _OWN_KINDS], ["patch"]),
         # Secrets referenced by an agent's env, source credentials or E2B key, or a task's GitHub
-        # token: read by name only, never listed or watched.
-        _rule("", ["secrets"], ["get"]),
+        # token: read by name only, never listed or watched; patched only to add or remove the E2B
+        # key's protection finalizer (names.KEY_PROTECTION_FINALIZER).
+        _rule("", ["secrets"], ["get", "patch"]),
         # A task's output ConfigMap (created, replaced when a finish is repeated, read to publish),
         # and the record of sandboxes left running by deletionPolicy Orphan (listed by the sweeper).
         _rule("", ["configmaps"], ["get", "list", "create", "update"]),

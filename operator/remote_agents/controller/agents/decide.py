@@ -10,8 +10,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
 from remote_agents.api.models import RemoteAgentSpec
-from remote_agents.api.names import SANDBOX_CONFIG_KEY
+from remote_agents.api.names import SANDBOX_CONFIG_KEY, SANDBOX_NAMESPACE_KEY
 from remote_agents.controller.sandboxes import ObservedSandbox
 
 AGENT_HOME = "/home/user/agent"
@@ -52,6 +54,17 @@ Action = Kill | Create | Resume | Pause | Checkout
 class AgentPlan:
     actions: list[Action] = field(default_factory=list)
     keep: str | None = None  # the sandbox that stays (None when one is about to be created)
+
+
+def parse_spec(raw_spec: object) -> tuple[RemoteAgentSpec | None, str | None]:
+    """The spec, or why it cannot be parsed (naming each field), for an object the API server
+    stored under an older or looser schema than this operator's model."""
+    try:
+        return RemoteAgentSpec.model_validate(raw_spec), None
+    except ValidationError as error:
+        problems = ["spec" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in e["loc"])
+                    + f": {e['msg']}" for e in error.errors()]
+        return None, "; ".join(problems)
 
 
 def config_hash(spec: RemoteAgentSpec) -> str:
@@ -166,11 +179,13 @@ class AgentView:
     last_activity_time: str | None = None
     ready_since: str | None = None  # lastTransitionTime of Ready
     workdir: str = AGENT_HOME
+    e2b_key_secret: str | None = None  # the Secret holding its own E2B key (protected while referenced)
+    invalid_spec: str | None = None  # why its spec cannot be parsed: tracked, never judged by the fleet
 
 
 def drift(view: AgentView, observed: list[ObservedSandbox]) -> str | None:
     """Why an agent needs a reconcile, judged from the fleet-wide list alone; None when it is fine."""
-    if view.deleting or view.own_api_key or view.sandbox_id is None:
+    if view.deleting or view.own_api_key or view.sandbox_id is None or view.invalid_spec:
         return None
     if not observed:
         return "SandboxLost"
@@ -192,3 +207,43 @@ def should_idle_pause(idle_pause_seconds: int, running_tasks: int, idle_since_ep
                       already_paused: bool, now_epoch: float) -> bool:
     return (idle_pause_seconds > 0 and running_tasks == 0 and not already_paused and idle_since_epoch is not None
             and now_epoch - idle_since_epoch >= idle_pause_seconds)
+
+
+def serves(namespaces: tuple[str, ...], sandbox: ObservedSandbox) -> bool:
+    """Whether an operator serving `namespaces` (empty: all) may judge `sandbox` at all: another
+    instance, serving other namespaces, shares the cluster tag. A sandbox without a namespace tag is
+    judged only by a cluster-wide instance."""
+    return not namespaces or sandbox.metadata.get(SANDBOX_NAMESPACE_KEY) in namespaces
+
+
+def unreferenced_key_secret(gone: AgentView | None, now: AgentView | None,
+                            views: list[AgentView]) -> tuple[str, str] | None:
+    """The (namespace, Secret) whose protection to lift when an agent changed from `gone` to `now`
+    (None: deleted): the E2B key Secret `gone` used, once neither `now` nor any of `views` uses it."""
+    if gone is None or gone.e2b_key_secret is None:
+        return None
+    key = (gone.namespace, gone.e2b_key_secret)
+    users = [v for v in [now, *views] if v is not None and (v.namespace, v.e2b_key_secret) == key]
+    return None if users else key
+
+
+def deletion_policy_of(raw_spec: object) -> str:
+    """deletionPolicy read leniently from a stored spec that may not parse: "Delete" when it says so
+    or says nothing (the default); anything else keeps the sandbox (never kill on a guess)."""
+    policy = raw_spec.get("deletionPolicy", "Delete") if isinstance(raw_spec, dict) else "Delete"
+    return "Delete" if policy == "Delete" else "Orphan"
+
+
+def key_secret_of(raw_spec: object) -> tuple[str, str] | None:
+    """(Secret name, key) of spec.e2bApiKeySecretRef read leniently; None when the spec names none.
+    A ref that is there but unreadable is returned with empty parts: its Secret is then "missing"."""
+    ref = raw_spec.get("e2bApiKeySecretRef") if isinstance(raw_spec, dict) else None
+    if ref is None:
+        return None
+    ref = ref if isinstance(ref, dict) else {}
+    return str(ref.get("name") or ""), str(ref.get("key") or "")
+
+
+def deletion_retry_delay(attempt: int, base_seconds: float, max_seconds: float) -> float:
+    """Backoff between tries of a deletion that is blocked (its key unreadable or rejected)."""
+    return min(max_seconds, base_seconds * 2 ** max(0, attempt))

@@ -11,7 +11,6 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from remote_agents.api.models import RemoteAgentSpec
 from remote_agents.api.names import AGENTS, POOL_LABEL, SANDBOX_CLUSTER_KEY, SANDBOX_NAME_KEY, SANDBOX_NAMESPACE_KEY
 from remote_agents.controller import metrics
 from remote_agents.controller.agents import decide
@@ -38,19 +37,25 @@ class ViewIncomplete(Exception):
 
 
 def view_of(body: Mapping[str, Any]) -> decide.AgentView:
-    spec = RemoteAgentSpec.model_validate(body["spec"])
+    spec, problem = decide.parse_spec(body["spec"])
     status = body.get("status") or {}
     meta = body["metadata"]
+    key_secret = decide.key_secret_of(body["spec"])
+    common = dict(uid=meta["uid"], namespace=meta["namespace"], name=meta["name"],
+                  sandbox_id=status.get("sandboxID"), revision=status.get("revision"),
+                  own_api_key=key_secret is not None, e2b_key_secret=key_secret[0] if key_secret else None,
+                  deleting=bool(meta.get("deletionTimestamp")), phase=status.get("phase"),
+                  pool=(meta.get("labels") or {}).get(POOL_LABEL))
+    if spec is None:
+        # Still an agent (never an orphan), but nothing about it can be judged: no drift, no
+        # timeout refresh, no task starts or goes on (paused) until its spec parses again.
+        return decide.AgentView(**common, paused=True, repo="", ref="", config_hash="", timeout_seconds=0,
+                                invalid_spec=problem)
     ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
     return decide.AgentView(
-        uid=meta["uid"], namespace=meta["namespace"], name=meta["name"],
-        paused=spec.paused or bool(status.get("idlePaused")),
-        sandbox_id=status.get("sandboxID"), revision=status.get("revision"), repo=spec.source.repo,
+        **common, paused=spec.paused or bool(status.get("idlePaused")), repo=spec.source.repo,
         ref=spec.source.ref, config_hash=decide.config_hash(spec), timeout_seconds=spec.sandbox_timeout_seconds,
-        own_api_key=spec.e2b_api_key_secret_ref is not None,
-        deleting=bool(meta.get("deletionTimestamp")), phase=status.get("phase"), spec=spec,
-        pool=(meta.get("labels") or {}).get(POOL_LABEL),
-        ready=ready.get("status") == "True" and ready.get("observedGeneration") == meta.get("generation"),
+        spec=spec, ready=ready.get("status") == "True" and ready.get("observedGeneration") == meta.get("generation"),
         idle_paused=bool(status.get("idlePaused")), last_activity_time=status.get("lastActivityTime"),
         ready_since=ready.get("lastTransitionTime"), workdir=status.get("workdir") or decide.workdir(spec),
     )
@@ -90,14 +95,13 @@ class Fleet:
         previous = self.agents.pop(uid, None)
         if previous is not None:
             self.by_repo[repo_key(previous.repo)].discard(uid)
-        if event_type == "DELETED":
-            return
-        try:
-            view = view_of(body)
-        except ValueError:
-            return  # a spec the schema let through but we cannot parse: its handler reports it
-        self.agents[uid] = view
-        self.by_repo[repo_key(view.repo)].add(uid)
+        view = None if event_type == "DELETED" else view_of(body)
+        if view is not None:
+            self.agents[uid] = view
+            self.by_repo[repo_key(view.repo)].add(uid)
+        unprotect = decide.unreferenced_key_secret(previous, view, list(self.agents.values()))
+        if unprotect is not None:
+            self._in_background(self.kube.unprotect_secret(*unprotect))
 
     def tracking(self, repo_keys: frozenset[str]) -> list[decide.AgentView]:
         """Agents whose source is one of these repositories (by index, not by a scan)."""
@@ -114,19 +118,23 @@ class Fleet:
         # Listed at once, even on the first round: a restarted operator's resumes wait for this list
         # instead of making one each. Judged only against every agent: drift and orphans alike.
         await self.listed.wait()
+        # Sandboxes of namespaces this instance does not serve are not ours to judge.
+        sandboxes = [s for s in sandboxes if decide.serves(self.settings.namespaces, s)]
         now = time.time()
         for view in list(self.agents.values()):
             observed = by_uid.get(view.uid, [])
             reason = decide.drift(view, observed)
             if reason:
                 await self._request(view, reason)
-            elif observed and decide.needs_timeout_refresh(observed[0], now, view.timeout_seconds):
+            elif observed and not view.invalid_spec and decide.needs_timeout_refresh(observed[0], now,
+                                                                                    view.timeout_seconds):
                 await self.gateway.set_timeout(SandboxAddress(observed[0].sandbox_id), view.timeout_seconds)
         await self._sweep_orphans([s for s in sandboxes if s.uid not in self.agents], now)
 
     async def _sweep_orphans(self, untracked: list[ObservedSandbox], now: float) -> None:
-        """Kill sandboxes tagged with this cluster whose object is gone, once they stay untracked
-        for the grace period (covers the operator's own start-up, before every object is seen)."""
+        """Kill sandboxes tagged with this cluster and a served namespace whose object is gone, once
+        they stay untracked for the grace period (covers the operator's own start-up, before every
+        object is seen)."""
         if untracked:
             # Only asked when there is something to judge.
             released = await self.kube.orphaned_sandboxes(self.settings.namespaces)

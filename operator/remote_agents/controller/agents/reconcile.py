@@ -118,10 +118,15 @@ class AgentReconciler:
         """The E2B account the agent's sandboxes live in: its own key's (spec.e2bApiKeySecretRef), read
         from its Secret, or the operator's. SecretMissing when its own cannot be read: never another."""
         ref = spec.e2b_api_key_secret_ref
-        if ref is None:
+        return await self._account_of(namespace, (ref.name, ref.key) if ref else None)
+
+    async def _account_of(self, namespace: str, key_ref: tuple[str, str] | None) -> E2BAccount:
+        if key_ref is None:
             return OPERATOR_ACCOUNT
-        api_key = await self.kube.secret_value(namespace, ref.name, ref.key, ref.optional)
-        return E2BAccount(api_key) if api_key else OPERATOR_ACCOUNT
+        name, key = key_ref
+        if not name or not key:
+            raise SecretMissing(f"spec.e2bApiKeySecretRef names no Secret and key: {name!r}/{key!r}")
+        return E2BAccount(await self.kube.e2b_key(namespace, name, key))
 
     async def address(self, namespace: str, spec: RemoteAgentSpec, sandbox_id: str) -> SandboxAddress:
         """The agent's sandbox with the account it lives in (for work on it outside a reconcile)."""
@@ -134,10 +139,15 @@ class AgentReconciler:
                 SANDBOX_CONFIG_KEY: decide.config_hash(spec)}
 
     async def reconcile(self, body: Mapping[str, Any]) -> None:
-        spec = RemoteAgentSpec.model_validate(body["spec"])
+        spec, problem = decide.parse_spec(body["spec"])
         redact = Redactor()
         status = StatusWriter(self.kube, body, redact)
         async with self.lock(body["metadata"]["uid"]):
+            if spec is None:
+                # Stored under a looser schema than this operator's: its sandbox stays as it is until
+                # the spec is fixed (an edit brings the handler back; so does the slow retry).
+                await self._fail(status, Outcome(False, "InvalidSpec", f"the spec cannot be parsed: {problem}",
+                                                 stalled=True), body, self.settings.stalled_retry_delay_seconds)
             try:
                 await self._reconcile(body, spec, status, redact)
             except SecretMissing as error:
@@ -254,22 +264,42 @@ class AgentReconciler:
                 raise StepFailed("SetupFailed", f"setup step {index} exited {outcome.exit_code}: "
                                                 f"{redact(outcome.stderr)[-OUTPUT_TAIL_CHARS:]}")
 
-    async def delete(self, body: Mapping[str, Any]) -> None:
-        """Kill the agent's sandboxes (or leave them, deletionPolicy Orphan) before the finalizer goes."""
-        spec = RemoteAgentSpec.model_validate(body["spec"])
+    async def delete(self, body: Mapping[str, Any], attempt: int = 0) -> None:
+        """Kill the agent's sandboxes (or leave them, deletionPolicy Orphan) before the finalizer goes.
+        Read leniently from the raw spec: an object whose spec no longer parses must still go. Only
+        with the agent's own account: when its key cannot be read or E2B rejects it (and a sandbox
+        was recorded), the finalizer stays and the deletion is retried with backoff."""
         meta = body["metadata"]
+        policy = decide.deletion_policy_of(body["spec"])
         async with self.lock(meta["uid"]):
             status = StatusWriter(self.kube, body, Redactor())
             await status.write(_working("Terminating", "deleting"), phase="Terminating")
+            delay = decide.deletion_retry_delay(attempt, self.settings.retry_delay_seconds,
+                                                self.settings.stalled_retry_delay_seconds)
             try:
-                account = await self.account(meta["namespace"], spec)
-            except SecretMissing:
-                account = OPERATOR_ACCOUNT  # the Secret went first: the operator's own key may still reach the sandbox
-            sandboxes = await self.gateway.list({SANDBOX_UID_KEY: meta["uid"]}, account)
-            for action in decide.plan_deletion(deletion_policy=spec.deletion_policy, sandboxes=sandboxes):
+                account = await self._account_of(meta["namespace"], decide.key_secret_of(body["spec"]))
+                sandboxes = await self.gateway.list({SANDBOX_UID_KEY: meta["uid"]}, account)
+            except SecretMissing as error:
+                await self._fail(status, Outcome(False, "E2BKeyMissing", f"cannot delete the sandboxes: the E2B "
+                                                 f"key cannot be read ({error}); restore it to finish", stalled=True),
+                                 body, delay, phase="Terminating")
+            except E2BAuthFailed:
+                if not status.current.get("sandboxID"):
+                    self.emit(body, "Warning", "E2BAuthFailed", "E2B rejects the agent's key and no sandbox was "
+                                                                "ever recorded: nothing to delete")
+                    self.forget(meta["uid"])
+                    return
+                await self._fail(status, Outcome(False, "E2BAuthFailed", f"cannot delete sandbox "
+                                                 f"{status.current['sandboxID']}: E2B rejects the agent's key; fix "
+                                                 f"the key Secret to finish", stalled=True),
+                                 body, delay, phase="Terminating")
+            except E2BError as error:
+                await self._fail(status, _working(error.reason, f"cannot list the sandboxes: {error}"), body, delay,
+                                 phase="Terminating")
+            for action in decide.plan_deletion(deletion_policy=policy, sandboxes=sandboxes):
                 await self.gateway.kill(SandboxAddress(action.sandbox_id, account))
                 self.emit(body, "Normal", "SandboxKilled", f"killed sandbox {action.sandbox_id} (object deleted)")
-            if spec.deletion_policy == "Orphan":
+            if policy == "Orphan":
                 for sandbox in sandboxes:
                     await self.kube.record_orphan(meta["namespace"], sandbox.sandbox_id, meta["name"])
                     self.emit(body, "Normal", "SandboxOrphaned", f"left sandbox {sandbox.sandbox_id} running")

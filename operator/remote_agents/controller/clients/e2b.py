@@ -117,17 +117,21 @@ class SandboxGateway:
         raise AssertionError("unreachable")
 
     async def list(self, metadata: dict[str, str], account: E2BAccount) -> list[ObservedSandbox]:
-        """All running and paused sandboxes of `account` whose metadata includes `metadata`, every page."""
+        """All running and paused sandboxes of `account` whose metadata includes `metadata`, every page,
+        or an error: never a partial list (a page that fails after its retries fails the whole list,
+        and a retried page is asked again with the same token). A sandbox shifted onto two pages by a
+        change between them counts once."""
         paginator = AsyncSandbox.list(
             query=SandboxQuery(metadata=metadata, state=[SandboxState.RUNNING, SandboxState.PAUSED]),
             limit=self.settings.list_page_size, **self._opts(account))
-        found: list[ObservedSandbox] = []
+        found: dict[str, ObservedSandbox] = {}
         while paginator.has_next:
             page = await self._call("list", paginator.next_items)
-            found.extend(ObservedSandbox(sandbox_id=info.sandbox_id, state=str(info.state.value),
-                                         metadata=dict(info.metadata or {}), started_at=info.started_at,
-                                         end_at=info.end_at) for info in page)
-        return found
+            for info in page:
+                found[info.sandbox_id] = ObservedSandbox(
+                    sandbox_id=info.sandbox_id, state=str(info.state.value), metadata=dict(info.metadata or {}),
+                    started_at=info.started_at, end_at=info.end_at)
+        return list(found.values())
 
     async def create(self, *, template: str, timeout_seconds: int, metadata: dict[str, str],
                      idempotency_key: str, account: E2BAccount) -> SandboxAddress:

@@ -15,7 +15,8 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from remote_agents.api.names import (
-    GROUP, ORPHANS_CONFIGMAP, ORPHANS_LABEL, PUSHED_REVISION_ANNOTATION, RECONCILE_REQUEST_ANNOTATION, VERSION,
+    GROUP, KEY_PROTECTION_FINALIZER, ORPHANS_CONFIGMAP, ORPHANS_LABEL, PUSHED_REVISION_ANNOTATION,
+    RECONCILE_REQUEST_ANNOTATION, VERSION,
 )
 from remote_agents.api.timestamps import now_rfc3339
 from remote_agents.controller.clients.kube_http import KubeHttp
@@ -45,6 +46,13 @@ def load_config() -> None:
         kubernetes.config.load_kube_config()
 
 
+def _value(secret: dict[str, Any], namespace: str, name: str, key: str) -> str:
+    data = secret.get("data") or {}
+    if key not in data:
+        raise SecretMissing(f"key {key!r} not found in Secret {namespace}/{name}")
+    return base64.b64decode(data[key]).decode()
+
+
 class Kube:
     def __init__(self) -> None:
         configuration = kubernetes.client.Configuration.get_default_copy()
@@ -56,19 +64,44 @@ class Kube:
 
     async def secret_value(self, namespace: str, name: str, key: str, optional: bool = False) -> str | None:
         try:
-            secret = await self.http.request("GET", api_path("secrets", namespace, name))
-        except ApiException as error:
-            if error.status == 404:
-                if optional:
-                    return None
-                raise SecretMissing(f"Secret {namespace}/{name} not found") from None
-            raise
-        data = secret.get("data") or {}
-        if key not in data:
+            return _value(await self._secret(namespace, name), namespace, name, key)
+        except SecretMissing:
             if optional:
                 return None
-            raise SecretMissing(f"key {key!r} not found in Secret {namespace}/{name}")
-        return base64.b64decode(data[key]).decode()
+            raise
+
+    async def _secret(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            return await self.http.request("GET", api_path("secrets", namespace, name))
+        except ApiException as error:
+            if error.status == 404:
+                raise SecretMissing(f"Secret {namespace}/{name} not found") from None
+            raise
+
+    async def e2b_key(self, namespace: str, name: str, key: str) -> str:
+        """An agent's own E2B key, its Secret protected by our finalizer while agents use it (see
+        KEY_PROTECTION_FINALIZER). SecretMissing when it cannot be read: optional or not, there is
+        no other account to use instead."""
+        secret = await self._secret(namespace, name)
+        value = _value(secret, namespace, name, key)
+        meta = secret.get("metadata") or {}
+        if KEY_PROTECTION_FINALIZER not in (meta.get("finalizers") or []) and not meta.get("deletionTimestamp"):
+            try:
+                await self.http.request("PATCH", api_path("secrets", namespace, name),
+                                        {"metadata": {"finalizers": [KEY_PROTECTION_FINALIZER]}},
+                                        "application/strategic-merge-patch+json")
+            except ApiException as error:  # the agent still works; only its deletion may have to wait for a human
+                log.warning("could not protect E2B key Secret %s/%s: %s %s", namespace, name, error.status,
+                            error.reason)
+        return value
+
+    async def unprotect_secret(self, namespace: str, name: str) -> None:
+        """Take our finalizer off an E2B key Secret no agent uses any more."""
+        log.info("no agent uses E2B key Secret %s/%s any more: removing its protection", namespace, name)
+        await self._unless_gone(self.http.request(
+            "PATCH", api_path("secrets", namespace, name),
+            {"metadata": {"$deleteFromPrimitiveList/finalizers": [KEY_PROTECTION_FINALIZER]}},
+            "application/strategic-merge-patch+json"))
 
     def _request(self, method: str, path: str, query: dict[str, str] | None = None,
                  read_timeout: float | None = None) -> Any:
