@@ -146,7 +146,7 @@ async def test_a_push_the_list_does_not_arrive_for_is_refused_so_github_can_rede
 
 async def test_task_rounds_start_only_once_agents_and_tasks_are_both_listed(monkeypatch):
     fleet = SimpleNamespace(listed=asyncio.Event())
-    controller = TaskController(FakeKube(), FakeGateway(), agents=None, fleet=fleet, activity=None, emit=None,
+    controller = TaskController(FakeKube(), FakeGateway(), inputs=None, fleet=fleet, activity=None, emit=None,
                                 github_api_hosts=(),
                                 listed=asyncio.Event())
     rounds = []
@@ -170,7 +170,7 @@ async def test_task_rounds_wait_for_the_tasks_too(monkeypatch):
     # With agents but not tasks listed, an agent running a task looks idle (pause_idle) and free (dispatch).
     fleet = SimpleNamespace(listed=asyncio.Event())
     fleet.listed.set()
-    controller = TaskController(FakeKube(), FakeGateway(), agents=None, fleet=fleet, activity=None, emit=None,
+    controller = TaskController(FakeKube(), FakeGateway(), inputs=None, fleet=fleet, activity=None, emit=None,
                                 github_api_hosts=(),
                                 listed=asyncio.Event())
     rounds = []
@@ -209,7 +209,7 @@ async def test_the_run_of_a_task_deleted_before_its_agent_is_listed_is_still_kil
     async def address(namespace: str, spec, sandbox_id: str) -> SandboxAddress:
         return SandboxAddress(sandbox_id)
     fleet = make_fleet(FakeKube())
-    runs = Runs(book=None, scheduler=None, kube=None, gateway=Gateway(), agents=SimpleNamespace(address=address),
+    runs = Runs(book=None, scheduler=None, kube=None, gateway=Gateway(), inputs=SimpleNamespace(address=address),
                 fleet=fleet, activity=None, emit=None)
     task = {"metadata": {"namespace": "research", "name": "job", "uid": "t-1"},
             "status": {"phase": "Running", "agent": "a-0", "runId": "t-1", "sandboxID": "sbx-a-0"}}

@@ -23,6 +23,7 @@ from remote_agents.api.names import AGENTS, FINALIZER, GROUP, POOL_LABEL, TASKS
 from remote_agents.controller import metrics
 from remote_agents.controller.agents.fleet import Fleet
 from remote_agents.controller.agents.idle import AgentActivity
+from remote_agents.controller.agents.inputs import AgentInputs
 from remote_agents.controller.agents.reconcile import AgentReconciler
 from remote_agents.controller.agents.sightings import Sightings
 from remote_agents.controller.clients.e2b import SandboxGateway
@@ -54,10 +55,11 @@ class Operator:
         # event and waits for it, as nothing may be taken for absent before the view is whole.
         self.agent_watch = ObjectWatch(kube, AGENTS, settings.namespaces, self.agent_changed)
         self.task_watch = ObjectWatch(kube, TASKS, settings.namespaces, self.task_changed)
-        self.agents = AgentReconciler(self.gateway, kube, settings, cluster_id, events, sightings, refs)
+        inputs = AgentInputs(kube)
+        self.agents = AgentReconciler(self.gateway, kube, inputs, settings, cluster_id, events, sightings, refs)
         self.fleet = Fleet(self.gateway, kube, settings, cluster_id, sightings, refs, listed=self.agent_watch.synced)
         activity = AgentActivity(kube, self.fleet, events)
-        self.tasks = TaskController(kube, self.gateway, self.agents, self.fleet, activity, events,
+        self.tasks = TaskController(kube, self.gateway, inputs, self.fleet, activity, events,
                                     settings.github_api_hosts, listed=self.task_watch.synced)
         self.pools = PoolReconciler(kube, events, running_counts=self.tasks.running_counts,
                                     tasks_listed=self.task_watch.synced)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from remote_agents.api.models import RemoteAgentSpec
@@ -19,13 +18,14 @@ from remote_agents.api.names import (
 )
 from remote_agents.controller import metrics
 from remote_agents.controller.agents import decide
+from remote_agents.controller.agents.inputs import AgentInputs, ResolvedInputs
 from remote_agents.controller.agents.sightings import Sightings
 from remote_agents.controller.clients.e2b import E2BAuthFailed, E2BError, E2BRejected, SandboxGateway, SandboxGone
 from remote_agents.controller.clients.events import EventSink
 from remote_agents.controller.clients.kube import Kube, SecretMissing
 from remote_agents.controller.redaction import Redactor
 from remote_agents.controller.retry import RetryLater
-from remote_agents.controller.sandboxes import OPERATOR_ACCOUNT, E2BAccount, ObservedSandbox, SandboxAddress
+from remote_agents.controller.sandboxes import ObservedSandbox, SandboxAddress
 from remote_agents.controller.settings import OperatorSettings
 from remote_agents.controller.sources import git
 from remote_agents.controller.sources.refs import RefResolver
@@ -41,13 +41,6 @@ class StepFailed(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
-
-
-@dataclass
-class ResolvedInputs:
-    env: dict[str, str]
-    git_token: str | None
-    account: E2BAccount
 
 
 class StatusWriter:
@@ -76,9 +69,10 @@ def _working(reason: str, message: str) -> Outcome:
 
 
 class AgentReconciler:
-    def __init__(self, gateway: SandboxGateway, kube: Kube, settings: OperatorSettings, cluster_id: str,
-                 emit: EventSink, sightings: Sightings, refs: RefResolver):
+    def __init__(self, gateway: SandboxGateway, kube: Kube, inputs: AgentInputs, settings: OperatorSettings,
+                 cluster_id: str, emit: EventSink, sightings: Sightings, refs: RefResolver):
         self.gateway = gateway
+        self.inputs = inputs
         self.refs = refs
         self.kube = kube
         self.settings = settings
@@ -93,44 +87,6 @@ class AgentReconciler:
 
     def forget(self, uid: str) -> None:
         self._locks.pop(uid, None)
-
-    async def resolve_inputs(self, namespace: str, spec: RemoteAgentSpec, redact: Redactor) -> ResolvedInputs:
-        env: dict[str, str] = {}
-        for variable in spec.env:
-            if variable.value_from is None:
-                env[variable.name] = variable.value or ""
-                continue
-            ref = variable.value_from.secret_key_ref
-            value = await self.kube.secret_value(namespace, ref.name, ref.key, ref.optional)
-            if value is not None:
-                env[variable.name] = value
-                redact.add(value)
-        token = None
-        if spec.source.credentials_secret_ref:
-            ref = spec.source.credentials_secret_ref
-            token = await self.kube.secret_value(namespace, ref.name, ref.key, ref.optional)
-            redact.add(token)
-        account = await self.account(namespace, spec)
-        redact.add(account.api_key)
-        return ResolvedInputs(env=env, git_token=token, account=account)
-
-    async def account(self, namespace: str, spec: RemoteAgentSpec) -> E2BAccount:
-        """The E2B account the agent's sandboxes live in: its own key's (spec.e2bApiKeySecretRef), read
-        from its Secret, or the operator's. SecretMissing when its own cannot be read: never another."""
-        ref = spec.e2b_api_key_secret_ref
-        return await self._account_of(namespace, (ref.name, ref.key) if ref else None)
-
-    async def _account_of(self, namespace: str, key_ref: tuple[str, str] | None) -> E2BAccount:
-        if key_ref is None:
-            return OPERATOR_ACCOUNT
-        name, key = key_ref
-        if not name or not key:
-            raise SecretMissing(f"spec.e2bApiKeySecretRef names no Secret and key: {name!r}/{key!r}")
-        return E2BAccount(await self.kube.e2b_key(namespace, name, key))
-
-    async def address(self, namespace: str, spec: RemoteAgentSpec, sandbox_id: str) -> SandboxAddress:
-        """The agent's sandbox with the account it lives in (for work on it outside a reconcile)."""
-        return SandboxAddress(sandbox_id, await self.account(namespace, spec))
 
     def _metadata(self, body: Mapping[str, Any], spec: RemoteAgentSpec) -> dict[str, str]:
         meta = body["metadata"]
@@ -183,7 +139,7 @@ class AgentReconciler:
     async def _reconcile(self, body: Mapping[str, Any], spec: RemoteAgentSpec, status: StatusWriter,
                          redact: Redactor) -> None:
         uid = body["metadata"]["uid"]
-        inputs = await self.resolve_inputs(body["metadata"]["namespace"], spec, redact)
+        inputs = await self.inputs.resolve(body["metadata"]["namespace"], spec, redact)
         target = await self.refs.resolve(spec.source.repo, spec.source.ref, inputs.git_token)
         def plan_with(sandboxes: list[ObservedSandbox]) -> decide.AgentPlan:
             return decide.plan_agent(uid=uid, spec=spec, recorded_sandbox_id=status.current.get("sandboxID"),
@@ -277,7 +233,7 @@ class AgentReconciler:
             delay = decide.deletion_retry_delay(attempt, self.settings.retry_delay_seconds,
                                                 self.settings.stalled_retry_delay_seconds)
             try:
-                account = await self._account_of(meta["namespace"], decide.key_secret_of(body["spec"]))
+                account = await self.inputs.account_of(meta["namespace"], decide.key_secret_of(body["spec"]))
                 sandboxes = await self.gateway.list({SANDBOX_UID_KEY: meta["uid"]}, account)
             except SecretMissing as error:
                 await self._fail(status, Outcome(False, "E2BKeyMissing", f"cannot delete the sandboxes: the E2B "

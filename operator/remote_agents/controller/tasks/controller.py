@@ -13,7 +13,7 @@ from typing import Any
 
 from remote_agents.controller.agents.fleet import Fleet
 from remote_agents.controller.agents.idle import AgentActivity
-from remote_agents.controller.agents.reconcile import AgentReconciler
+from remote_agents.controller.agents.inputs import AgentInputs
 from remote_agents.controller.clients.e2b import SandboxGateway
 from remote_agents.controller.clients.events import EventSink
 from remote_agents.controller.clients.kube import Kube
@@ -31,7 +31,7 @@ HOUSEKEEPING_SECONDS = 2  # TTL collection, publishing, idle pausing and activit
 
 
 class TaskController:
-    def __init__(self, kube: Kube, gateway: SandboxGateway, agents: AgentReconciler, fleet: Fleet,
+    def __init__(self, kube: Kube, gateway: SandboxGateway, inputs: AgentInputs, fleet: Fleet,
                  activity: AgentActivity, emit: EventSink, github_api_hosts: tuple[str, ...],
                  listed: asyncio.Event):
         """`listed`: set once every task has been delivered to `observe` (the watch's first list)."""
@@ -40,7 +40,7 @@ class TaskController:
         self.scheduler = Scheduler(self.book)
         self.activity = activity
         self.fleet = fleet
-        self.runs = Runs(self.book, self.scheduler, kube, gateway, agents, fleet, activity, emit)
+        self.runs = Runs(self.book, self.scheduler, kube, gateway, inputs, fleet, activity, emit)
         self.dispatcher = Dispatcher(self.book, self.scheduler, fleet, activity, self.runs)
         self.housekeeping = Housekeeping(self.book, kube, emit, github_api_hosts)
         self._next_full_poll = 0.0

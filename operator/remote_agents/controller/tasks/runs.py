@@ -20,7 +20,7 @@ from remote_agents.controller import metrics
 from remote_agents.controller.agents.decide import AgentView
 from remote_agents.controller.agents.fleet import Fleet
 from remote_agents.controller.agents.idle import AgentActivity
-from remote_agents.controller.agents.reconcile import AgentReconciler
+from remote_agents.controller.agents.inputs import AgentInputs
 from remote_agents.controller.clients.e2b import E2BError, SandboxGateway, SandboxGone
 from remote_agents.controller.clients.events import EventSink
 from remote_agents.controller.clients.kube import Kube, SecretMissing
@@ -43,12 +43,12 @@ async def _no_file() -> None:
 
 class Runs:
     def __init__(self, book: TaskBook, scheduler: Scheduler, kube: Kube, gateway: SandboxGateway,
-                 agents: AgentReconciler, fleet: Fleet, activity: AgentActivity, emit: EventSink):
+                 inputs: AgentInputs, fleet: Fleet, activity: AgentActivity, emit: EventSink):
         self.book = book
         self.scheduler = scheduler
         self.kube = kube
         self.gateway = gateway
-        self.agents = agents
+        self.inputs = inputs
         self.fleet = fleet
         self.activity = activity
         self.emit = emit
@@ -70,7 +70,7 @@ class Runs:
         spec = self.book.spec(task)
         redact = Redactor()
         try:
-            inputs = await self.agents.resolve_inputs(meta["namespace"], view.spec, redact)
+            inputs = await self.inputs.resolve(meta["namespace"], view.spec, redact)
             handle = await self.gateway.start_background(
                 SandboxAddress(status["sandboxID"], inputs.account), runner.RUNNER,
                 envs={**inputs.env, **runner.runner_env(status, spec.query, view.workdir, view.spec.query.command)})
@@ -133,7 +133,7 @@ class Runs:
             return  # its sandbox is frozen with the run inside; it goes on when the agent is resumed
         uid = task["metadata"]["uid"]
         try:
-            sandbox = await self.agents.address(view.namespace, view.spec, status["sandboxID"])
+            sandbox = await self.inputs.address(view.namespace, view.spec, status["sandboxID"])
             # No file yet, or the runner is between creating and writing it: "not yet".
             ended = ended or runner.exit_line(
                 await self.gateway.read_file(sandbox, runner.run_file(status, "exit_code")) or "")
@@ -179,7 +179,7 @@ class Runs:
         if not status.get("runId") or not status.get("sandboxID") or view is None or view.spec is None:
             return
         try:
-            await self._signal(task, await self.agents.address(view.namespace, view.spec, status["sandboxID"]),
+            await self._signal(task, await self.inputs.address(view.namespace, view.spec, status["sandboxID"]),
                                "KILL")
         except SecretMissing as error:
             log.info("could not kill run of task %s: %s", task["metadata"].get("name"), error)
@@ -204,7 +204,7 @@ class Runs:
             return None
         redact = Redactor()
         try:
-            await self.agents.resolve_inputs(meta["namespace"], view.spec, redact)
+            await self.inputs.resolve(meta["namespace"], view.spec, redact)
         except SecretMissing as error:
             log.warning("output of task %s/%s withheld: %s", meta["namespace"], meta["name"], error)
             return None
