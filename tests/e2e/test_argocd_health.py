@@ -1,27 +1,47 @@
-"""Our Argo CD health checks (the Lua Argo CD would run) against real objects in each state."""
+"""Our Argo CD health checks (the Lua Argo CD would run) against real objects in each state, and
+the kstatus library of sigs.k8s.io/cli-utils (what Flux reads) agreeing with them on each."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
 from remote_agents_local import processes
 from tests.e2e.test_agent_pool import pool_manifest
 from tests.e2e.test_agent_task import task_manifest
 from tests.e2e.test_remote_agent import agent_manifest
+from tests.support import kstatus
 from tests.support.argocd_health import health
 from tests.support.kubectl import eventually
 
 
+# What kstatus must say of an object in each Argo CD health: a pause is a settled state to it.
+KSTATUS_OF_HEALTH = {"Healthy": "Current", "Suspended": "Current", "Progressing": "InProgress", "Degraded": "Failed"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kstatus_checker():
+    try:
+        return kstatus.binary()
+    except kstatus.KstatusUnavailable as error:
+        pytest.fail(str(error), pytrace=False)
+
+
 def wait_health(kubectl, kind: str, name: str, namespace: str, status: str, message_starts: str = "",
                 timeout: float = 180) -> dict:
-    """Wait until the object's health is `status` and its message starts as expected."""
+    """Wait until the object's health is `status` and its message starts as expected; then kstatus
+    must agree on that same object."""
     def check():
         obj = kubectl.get(kind, name, namespace)
         verdict = health(obj)
         if verdict["status"] == status and verdict["message"].startswith(message_starts):
-            return verdict
+            return obj, verdict
         raise AssertionError(f"{kind}/{name}: {verdict}; status {json.dumps(obj.get('status'))}")
-    return eventually(check, timeout, what=f"{kind}/{name} to be {status}")
+    obj, verdict = eventually(check, timeout, what=f"{kind}/{name} to be {status}")
+    computed = kstatus.compute([obj])[name]
+    assert computed["status"] == KSTATUS_OF_HEALTH[status], (verdict, computed, obj.get("status"))
+    return verdict
 
 
 def _unreachable_repo() -> str:
