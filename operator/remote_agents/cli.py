@@ -85,6 +85,12 @@ def _manifests(args: argparse.Namespace) -> int:
     return manifests.run(args)
 
 
+def _monitoring(args: argparse.Namespace) -> int:
+    from remote_agents.deploy import manifests, monitoring
+
+    return manifests.run(args, monitoring.files(), "remote-agents monitoring")
+
+
 def _add_operator(sub: argparse._SubParsersAction) -> None:
     from remote_agents.controller.options import add_arguments
 
@@ -93,7 +99,9 @@ def _add_operator(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_operator)
     for name, func, directory, text in (
             ("crds", _crds, "crds", "write the CRDs generated from the typed models"),
-            ("manifests", _manifests, "manifests/base", "write the kustomize base from remote_agents.deploy")):
+            ("manifests", _manifests, "manifests/base", "write the kustomize base from remote_agents.deploy"),
+            ("monitoring", _monitoring, "manifests/monitoring",
+             "write the ServiceMonitor, PrometheusRule and Grafana dashboard")):
         generator = sub.add_parser(name, help=text)
         generator.add_argument("--dir", default=directory)
         generator.add_argument("--check", action="store_true", help="fail if the files differ from their source")

@@ -54,9 +54,10 @@ def files() -> dict[str, str]:
     return {**rendered, **_argocd_component()}
 
 
-def write(directory: Path) -> list[Path]:
+def write(directory: Path, rendered: dict[str, str] | None = None) -> list[Path]:
+    """Write `rendered` (relative path -> content; default: the base) under `directory`."""
     written = []
-    for relative, content in files().items():
+    for relative, content in (files() if rendered is None else rendered).items():
         path = directory / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
@@ -64,9 +65,9 @@ def write(directory: Path) -> list[Path]:
     return written
 
 
-def stale(directory: Path) -> list[str]:
-    """Files of the base that are missing or differ from what the modules generate."""
-    return [relative for relative, content in files().items()
+def stale(directory: Path, rendered: dict[str, str] | None = None) -> list[str]:
+    """Files of `rendered` (default: the base) that are missing or differ in `directory`."""
+    return [relative for relative, content in (files() if rendered is None else rendered).items()
             if not (directory / relative).is_file() or (directory / relative).read_text() != content]
 
 
@@ -75,17 +76,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="store_true", help="fail if the files differ from the modules")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, rendered: dict[str, str] | None = None,
+        command: str = "python -m remote_agents.deploy.manifests") -> int:
     directory = Path(args.dir)
     if args.check:
-        outdated = stale(directory)
+        outdated = stale(directory, rendered)
         if outdated:
             print(f"stale manifests in {directory}: {', '.join(outdated)}; "
-                  "run `python -m remote_agents.deploy.manifests` and commit", file=sys.stderr)
+                  f"run `{command}` and commit", file=sys.stderr)
             return 1
         print(f"{directory} is up to date")
         return 0
-    for path in write(directory):
+    for path in write(directory, rendered):
         print(path)
     return 0
 

@@ -44,6 +44,7 @@ def view_of(body: Mapping[str, Any]) -> decide.AgentView:
         deleting=bool(meta.get("deletionTimestamp")), phase=status.get("phase"), spec=spec,
         pool=(meta.get("labels") or {}).get(POOL_LABEL),
         ready=ready.get("status") == "True" and ready.get("observedGeneration") == meta.get("generation"),
+        stalled=any(c.get("type") == "Stalled" and c.get("status") == "True" for c in status.get("conditions") or []),
         idle_paused=bool(status.get("idlePaused")), last_activity_time=status.get("lastActivityTime"),
         ready_since=ready.get("lastTransitionTime"), workdir=status.get("workdir") or decide.workdir(spec),
     )
