@@ -6,6 +6,8 @@ import re
 import urllib.request
 
 from remote_agents.deploy import monitoring
+from tests.e2e.test_agent_task import task_manifest
+from tests.e2e.test_remote_agent import agent_manifest
 from tests.support.kubectl import eventually
 
 # Series Prometheus itself makes for every scrape target.
@@ -45,3 +47,28 @@ def test_rules_and_dashboard_use_only_exported_series(operator):
     missing = {expr: sorted(monitoring.metric_names(expr) - exported - PROMETHEUS_SERIES)
                for expr in monitoring.expressions()}
     assert {expr: names for expr, names in missing.items() if names} == {}
+
+
+def _sample(text: str, name: str) -> float | None:
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(match[1]) if match else None
+
+
+def test_stalled_agents_and_the_task_queue_are_exported(operator, kubectl, namespace, agent_repo):
+    kubectl.apply(agent_manifest("broken", namespace, agent_repo.url, setup=["exit 7"]))
+    kubectl.apply(task_manifest("waits", namespace, "q", agent="broken"))
+    url = f"{operator.metrics_url}/metrics"
+
+    def exported(name: str, check) -> bool:
+        value = _sample(_scrape(url) or "", name)
+        return value is not None and check(value)
+    eventually(lambda: exported("remote_agents_agents_stalled", lambda v: v >= 1), 120,
+               what="the stalled agent to be counted")
+    eventually(lambda: exported("remote_agents_tasks_waiting", lambda v: v >= 1), 60,
+               what="the waiting task to be counted")
+    eventually(lambda: exported("remote_agents_task_oldest_waiting_seconds", lambda v: v >= 1), 60,
+               what="the oldest wait to grow")
+    kubectl.run("delete", "agenttask", "waits", "-n", namespace)
+    kubectl.run("patch", "remoteagent", "broken", "-n", namespace, "--type=merge", "-p", '{"spec":{"setup":[]}}')
+    eventually(lambda: exported("remote_agents_tasks_waiting", lambda v: v == 0), 60,
+               what="the queue to empty once the task is gone")
