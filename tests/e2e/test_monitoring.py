@@ -9,6 +9,7 @@ from remote_agents.deploy import monitoring
 from tests.e2e.test_agent_task import task_manifest
 from tests.e2e.test_remote_agent import agent_manifest
 from tests.support.kubectl import eventually
+from tests.support.promql import selected_series
 
 # Series Prometheus itself makes for every scrape target.
 PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
@@ -44,7 +45,7 @@ def test_rules_and_dashboard_use_only_exported_series(operator):
     exported = exported_names(eventually(lambda: _scrape(f"{operator.metrics_url}/metrics"), 60,
                                          what="the operator's /metrics"))
     assert "remote_agents_e2b_calls_total" in exported, sorted(exported)
-    missing = {expr: sorted(monitoring.metric_names(expr) - exported - PROMETHEUS_SERIES)
+    missing = {expr: sorted(selected_series(expr) - exported - PROMETHEUS_SERIES)
                for expr in monitoring.expressions()}
     assert {expr: names for expr, names in missing.items() if names} == {}
 

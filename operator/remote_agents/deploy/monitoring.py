@@ -6,7 +6,6 @@ three, so a chart can take them as they are; docs/operations.md explains every a
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,21 +104,6 @@ PANELS = [
 def expressions() -> list[str]:
     """Every PromQL expression the rules and the dashboard use."""
     return [alert.expr for alert in ALERTS] + [expr for panel in PANELS for expr, _ in panel.targets]
-
-
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
-             "offset", "inf", "nan"}
-
-
-def metric_names(expr: str) -> set[str]:
-    """The series names an expression selects: identifiers that are not functions, keywords,
-    label names (in braces or grouping clauses) or durations."""
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    expr = re.sub(r"\{[^}]*\}", " ", expr)
-    expr = re.sub(r"\[[^\]]*\]", " ", expr)
-    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
-    found = re.findall(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?", expr)
-    return {name for name, call in found if not call and name.lower() not in _KEYWORDS}
 
 
 def service_monitor(namespace: str = names.NAMESPACE) -> dict[str, Any]:
