@@ -272,5 +272,23 @@ def kubectl_plugin() -> int:
     return main(prog="kubectl agents")
 
 
+def kubectl_plugin_completion() -> int:
+    """`kubectl agents <TAB>`: kubectl runs kubectl_complete-agents with the words after `agents`
+    (the last one is being completed) and reads cobra's answer: a completion per line, then
+    `:4` (no file names)."""
+    import io
+    import os
+
+    import argcomplete
+
+    line = " ".join([PROGRAMS[1], *sys.argv[1:]])
+    os.environ.update({"_ARGCOMPLETE": "1", "COMP_LINE": line, "COMP_POINT": str(len(line)), "_ARGCOMPLETE_IFS": "\n"})
+    answer = io.StringIO()
+    argcomplete.autocomplete(build_parser("kubectl agents"), output_stream=answer, exit_method=lambda code: None,
+                             append_space=False)
+    print("\n".join([word for word in answer.getvalue().split("\n") if word] + [":4"]))
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

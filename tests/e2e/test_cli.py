@@ -97,3 +97,11 @@ def test_watch_prints_each_change(context_kubeconfig, objects, kubectl, namespac
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_kubectl_completes_the_plugin(context_kubeconfig):
+    # kubectl asks kubectl_complete-agents for `kubectl agents ...` completions (cobra's protocol).
+    commands = run(context_kubeconfig, "kubectl", "__complete", "agents", "g").stdout.splitlines()
+    assert commands == ["get", ":4"]
+    formats = run(context_kubeconfig, "kubectl", "__complete", "agents", "get", "-o", "").stdout.splitlines()
+    assert formats == ["table", "wide", "json", "yaml", "name", ":4"]

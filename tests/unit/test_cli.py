@@ -64,6 +64,7 @@ def test_version_is_the_distribution_version(capsys):
 def test_kubectl_plugin_is_an_installed_entry_point_with_its_own_name(capsys):
     scripts = {entry.name: entry.value for entry in metadata.entry_points(group="console_scripts")}
     assert scripts["kubectl-agents"] == "remote_agents.cli:kubectl_plugin"
+    assert scripts["kubectl_complete-agents"] == "remote_agents.cli:kubectl_plugin_completion"
     with pytest.raises(SystemExit):
         cli.build_parser("kubectl agents").parse_args(["get", "--help"])
     assert capsys.readouterr().out.startswith("usage: kubectl agents get")
