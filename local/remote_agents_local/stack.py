@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -97,14 +98,19 @@ def _load(root: Path) -> Stack | None:
         return None
 
 
-def up(root: Path) -> Stack:
+def up(root: Path, progress: Callable[[str], None] = lambda step: None) -> Stack:
+    """`progress` is told each step as it starts."""
     existing = _load(root)
     if existing and all(processes.alive(pid) for pid in existing.pids.values()) and \
             control_plane.running(root / "cluster"):
+        progress("already running")
         return existing
+    progress("stopping what an earlier run left")
     down(root, keep_cluster=True)
     root.mkdir(parents=True, exist_ok=True)
+    progress("starting the control plane (etcd, kube-apiserver, kube-controller-manager)")
     cluster = control_plane.up(root / "cluster")
+    progress("installing the CRDs")
     kubeconfig = cluster.kubeconfig
     _kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-",
              input=json.dumps({"apiVersion": "v1", "kind": "List", "items": crds.definitions()}))
@@ -114,11 +120,13 @@ def up(root: Path) -> Stack:
     pids: dict[str, int] = {}
     e2b_port, git_port = processes.free_port(), processes.free_port()
     e2b_url = f"http://127.0.0.1:{e2b_port}"
+    progress("starting e2b-local")
     pids["e2b-local"] = processes.start_detached(
         [sys.executable, "-m", "remote_agents.cli", "e2b-local", "--port", str(e2b_port), "--api-key", E2B_API_KEY,
          "--state-dir", str(root / "e2b")], root / "e2b-local.log")
     _wait_http(f"{e2b_url}/health", root / "e2b-local.log", "e2b-local")
 
+    progress("starting the git daemon with the sample agent's repository")
     bare = _sample_repository(root)
     pids["git-daemon"] = processes.start_detached(
         ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={bare.parent}", f"--port={git_port}",
@@ -128,11 +136,13 @@ def up(root: Path) -> Stack:
     operator_env = {**os.environ, "KUBECONFIG": kubeconfig, "E2B_API_URL": e2b_url, "E2B_SANDBOX_URL": e2b_url,
                     "E2B_API_KEY": E2B_API_KEY}
     operator_env.pop("E2B_DEBUG", None)
+    progress("starting the operator")
     pids["operator"] = processes.start_detached([sys.executable, "-m", "remote_agents.cli", "operator"],
                                                 root / "operator.log", env=operator_env)
     stack = Stack(kubeconfig=kubeconfig, e2b_url=e2b_url, git_url=git_url, pids=pids)
     (root / "stack.json").write_text(json.dumps(asdict(stack)))
 
+    progress(f"creating RemoteAgent {DEMO_NAMESPACE}/{SAMPLE_AGENT} and waiting for it to be Ready")
     _kubectl(kubeconfig, "apply", "-f", "-", input=json.dumps(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEMO_NAMESPACE}}))
     _kubectl(kubeconfig, "apply", "-f", "-", input=_sample_agent_manifest(git_url))
@@ -142,6 +152,7 @@ def up(root: Path) -> Stack:
     except StackError as error:
         raise StackError(f"the sample agent did not become Ready: {error}\noperator log:\n"
                          f"{processes.log_tail(root / 'operator.log')}") from None
+    progress("ready")
     return stack
 
 

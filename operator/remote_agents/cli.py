@@ -5,6 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
+
+from remote_agents import __version__
+from remote_agents.cli_output import OUTPUTS
+
+# Where completion is installed for both names: the command and the kubectl plugin.
+PROGRAMS = ("remote-agents", "kubectl-agents")
 
 
 def _cluster_build(args: argparse.Namespace) -> int:
@@ -74,7 +82,13 @@ def _crds(args: argparse.Namespace) -> int:
 def _manifests(args: argparse.Namespace) -> int:
     from remote_agents.deploy import manifests
 
-    return manifests.run(args)
+    return manifests.run(args, manifests.files(tuple(args.watch_namespace)))
+
+
+def _monitoring(args: argparse.Namespace) -> int:
+    from remote_agents.deploy import manifests, monitoring
+
+    return manifests.run(args, monitoring.files(), "remote-agents monitoring")
 
 
 def _add_operator(sub: argparse._SubParsersAction) -> None:
@@ -91,6 +105,25 @@ def _add_operator(sub: argparse._SubParsersAction) -> None:
     manifests = sub.add_parser("manifests", help="write the kustomize base from remote_agents.deploy")
     add_manifest_arguments(manifests)
     manifests.set_defaults(func=_manifests)
+    monitoring = sub.add_parser("monitoring", help="write the ServiceMonitor, PrometheusRule and Grafana dashboard")
+    monitoring.add_argument("--dir", default="manifests/monitoring")
+    monitoring.add_argument("--check", action="store_true", help="fail if the files differ from their source")
+    monitoring.set_defaults(func=_monitoring)
+
+
+class StepProgress:
+    """Prints each step of a long command on stderr as it starts, with the time since the first."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, out=None):
+        self.clock = clock
+        self.out = out
+        self.started: float | None = None
+
+    def __call__(self, step: str) -> None:
+        now = self.clock()
+        if self.started is None:
+            self.started = now
+        print(f"[{now - self.started:6.1f}s] {step}", file=self.out or sys.stderr, flush=True)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -101,7 +134,7 @@ def _up(args: argparse.Namespace) -> int:
 
     root = Path(args.state_dir).resolve() if args.state_dir else local_stack.default_state_dir()
     try:
-        stack = local_stack.up(root)
+        stack = local_stack.up(root, progress=StepProgress())
     except (build.BuildError, control_plane.ControlPlaneError, local_stack.StackError) as error:
         print(f"remote-agents up failed: {error}", file=sys.stderr)
         return 1
@@ -165,36 +198,68 @@ def _get(args: argparse.Namespace) -> int:
     return cli_client.get(args)
 
 
+def _add_kube_target(parser: argparse.ArgumentParser, namespace_group=None) -> None:
+    """--context and -n, picked like kubectl's: the namespace defaults to the context's."""
+    parser.add_argument("--context", help="kubeconfig context to use (default: the current context)")
+    (namespace_group or parser).add_argument(
+        "-n", "--namespace", help="namespace (default: the kubeconfig context's namespace, else default)")
+
+
 def _add_client(sub: argparse._SubParsersAction) -> None:
     query = sub.add_parser("query", help="ask an agent or a pool a question and print the answer")
     target = query.add_mutually_exclusive_group(required=True)
     target.add_argument("--agent", help="a RemoteAgent's name")
     target.add_argument("--pool", help="an AgentPool's name (whichever of its agents is free answers)")
-    query.add_argument("-n", "--namespace", default="default")
+    _add_kube_target(query)
     query.add_argument("--timeout", type=int, default=900, help="seconds the query may run (default 900)")
     query.add_argument("question")
     query.set_defaults(func=_query)
     get = sub.add_parser("get", help="agents, pools and recent tasks in one table")
     scope = get.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", default="default")
+    _add_kube_target(get, scope)
     scope.add_argument("-A", "--all-namespaces", action="store_true")
+    get.add_argument("-o", "--output", choices=OUTPUTS, default="table",
+                     help="table (default), wide (adds the Ready reason and message), json or yaml (a v1 List), "
+                          "name (kind.group/name)")
+    get.add_argument("-w", "--watch", action="store_true",
+                     help="after the objects, print each change as it happens (until interrupted)")
     get.set_defaults(func=_get)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _completion(args: argparse.Namespace) -> int:
+    import argcomplete
+
+    print(argcomplete.shellcode(list(PROGRAMS), shell=args.shell))
+    return 0
+
+
+def _add_completion(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("completion", help="print a shell completion script, e.g. "
+                                               "`source <(remote-agents completion bash)`")
+    parser.add_argument("shell", choices=("bash", "zsh", "fish"))
+    parser.set_defaults(func=_completion)
+
+
+def build_parser(prog: str = PROGRAMS[0]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="remote-agents", description="Run AI research agents in E2B sandboxes, declared as Kubernetes objects.")
+        prog=prog, description="Run AI research agents in E2B sandboxes, declared as Kubernetes objects.")
+    parser.add_argument("--version", action="version", version=f"remote-agents {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_stack(sub)
     _add_cluster(sub)
     _add_e2b_local(sub)
     _add_operator(sub)
     _add_client(sub)
+    _add_completion(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROGRAMS[0]) -> int:
+    parser = build_parser(prog)
+    import argcomplete
+
+    argcomplete.autocomplete(parser)  # answers and exits when the shell asks for completions
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except ModuleNotFoundError as error:
@@ -203,6 +268,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"`remote-agents {args.command}` runs things locally and needs the local extra, a distribution of "
               "its own: pip install -e ./local (from a checkout of the repository)", file=sys.stderr)
         return 2
+
+
+def kubectl_plugin() -> int:
+    """`kubectl agents ...`: kubectl runs the kubectl-agents executable with the rest of the line."""
+    return main(prog="kubectl agents")
+
+
+def kubectl_plugin_completion() -> int:
+    """`kubectl agents <TAB>`: kubectl runs kubectl_complete-agents with the words after `agents`
+    (the last one is being completed) and reads cobra's answer: a completion per line, then
+    `:4` (no file names)."""
+    import io
+    import os
+
+    import argcomplete
+
+    line = " ".join([PROGRAMS[1], *sys.argv[1:]])
+    os.environ.update({"_ARGCOMPLETE": "1", "COMP_LINE": line, "COMP_POINT": str(len(line)), "_ARGCOMPLETE_IFS": "\n"})
+    answer = io.StringIO()
+    argcomplete.autocomplete(build_parser("kubectl agents"), output_stream=answer, exit_method=lambda code: None,
+                             append_space=False)
+    print("\n".join([word for word in answer.getvalue().split("\n") if word] + [":4"]))
+    return 0
 
 
 if __name__ == "__main__":

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import queue
 import sys
-import time
+import threading
+from collections.abc import Iterator
 from typing import Any
 
-from remote_agents.api.names import AGENTS, POOL_LABEL, POOLS, TASKS
-from remote_agents.api.timestamps import epoch
-from remote_agents.client import (OrchestratorError, RemoteAgentOrchestrator,
-                                  condition, is_current)
+from remote_agents import cli_output
+from remote_agents.api.names import AGENTS, POOLS, TASKS
+from remote_agents.api.conditions import condition
+from remote_agents.client import OrchestratorError, RemoteAgentOrchestrator
 
 RECENT_TASKS = 20
 
@@ -43,7 +45,7 @@ class Progress:
 
 def query(args: argparse.Namespace) -> int:
     try:
-        orchestrator = RemoteAgentOrchestrator(namespace=args.namespace)
+        orchestrator = RemoteAgentOrchestrator(namespace=args.namespace, context=args.context)
         task = orchestrator.submit_task(args.question, agent=args.agent, pool=args.pool, timeout=args.timeout)
         result = orchestrator.wait_tasks([task], args.timeout, on_progress=Progress())[0]
     except OrchestratorError as error:
@@ -57,63 +59,62 @@ def query(args: argparse.Namespace) -> int:
 
 
 # ---- get --------------------------------------------------------------------------------------
-def _age(timestamp: str | None) -> str:
-    if not timestamp:
-        return "?"
-    seconds = int(time.time() - epoch(timestamp))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{max(seconds, 0)}s"
-
-
-def _agent_row(agent: dict[str, Any]) -> list[str]:
-    status = agent.get("status") or {}
-    pool = (agent["metadata"].get("labels") or {}).get(POOL_LABEL)
-    return ["RemoteAgent", status.get("phase") or "-", str(is_current(agent, "Ready")),
-            status.get("sandboxID") or "-", status.get("shortRevision") or "-", f"pool {pool}" if pool else ""]
-
-
-def _pool_row(pool: dict[str, Any]) -> list[str]:
-    status = pool.get("status") or {}
-    ready = f"{status.get('readyReplicas', 0)}/{pool['spec'].get('replicas', 0)}"
-    phase = "Paused" if pool["spec"].get("paused") else ("Ready" if is_current(pool, "Ready") else "Progressing")
-    return ["AgentPool", phase, ready, "-", "-", f"updated {status.get('updatedReplicas', 0)}"]
-
-
-def _task_row(task: dict[str, Any]) -> list[str]:
-    status = task.get("status") or {}
-    spec = task["spec"]
-    target = f"agent {spec['agentRef']['name']}" if spec.get("agentRef") else f"pool {spec['poolRef']['name']}"
-    phase = status.get("phase") or "Pending"
-    if status.get("duration"):
-        target += f", took {status['duration']}"
-    elif phase == "Pending" and condition(task, "Ready").get("reason"):
-        target += f", waiting: {condition(task, 'Ready')['reason']}"
-    return ["AgentTask", phase, "-", status.get("agent") or "-", "-", target]
-
-
-def table(orchestrator: RemoteAgentOrchestrator, everywhere: bool) -> str:
+def objects(orchestrator: RemoteAgentOrchestrator, everywhere: bool) -> list[dict[str, Any]]:
+    """Agents and pools by namespace and name, then the most recent tasks, newest first."""
     key = lambda o: (o["metadata"]["namespace"], o["metadata"]["name"])  # noqa: E731
     newest_first = lambda o: o["metadata"].get("creationTimestamp") or ""  # noqa: E731
-    rows = []
-    for plural, row in ((AGENTS, _agent_row), (POOLS, _pool_row)):
-        rows += [(obj, row(obj)) for obj in sorted(orchestrator.list_objects(plural, everywhere), key=key)]
-    tasks = sorted(orchestrator.list_objects(TASKS, everywhere), key=newest_first, reverse=True)[:RECENT_TASKS]
-    rows += [(task, _task_row(task)) for task in tasks]
-    header = ["KIND", "NAMESPACE", "NAME", "PHASE", "READY", "AGENT/SANDBOX", "REVISION", "AGE", "NOTES"]
-    lines = [header] + [[kind, obj["metadata"]["namespace"], obj["metadata"]["name"], phase, ready, where,
-                         revision, _age(obj["metadata"].get("creationTimestamp")), notes]
-                        for obj, (kind, phase, ready, where, revision, notes) in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("   ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines)
+    found = []
+    for plural in (AGENTS, POOLS):
+        found += sorted(orchestrator.list_objects(plural, everywhere), key=key)
+    return found + sorted(orchestrator.list_objects(TASKS, everywhere), key=newest_first, reverse=True)[:RECENT_TASKS]
+
+
+def _changes(orchestrator: RemoteAgentOrchestrator, everywhere: bool) -> Iterator[dict[str, Any]]:
+    """Every object of the three kinds as it is now, then each change, from one watch per kind
+    (a thread each, since the client's watch blocks) until interrupted."""
+    changed: queue.Queue = queue.Queue()
+
+    def follow(plural: str) -> None:
+        try:
+            for event in orchestrator.watch_objects(plural, everywhere):
+                changed.put(event["object"])
+        except Exception as error:  # noqa: BLE001 - handed to the printing thread, which raises it
+            changed.put(error)
+    for plural in (AGENTS, POOLS, TASKS):
+        threading.Thread(target=follow, args=(plural,), daemon=True).start()
+    while True:
+        item = changed.get()
+        if isinstance(item, Exception):
+            raise OrchestratorError(f"watch failed: {item}")
+        yield item
+
+
+def _watch(orchestrator: RemoteAgentOrchestrator, args: argparse.Namespace) -> None:
+    if args.output in ("table", "wide"):
+        widths = cli_output.watch_widths(args.output == "wide")
+        header = cli_output.WIDE_HEADER if args.output == "wide" else cli_output.HEADER
+        print(cli_output.format_line(header, widths), flush=True)
+    else:
+        widths = []
+    for obj in _changes(orchestrator, args.all_namespaces):
+        print(cli_output.render_change(obj, args.output, widths), flush=True)
 
 
 def get(args: argparse.Namespace) -> int:
     try:
-        orchestrator = RemoteAgentOrchestrator(namespace=args.namespace)
-        print(table(orchestrator, args.all_namespaces))
+        orchestrator = RemoteAgentOrchestrator(namespace=args.namespace, context=args.context)
+        if args.watch:
+            _watch(orchestrator, args)
+        else:
+            found = objects(orchestrator, args.all_namespaces)
+            if found or args.output not in ("table", "wide", "name"):
+                print(cli_output.render(found, args.output))
+            else:
+                where = "any namespace" if args.all_namespaces else f"namespace {orchestrator.namespace}"
+                print(f"No agents, pools or tasks found in {where}.", file=sys.stderr)
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 0
     return 0

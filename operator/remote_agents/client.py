@@ -16,7 +16,7 @@ import time
 import uuid
 
 import urllib3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kubernetes import client as k8s
@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from remote_agents.api.names import (
     AGENTS, API_VERSION, GROUP, POOL_LABEL, POOLS, RECONCILE_REQUEST_ANNOTATION, TASKS, VERSION,
 )
+from remote_agents.api.conditions import condition, is_current
 from remote_agents.api.timestamps import epoch, now_rfc3339
 
 # Appended by the operator when status.output is cut short; the ConfigMap then holds the rest.
@@ -48,32 +49,39 @@ class TaskTimeout(WaitTimeout):
     """An AgentTask did not finish in time (it keeps its own deadline in the cluster)."""
 
 
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), {})
-
-
-def is_current(obj: dict[str, Any], kind: str) -> bool:
-    """The condition is True and was computed for the object's current spec."""
-    found = condition(obj, kind)
-    return found.get("status") == "True" and \
-        found.get("observedGeneration", 0) >= obj["metadata"].get("generation", 0)
-
-
 def _seconds_between(start: str | None, end: str | None) -> float | None:
     if not start or not end:
         return None
     return epoch(end) - epoch(start)
 
 
-def _api_client(kubeconfig: str | None) -> k8s.ApiClient:
+IN_CLUSTER_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def kube_target(kubeconfig: str | None = None, context: str | None = None) -> tuple[k8s.ApiClient, str]:
+    """An API client for the kubeconfig's context (the current one unless `context` is given), or
+    the pod's service account in a cluster, and the namespace that context or pod defaults to,
+    as kubectl would pick them."""
     path = kubeconfig or os.environ.get("KUBECONFIG")
-    if path:
-        return k8s_config.new_client_from_config(config_file=path)
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if not path and not context and os.environ.get("KUBERNETES_SERVICE_HOST"):
         configuration = k8s.Configuration()
         k8s_config.load_incluster_config(client_configuration=configuration)
-        return k8s.ApiClient(configuration)
-    return k8s_config.new_client_from_config()
+        try:
+            with open(IN_CLUSTER_NAMESPACE_FILE) as file:
+                namespace = file.read().strip()
+        except OSError:
+            namespace = "default"
+        return k8s.ApiClient(configuration), namespace
+    try:
+        contexts, current = k8s_config.list_kube_config_contexts(config_file=path)
+    except k8s_config.ConfigException as error:
+        raise OrchestratorError(f"no usable kubeconfig: {error}") from None
+    chosen = current if context is None else next((c for c in contexts if c["name"] == context), None)
+    if chosen is None:
+        raise OrchestratorError(f"context {context!r} is not in the kubeconfig "
+                                f"(it has {', '.join(c['name'] for c in contexts)})")
+    namespace = (chosen.get("context") or {}).get("namespace") or "default"
+    return k8s_config.new_client_from_config(config_file=path, context=chosen["name"]), namespace
 
 
 def _env_list(env: dict[str, str] | None) -> list[dict[str, str]]:
@@ -81,15 +89,15 @@ def _env_list(env: dict[str, str] | None) -> list[dict[str, str]]:
 
 
 class RemoteAgentOrchestrator:
-    def __init__(self, namespace: str = "default", kubeconfig: str | None = None, *, repo: str | None = None,
-                 ref: str = "main", setup: list[str] | None = None, query_command: str | None = None,
+    def __init__(self, namespace: str | None = None, kubeconfig: str | None = None, *, context: str | None = None,
+                 repo: str | None = None, ref: str = "main", setup: list[str] | None = None, query_command: str | None = None,
                  template: str = "base", env: dict[str, str] | None = None,
                  task_grace_seconds: float = DISPATCH_GRACE_SECONDS):
-        self.namespace = namespace
+        api_client, context_namespace = kube_target(kubeconfig, context)
+        self.namespace = namespace or context_namespace
         self.task_grace_seconds = task_grace_seconds
         self.defaults = {"repo": repo, "ref": ref, "setup": setup or [], "query_command": query_command,
                          "template": template, "env": env or {}}
-        api_client = _api_client(kubeconfig)
         self.custom = k8s.CustomObjectsApi(api_client)
         self.core = k8s.CoreV1Api(api_client)
 
@@ -247,6 +255,27 @@ class RemoteAgentOrchestrator:
         if all_namespaces:
             return self._call(self.custom.list_cluster_custom_object, GROUP, VERSION, plural)["items"]
         return self._call(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, plural)["items"]
+
+    def watch_objects(self, plural: str, all_namespaces: bool = False) -> Iterator[dict[str, Any]]:
+        """Watch events ({"type", "object"}): each object as it is now (ADDED), then every change;
+        endless. An expired or broken watch lists again (and so repeats the objects as ADDED)."""
+        if all_namespaces:
+            lister, scope = self.custom.list_cluster_custom_object, (GROUP, VERSION, plural)
+        else:
+            lister, scope = self.custom.list_namespaced_custom_object, (GROUP, VERSION, self.namespace, plural)
+        while True:
+            listing = self._call(lister, *scope)
+            for obj in listing["items"]:
+                yield {"type": "ADDED", "object": obj}
+            stream = watch.Watch()
+            try:
+                for event in stream.stream(lister, *scope, resource_version=listing["metadata"]["resourceVersion"]):
+                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                        yield event
+            except (ApiException, urllib3.exceptions.HTTPError):
+                time.sleep(POLL_SECONDS)
+            finally:
+                stream.stop()
 
     # ---- helpers ----------------------------------------------------------------------------
     def _agent_spec(self, repo: str | None, ref: str | None, setup: list[str] | None, query_command: str | None,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import yaml
 
 from remote_agents.api import crds
-from remote_agents.deploy import manifests, names, rbac, workload
+from remote_agents.deploy import argocd, manifests, names, rbac, workload
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "manifests" / "base"
@@ -125,3 +126,22 @@ def test_check_mode_fails_on_a_hand_edit(tmp_path, capsys):
     (tmp_path / "rbac.yaml").write_text((tmp_path / "rbac.yaml").read_text().replace("- get\n", "- '*'\n", 1))
     assert manifests.main(["--check", "--dir", str(tmp_path)]) == 1
     assert "rbac.yaml" in capsys.readouterr().err
+
+
+def test_argocd_component_adds_the_health_checks_to_an_existing_argocd_cm(tmp_path):
+    # An Argo CD installation's kustomization: its own argocd-cm, our component on top.
+    (tmp_path / "argocd-cm.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "argocd-cm", "namespace": "argocd"},
+        "data": {"url": "https://argocd.example.test"}}))
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": ["argocd-cm.yaml"], "components": [os.path.relpath(BASE / "argocd", tmp_path)]}))
+    result = subprocess.run(["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    [config_map] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    assert config_map["data"] == {"url": "https://argocd.example.test", **argocd.config_map_patch()["data"]}
+
+
+def test_argocd_component_is_not_part_of_the_operator_install():
+    assert not [doc for doc in kustomize_build() if doc["metadata"]["name"] == argocd.ARGOCD_CONFIG_MAP]

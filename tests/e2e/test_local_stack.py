@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -14,6 +15,12 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+def progress_steps(stderr: str) -> list[tuple[float, str]]:
+    """The `[  12.3s] step` lines `up` prints as it goes."""
+    found = [re.fullmatch(r"\[\s*(\d+\.\d)s\] (.+)", line) for line in stderr.splitlines()]
+    return [(float(match[1]), match[2]) for match in found if match]
+
+
 def test_up_runs_everything_and_down_stops_it(tmp_path):
     state = tmp_path / "stack"
     result = cli("up", "--state-dir", str(state))
@@ -21,6 +28,12 @@ def test_up_runs_everything_and_down_stops_it(tmp_path):
     last = result.stdout.strip().splitlines()[-1]
     assert last == f"KUBECONFIG={state / 'cluster' / 'kubeconfig'}"
     assert "kubectl get remoteagents" in result.stdout
+    steps = progress_steps(result.stderr)
+    assert [step for _, step in steps] == [
+        "stopping what an earlier run left", "starting the control plane (etcd, kube-apiserver, kube-controller-manager)", "installing the CRDs",
+        "starting e2b-local", "starting the git daemon with the sample agent's repository", "starting the operator",
+        "creating RemoteAgent remote-agents-demo/sample-agent and waiting for it to be Ready", "ready"]
+    assert [elapsed for elapsed, _ in steps] == sorted(elapsed for elapsed, _ in steps)
     kubeconfig = last.split("=", 1)[1]
     try:
         agent = json.loads(subprocess.run(
@@ -29,6 +42,7 @@ def test_up_runs_everything_and_down_stops_it(tmp_path):
         assert agent["status"]["phase"] == "Ready"
         again = cli("up", "--state-dir", str(state))
         assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] == last
+        assert [step for _, step in progress_steps(again.stderr)] == ["already running"]
         pids = json.loads((state / "stack.json").read_text())["pids"]
         cluster_pids = json.loads((state / "cluster" / "state.json").read_text())["pids"]
     finally:

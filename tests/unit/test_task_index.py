@@ -51,3 +51,14 @@ def test_tasks_that_show_a_reason_are_found_without_reading_the_queue():
     assert index.explained(POOL) == ["uid-a"] and index.explained(AGENT) == []
     index.update("uid-a", POOL, task("a", "t1", phase="Running", reason="Running"))  # no longer waits
     assert index.explained(POOL) == []
+
+
+def test_queue_size_counts_waiting_tasks_and_names_the_oldest():
+    index = TaskIndex()
+    assert index.queue_size() == (0, None)
+    index.update("uid-b", POOL, task("b", "2026-01-01T00:00:05Z"))
+    index.update("uid-z", AGENT, task("z", "2026-01-01T00:00:01Z"))
+    index.update("uid-r", AGENT, task("r", "2026-01-01T00:00:00Z", phase="Running"))
+    assert index.queue_size() == (2, "2026-01-01T00:00:01Z")
+    index.update("uid-z", AGENT, task("z", "2026-01-01T00:00:01Z", phase="Running"))
+    assert index.queue_size() == (1, "2026-01-01T00:00:05Z")

@@ -17,8 +17,22 @@ from remote_agents.api.schema import structural_schema
 CATEGORY = "agents"
 
 
-def _ready_column() -> dict[str, Any]:
-    return {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'}
+def _ready_column(field: str = "status", name: str = "Ready", priority: int = 0) -> dict[str, Any]:
+    """A column showing one field of the Ready condition (kubectl -o wide shows priority 1 too)."""
+    column = {"name": name, "type": "string", "jsonPath": f'.status.conditions[?(@.type=="Ready")].{field}'}
+    return {**column, "priority": priority} if priority else column
+
+
+def _reason_column() -> dict[str, Any]:
+    return _ready_column("reason", "Reason")
+
+
+def _message_column() -> dict[str, Any]:
+    return _ready_column("message", "Message", priority=1)
+
+
+def _wide(name: str, kind: str, path: str) -> dict[str, Any]:
+    return {"name": name, "type": kind, "jsonPath": path, "priority": 1}
 
 
 def _age_column() -> dict[str, Any]:
@@ -43,10 +57,13 @@ def _crd(kind: str, plural: str, short: str, model: type[BaseModel], columns: li
             "versions": [{
                 "name": names.VERSION, "served": True, "storage": True,
                 "schema": {"openAPIV3Schema": {
+                    "description": schema["description"],
                     "type": "object",
                     "required": ["spec"],
                     "properties": {
-                        "apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                        "apiVersion": {"type": "string", "description": f"{names.GROUP}/{names.VERSION}"},
+                        "kind": {"type": "string", "description": kind},
+                        # The API server refuses anything here but type: it documents ObjectMeta itself.
                         "metadata": {"type": "object"},
                         "spec": schema["properties"]["spec"],
                         "status": schema["properties"]["status"],
@@ -64,11 +81,15 @@ def definitions() -> list[dict[str, Any]]:
         _crd("RemoteAgent", names.AGENTS, "ra", models.RemoteAgent, [
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             _ready_column(),
+            _reason_column(),
             {"name": "Sandbox", "type": "string", "jsonPath": ".status.sandboxID"},
             {"name": "Revision", "type": "string", "jsonPath": ".status.shortRevision"},
-            {"name": "Paused", "type": "boolean", "jsonPath": ".spec.paused", "priority": 1},
-            {"name": "Repo", "type": "string", "jsonPath": ".spec.source.repo", "priority": 1},
             _age_column(),
+            _wide("Paused", "boolean", ".spec.paused"),
+            _wide("Repo", "string", ".spec.source.repo"),
+            _wide("Ref", "string", ".spec.source.ref"),
+            _wide("Tasks", "integer", ".status.activeTasks"),
+            _message_column(),
         ]),
         _crd("AgentPool", names.POOLS, "apool", models.AgentPool, [
             {"name": "Desired", "type": "integer", "jsonPath": ".spec.replicas"},
@@ -76,14 +97,24 @@ def definitions() -> list[dict[str, Any]]:
             {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
             {"name": "Updated", "type": "integer", "jsonPath": ".status.updatedReplicas"},
             {"name": "Paused", "type": "integer", "jsonPath": ".status.pausedReplicas"},
+            _reason_column(),
             _age_column(),
+            _wide("Repo", "string", ".spec.template.spec.source.repo"),
+            _wide("Strategy", "string", ".spec.updateStrategy.type"),
+            _message_column(),
         ], scale={"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
                   "labelSelectorPath": ".status.selector"}),
         _crd("AgentTask", names.TASKS, "atask", models.AgentTask, [
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Agent", "type": "string", "jsonPath": ".status.agent"},
             {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
+            _reason_column(),
             _age_column(),
+            _wide("Pool", "string", ".spec.poolRef.name"),
+            _wide("Exit", "integer", ".status.exitCode"),
+            _wide("Sandbox", "string", ".status.sandboxID"),
+            _wide("Published", "string", ".status.githubUrl"),
+            _message_column(),
         ]),
     ]
 

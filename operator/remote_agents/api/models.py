@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -13,6 +13,10 @@ from pydantic.alias_generators import to_camel
 MAX_SANDBOX_SECONDS = 24 * 3600
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# kubectl explain and the OpenAPI tooling read these; timestamps are validated by the API server.
+DATE_TIME = {"format": "date-time"}
+# Server-side apply merges conditions by type instead of replacing the list.
+CONDITION_MAP = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
 
 
 class ApiModel(BaseModel):
@@ -27,16 +31,19 @@ def exactly_one_of(first: str, second: str) -> dict[str, str]:
 
 
 class SecretKeySelector(ApiModel):
+    """A key of a Secret in the object's namespace."""
     name: str = Field(min_length=1, max_length=253, description="Name of a Secret in the object's namespace.")
     key: str = Field(min_length=1, max_length=253, description="Key inside the Secret.")
     optional: bool = Field(False, description="If true, a missing Secret or key leaves the variable unset.")
 
 
 class EnvVarSource(ApiModel):
+    """Where a variable's value comes from when it is not literal."""
     secret_key_ref: SecretKeySelector = Field(description="Take the value from a key of a Secret.")
 
 
 class EnvVar(ApiModel):
+    """An environment variable of the agent's setup and query commands: a literal value or a Secret's key."""
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [exactly_one_of("value", "valueFrom")]})
     name: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                       description="Environment variable name.")
@@ -45,6 +52,7 @@ class EnvVar(ApiModel):
 
 
 class Source(ApiModel):
+    """The git repository (and ref) checked out in the sandbox; a moved ref is checked out again."""
     repo: str = Field(min_length=1, max_length=2048,
                       description="Any URL git can clone (https, git://, file://), or owner/name for GitHub.")
     ref: str = Field("main", min_length=1, max_length=255, description="Branch, tag or full commit SHA.")
@@ -55,6 +63,7 @@ class Source(ApiModel):
 
 
 class QuerySpec(ApiModel):
+    """How the agent answers a query (an AgentTask)."""
     command: str = Field("", max_length=4096,
                          description="Shell command that answers one query; the query arrives in "
                                      "$AGENT_QUERY and on stdin, never interpolated.")
@@ -62,6 +71,7 @@ class QuerySpec(ApiModel):
 
 
 class RemoteAgentSpec(ApiModel):
+    """The desired agent: an E2B sandbox from a template with a git checkout, set up and ready for queries."""
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
         "rule": "self.idlePauseSeconds == 0 || self.idlePauseSeconds < self.sandboxTimeoutSeconds",
         "message": "idlePauseSeconds must be less than sandboxTimeoutSeconds",
@@ -69,7 +79,7 @@ class RemoteAgentSpec(ApiModel):
     }]})
     template: str = Field("base", min_length=1, max_length=255, description="E2B template id or alias.")
     source: Source
-    setup: list[str] = Field(default_factory=list, max_length=64,
+    setup: list[Annotated[str, Field(description="A shell command.")]] = Field(default_factory=list, max_length=64,
                              description="Commands run in order in the working directory after each checkout.")
     query: QuerySpec = Field(default_factory=QuerySpec, json_schema_extra={"default": {}})
     env: list[EnvVar] = Field(default_factory=list, max_length=128,
@@ -87,80 +97,106 @@ class RemoteAgentSpec(ApiModel):
 
 
 class Condition(ApiModel):
-    type: str = Field(max_length=316)
-    status: Literal["True", "False", "Unknown"]
-    reason: str = Field("", max_length=1024)
-    message: str = Field("", max_length=32768)
-    last_transition_time: str = Field("", description="RFC 3339 time of the last status change.")
-    observed_generation: int = Field(0, ge=0)
+    """A kstatus condition (Ready, Reconciling, Stalled and kind-specific ones), like metav1.Condition."""
+    type: str = Field(max_length=316, description="Ready, Reconciling, Stalled, or a kind-specific condition.")
+    status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
+    reason: str = Field("", max_length=1024, description="One CamelCase word saying why (e.g. SandboxCreating).")
+    message: str = Field("", max_length=32768, description="What a person needs to know, in a sentence.")
+    last_transition_time: str | None = Field(None, description="RFC 3339 time of the last status change.",
+                                             json_schema_extra=DATE_TIME)
+    observed_generation: int = Field(0, ge=0, description="The metadata.generation this condition was computed for.")
+
+
+def conditions_field() -> Any:
+    return Field(default_factory=list, description="The latest observations of the object's state (kstatus).",
+                 json_schema_extra=CONDITION_MAP)
+
+
+def observed_generation_field() -> Any:
+    return Field(0, description="The metadata.generation the operator last reconciled.")
 
 
 AgentPhase = Literal["Pending", "Creating", "SettingUp", "Ready", "Updating", "Paused", "Failed", "Terminating"]
 
 
 class RemoteAgentStatus(ApiModel):
-    observed_generation: int = 0
-    phase: AgentPhase | None = None
-    sandbox_id: str | None = Field(None, alias="sandboxID")
+    """The observed agent, written by the operator."""
+    observed_generation: int = observed_generation_field()
+    phase: AgentPhase | None = Field(None, description="Where the agent is in its life (for people; "
+                                                       "tools read conditions).")
+    sandbox_id: str | None = Field(None, alias="sandboxID", description="The E2B sandbox running the agent.")
     revision: str | None = Field(None, description="Full commit SHA checked out in the sandbox.")
     short_revision: str | None = Field(None, description="First 12 characters of revision (for kubectl get).")
     workdir: str | None = Field(None, description="Absolute working directory inside the sandbox.")
-    message: str | None = None
+    message: str | None = Field(None, description="What the agent is doing or why it is not Ready.")
     active_tasks: int = Field(0, ge=0, description="Tasks running on this agent now.")
     last_activity_time: str | None = Field(
-        None, description="When a task last started or finished on it, or it was woken: idle pausing counts from here.")
+        None, description="When a task last started or finished on it, or it was woken: idle pausing counts from here.",
+        json_schema_extra=DATE_TIME)
     idle_paused: bool = Field(False, description="Paused by the operator after idlePauseSeconds without a task; "
                                                  "the next task resumes it.")
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = conditions_field()
 
 
 class RemoteAgent(ApiModel):
+    """An AI research agent running in an E2B sandbox with its git code checked out."""
     spec: RemoteAgentSpec
     status: RemoteAgentStatus = Field(default_factory=RemoteAgentStatus)
 
 
 class AgentTemplateMetadata(ApiModel):
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    """Metadata given to every agent of the pool."""
+    labels: dict[str, Annotated[str, Field(description="A label value.")]] = Field(
+        default_factory=dict, description="Labels of each agent (the pool adds its own).")
+    annotations: dict[str, Annotated[str, Field(description="An annotation value.")]] = Field(
+        default_factory=dict, description="Annotations of each agent.")
 
 
 class AgentTemplate(ApiModel):
+    """The RemoteAgent each replica of the pool is made from."""
     metadata: AgentTemplateMetadata = Field(default_factory=AgentTemplateMetadata)
-    spec: RemoteAgentSpec
+    spec: RemoteAgentSpec = Field(description="The spec of each agent; a change rolls out per updateStrategy.")
 
 
 class UpdateStrategy(ApiModel):
-    type: Literal["RollingUpdate", "Recreate"] = "RollingUpdate"
+    """How agents are replaced when the template changes."""
+    type: Literal["RollingUpdate", "Recreate"] = Field(
+        "RollingUpdate", description="RollingUpdate replaces agents a few at a time; Recreate all at once.")
     max_unavailable: int | str = Field(1, description="Agents that may be not Ready during a rollout (int or %).")
 
 
 class AgentPoolSpec(ApiModel):
-    replicas: int = Field(1, ge=0, le=1000)
+    """The desired pool: replicas identical agents from a template; tasks sent to the pool go to a free one."""
+    replicas: int = Field(1, ge=0, le=1000, description="Number of agents.")
     template: AgentTemplate
     paused: bool = Field(False, description="Pause every agent of the pool (memory kept) or resume them.")
     update_strategy: UpdateStrategy = Field(default_factory=UpdateStrategy, json_schema_extra={"default": {}})
 
 
 class AgentPoolStatus(ApiModel):
-    observed_generation: int = 0
-    replicas: int = 0
-    ready_replicas: int = 0
-    updated_replicas: int = 0
-    paused_replicas: int = 0
-    selector: str = ""
-    conditions: list[Condition] = Field(default_factory=list)
+    """The observed pool, written by the operator."""
+    observed_generation: int = observed_generation_field()
+    replicas: int = Field(0, description="Agents that exist.")
+    ready_replicas: int = Field(0, description="Agents that are Ready.")
+    updated_replicas: int = Field(0, description="Agents made from the current template.")
+    paused_replicas: int = Field(0, description="Agents that are paused.")
+    selector: str = Field("", description="Label selector of the pool's agents (for the scale subresource).")
+    conditions: list[Condition] = conditions_field()
 
 
 class AgentPool(ApiModel):
+    """A set of identical RemoteAgents, scaled like a Deployment; AgentTasks sent to it go to a free agent."""
     spec: AgentPoolSpec
     status: AgentPoolStatus = Field(default_factory=AgentPoolStatus)
 
 
 class LocalObjectReference(ApiModel):
-    name: str = Field(min_length=1, max_length=253)
+    """An object of the same namespace, by name."""
+    name: str = Field(min_length=1, max_length=253, description="Name of the object.")
 
 
 class PullRequestTarget(ApiModel):
+    """A pull request that adds the output as a file on a new branch."""
     base: str = Field("main", min_length=1, max_length=255, description="Branch the pull request merges into.")
     branch: str | None = Field(None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$",
                                description="New branch holding the output; default results/<task name>.")
@@ -186,7 +222,7 @@ class GitHubTarget(ApiModel):
 
 
 class GitHubOutput(GitHubTarget):
-    """spec.github of an AgentTask."""
+    """Where a succeeded task's output is published on GitHub: exactly one of issue and pullRequest."""
     credentials_secret_ref: SecretKeySelector = Field(
         description="GitHub token: Issues write for comments; Contents and Pull requests write for pull requests.")
     # The schema refuses plain http but for loopback (the operator checks again before it sends the
@@ -211,15 +247,19 @@ class GitHubOutput(GitHubTarget):
 
 
 class AgentTaskSpec(ApiModel):
+    """One query for an agent or a pool; immutable once created."""
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         exactly_one_of("poolRef", "agentRef"),
         {"rule": "self == oldSelf", "message": "an AgentTask's spec is immutable"},
     ]})
-    query: str = Field(min_length=1, max_length=65536)
-    pool_ref: LocalObjectReference | None = None
-    agent_ref: LocalObjectReference | None = None
-    timeout_seconds: int = Field(900, ge=1, le=MAX_SANDBOX_SECONDS)
-    ttl_seconds_after_finished: int = Field(86400, ge=0)
+    query: str = Field(min_length=1, max_length=65536,
+                       description="The question, handed to the agent's query command in $AGENT_QUERY and on stdin.")
+    pool_ref: LocalObjectReference | None = Field(None, description="Run on whichever agent of this pool is free.")
+    agent_ref: LocalObjectReference | None = Field(None, description="Run on this RemoteAgent.")
+    timeout_seconds: int = Field(900, ge=1, le=MAX_SANDBOX_SECONDS,
+                                 description="Seconds the run may take once started; then it is stopped and Failed.")
+    ttl_seconds_after_finished: int = Field(86400, ge=0,
+                                            description="Delete the task this long after it finished (0: at once).")
     github: GitHubOutput | None = Field(None, description="Publish the output to GitHub when the task succeeds.")
 
 
@@ -227,24 +267,26 @@ TaskPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
 
 
 class AgentTaskStatus(ApiModel):
-    observed_generation: int = 0
+    """The observed task, written by the operator."""
+    observed_generation: int = observed_generation_field()
     # Defaulted by the API server (like a Pod's): a task waiting in the queue says so without a write.
-    phase: TaskPhase = "Pending"
-    agent: str | None = None
-    start_time: str | None = None
-    completion_time: str | None = None
+    phase: TaskPhase = Field("Pending", description="Pending (queued), Running, Succeeded or Failed.")
+    agent: str | None = Field(None, description="The RemoteAgent running or that ran the task.")
+    start_time: str | None = Field(None, description="When the run started.", json_schema_extra=DATE_TIME)
+    completion_time: str | None = Field(None, description="When the run finished.", json_schema_extra=DATE_TIME)
     duration: str | None = Field(None, description="Run time, e.g. 12s or 3m4s (for kubectl get).")
-    exit_code: int | None = None
-    output: str | None = None
-    output_config_map: str | None = None
+    exit_code: int | None = Field(None, description="Exit code of the query command.")
+    output: str | None = Field(None, description="The command's output (cut short when long: see outputConfigMap).")
+    output_config_map: str | None = Field(None, description="ConfigMap holding the whole output when it is long.")
     run_id: str | None = Field(None, description="Where the run lives in the agent's sandbox.")
     github_url: str | None = Field(None, description="The comment or pull request the output was published to.")
     github_error: str | None = Field(None, description="Why publishing to GitHub failed for good.")
-    sandbox_id: str | None = Field(None, alias="sandboxID")
-    message: str | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    sandbox_id: str | None = Field(None, alias="sandboxID", description="The E2B sandbox the task ran in.")
+    message: str | None = Field(None, description="Why the task waits, or how it ended.")
+    conditions: list[Condition] = conditions_field()
 
 
 class AgentTask(ApiModel):
+    """One query run on a RemoteAgent or on an agent of an AgentPool; its output lands in status (and GitHub)."""
     spec: AgentTaskSpec
     status: AgentTaskStatus = Field(default_factory=AgentTaskStatus, json_schema_extra={"default": {}})

@@ -19,7 +19,11 @@ async def _run(kind: str, step: Awaitable[None]) -> None:
     try:
         await step
     except RetryLater as retry:
+        metrics.RECONCILE_FAILURES.labels(kind, "retry").inc()
         raise kopf.TemporaryError(str(retry), delay=retry.delay) from None
+    except Exception:
+        metrics.RECONCILE_FAILURES.labels(kind, "error").inc()
+        raise
     finally:
         metrics.RECONCILE_DURATION.labels(kind).observe(time.monotonic() - started)
 

@@ -102,6 +102,8 @@ class Operator:
     def refresh_metrics(self) -> None:
         """Gauges computed at scrape time from what is in memory anyway: no extra API calls."""
         metrics.set_agent_phases(Counter(view.phase for view in self.fleet.agents.values()))
+        metrics.AGENTS_STALLED.set(sum(view.stalled for view in self.fleet.agents.values()))
+        metrics.set_task_queue(*self.tasks.book.index.queue_size())
 
 
 def kopf_settings() -> kopf.OperatorSettings:

@@ -32,6 +32,16 @@ TIME_TO_READY = Histogram("remote_agents_agent_time_to_ready_seconds", "From a R
 TASKS = Counter("remote_agents_tasks_total", "Finished AgentTasks by outcome", ["outcome"], registry=registry)
 TASK_DURATION = Histogram("remote_agents_task_duration_seconds", "AgentTask run time", registry=registry,
                           buckets=(0.5, 1, 5, 10, 30, 60, 300, 900, 3600))
+RECONCILE_FAILURES = Counter("remote_agents_reconcile_failures_total",
+                             "Reconciles that ended early: retry (a known condition, retried later) or error (a bug)",
+                             ["kind", "outcome"], registry=registry)
+AGENTS_STALLED = Gauge("remote_agents_agents_stalled", "RemoteAgents whose Stalled condition is True",
+                       registry=registry)
+TASKS_WAITING = Gauge("remote_agents_tasks_waiting", "AgentTasks waiting for an agent (phase Pending)",
+                      registry=registry)
+OLDEST_WAITING_TASK = Gauge("remote_agents_task_oldest_waiting_seconds",
+                            "How long the longest-waiting Pending AgentTask has waited (0: none waits)",
+                            registry=registry)
 WEBHOOK_DELIVERIES = Counter("remote_agents_webhook_deliveries_total", "GitHub deliveries by event and outcome",
                              ["event", "outcome"], registry=registry)
 
@@ -63,6 +73,12 @@ def forget_pool(namespace: str, pool: str) -> None:
             POOL_REPLICAS.remove(namespace, pool, kind)
         except KeyError:
             pass
+
+
+def set_task_queue(waiting: int, oldest_created: str | None) -> None:
+    TASKS_WAITING.set(waiting)
+    created_at = epoch(oldest_created)
+    OLDEST_WAITING_TASK.set(max(0.0, time.time() - created_at) if created_at is not None else 0)
 
 
 def set_agent_phases(phases: Tally) -> None:

@@ -175,6 +175,7 @@ class AgentView:
     spec: RemoteAgentSpec | None = None
     pool: str | None = None
     ready: bool = False  # Ready condition true for the current generation
+    stalled: bool = False  # Stalled condition true (the operator cannot make progress on its own)
     idle_paused: bool = False
     last_activity_time: str | None = None
     ready_since: str | None = None  # lastTransitionTime of Ready

@@ -45,7 +45,9 @@ def view_of(body: Mapping[str, Any]) -> decide.AgentView:
                   sandbox_id=status.get("sandboxID"), revision=status.get("revision"),
                   own_api_key=key_secret is not None, e2b_key_secret=key_secret[0] if key_secret else None,
                   deleting=bool(meta.get("deletionTimestamp")), phase=status.get("phase"),
-                  pool=(meta.get("labels") or {}).get(POOL_LABEL))
+                  pool=(meta.get("labels") or {}).get(POOL_LABEL),
+                  stalled=any(c.get("type") == "Stalled" and c.get("status") == "True"
+                              for c in status.get("conditions") or []))
     if spec is None:
         # Still an agent (never an orphan), but nothing about it can be judged: no drift, no
         # timeout refresh, no task starts or goes on (paused) until its spec parses again.

@@ -58,6 +58,11 @@ class TaskIndex:
         operations, never from the round itself)."""
         return (uid for _, _, uid in self._queues.get(target, ()))
 
+    def queue_size(self) -> tuple[int, str | None]:
+        """How many tasks wait, and the creationTimestamp of the one that came first."""
+        heads = [queue[0][0] for queue in self._queues.values()]
+        return len(self._places), min(heads) if heads else None
+
     def explained(self, target: Target) -> list[str]:
         """The target's waiting tasks whose status already shows a reason."""
         return list(self._explained.get(target, ()))
