@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
+from remote_agents.api.names import LEADER_LEASE
+
 
 @dataclass(frozen=True)
 class GatewaySettings:
@@ -23,6 +25,19 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class LeaderElectionSettings:
+    """One active replica: only the holder of the Lease acts (docs/architecture.md, "Leader election").
+    The durations are client-go's defaults; the library requires
+    lease > renew deadline > 1.2 x retry period, each at least 1 s."""
+    enabled: bool = False  # on in the shipped Deployment; a local `remote-agents up` runs one operator
+    lease_name: str = LEADER_LEASE
+    lease_namespace: str | None = None  # None: the pod's own namespace
+    lease_duration_seconds: int = 15  # whole seconds (a Lease field); a standby takes over this long after the last renewal it saw
+    renew_deadline_seconds: float = 10.0  # a leader not renewed for this long stops acting
+    retry_period_seconds: float = 2.0  # between attempts, to acquire or to renew
+
+
+@dataclass(frozen=True)
 class OperatorSettings:
     cluster_id: str | None = None  # None: the uid of kube-system
     health_interval_seconds: float = 30.0  # one E2B list for all agents per interval
@@ -37,6 +52,7 @@ class OperatorSettings:
     webhook_secret: bytes = field(default=b"", repr=False)  # never printed, never logged
     namespaces: tuple[str, ...] = ()  # the namespaces served; empty: all
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    leader_election: LeaderElectionSettings = field(default_factory=LeaderElectionSettings)
 
     @classmethod
     def from_env(cls, **overrides) -> OperatorSettings:
