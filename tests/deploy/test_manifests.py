@@ -24,7 +24,12 @@ EXPECTED_RULES = [
     (["events.k8s.io"], ["events"], ["create", "patch"]),
     ([""], ["namespaces"], ["get", "list", "watch"]),
     (["apiextensions.k8s.io"], ["customresourcedefinitions"], ["get", "list", "watch"]),
-    (["coordination.k8s.io"], ["leases"], ["get", "list", "watch", "create", "update", "patch"]),
+]
+# Leader election: its own Lease by name; create cannot be restricted by name.
+EXPECTED_LEASE_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "update"],
+     "resourceNames": ["remote-agents-operator"]},
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
 ]
 
 
@@ -45,7 +50,9 @@ def test_crd_copy_is_byte_identical_to_crds_dir():
 
 
 def test_cluster_role_is_exactly_the_intended_permissions():
-    rules = [(r["apiGroups"], r["resources"], r["verbs"]) for r in rbac.cluster_role_rules()]
+    lease_rules = [r for r in rbac.cluster_role_rules() if r["resources"] == ["leases"]]
+    assert lease_rules == EXPECTED_LEASE_RULES
+    rules = [(r["apiGroups"], r["resources"], r["verbs"]) for r in rbac.cluster_role_rules() if r not in lease_rules]
     assert sorted(map(repr, rules)) == sorted(map(repr, EXPECTED_RULES))
     # Nothing broad slipped in: no wildcard, no finalizers, secrets are never listed or watched.
     flat = repr(rules)
@@ -65,11 +72,11 @@ def test_deployment_runs_the_operator_locked_down():
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["image"] == "ghcr.io/remote-agents/operator:0.1.0"
-    assert container["args"] == ["operator", "--webhook-port", "8443", "--metrics-port", "9090"]
+    assert container["args"] == ["operator", "--leader-election", "--webhook-port", "8443", "--metrics-port", "9090"]
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports == {"webhook": 8443, "metrics": 9090}
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     env = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in container["env"]}
     assert env == {"E2B_API_KEY": {"name": "remote-agents-e2b", "key": "apiKey"},
                    "GITHUB_WEBHOOK_SECRET": {"name": "remote-agents-webhook", "key": "secret", "optional": True}}
@@ -78,6 +85,20 @@ def test_deployment_runs_the_operator_locked_down():
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_two_replicas_hand_over_rather_than_stop():
+    deployment = workload.deployment(names.NAMESPACE)
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    term = spec["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term[0]["podAffinityTerm"] == {"topologyKey": "kubernetes.io/hostname",
+                                          "labelSelector": {"matchLabels": spec["selector"]["matchLabels"]}}
+    budget = workload.disruption_budget(names.NAMESPACE)
+    assert budget["kind"] == "PodDisruptionBudget"
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": spec["selector"]["matchLabels"]}}
+    assert budget in workload.objects(names.NAMESPACE)
 
 
 def test_webhook_service_maps_443_to_the_receiver():

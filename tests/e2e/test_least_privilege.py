@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from remote_agents.api.names import LEADER_LEASE
 from tests.conftest import ROOT
 from tests.e2e.conftest import FAST_OPERATOR_ARGS
 from tests.e2e.test_agent_pool import pool_manifest, wait_pool_ready
@@ -36,7 +37,9 @@ def operator(cluster, crds, kubectl, e2b, tmp_path_factory):
     kubectl.run("apply", "--server-side", "-f", str(base / "namespace.yaml"), "-f", str(base / "rbac.yaml"))
     state = tmp_path_factory.mktemp("least-privilege")
     kubeconfig = service_account_kubeconfig(kubectl, cluster.kubeconfig, state / "kubeconfig")
-    process = OperatorProcess(kubeconfig, e2b.env, state / "operator.log", *FAST_OPERATOR_ARGS).start()
+    # As the shipped Deployment runs it: with leader election, on the Lease its RBAC names.
+    process = OperatorProcess(kubeconfig, e2b.env, state / "operator.log", *FAST_OPERATOR_ARGS,
+                              "--leader-election", "--lease-namespace", SERVICE_ACCOUNT[0]).start()
     yield process
     stop_after_finalizing(process, kubectl)
 
@@ -58,6 +61,9 @@ def test_operator_with_only_its_rbac_reconciles_agent_pool_and_task(kubectl, nam
     assert kubectl.get("configmap", task["status"]["outputConfigMap"], namespace) is not None
     events = json.loads(kubectl.run("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
     assert {"SandboxCreated", "AgentCreated", "Succeeded"} <= {e["reason"] for e in events}
+
+    lease = kubectl.get("lease", LEADER_LEASE, SERVICE_ACCOUNT[0])
+    assert lease["spec"]["holderIdentity"]  # it led: creating and renewing its Lease was allowed
 
     kubectl.run("delete", "ra", "solo", "-n", namespace, "--timeout=60s")
     log = operator.log()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from remote_agents.api.names import AGENTS, GROUP, POOLS, TASKS
+from remote_agents.api.names import AGENTS, GROUP, LEADER_LEASE, POOLS, TASKS
 from remote_agents.deploy import names
 
 _OWN_KINDS = [AGENTS, POOLS, TASKS]
@@ -31,9 +31,16 @@ def cluster_role_rules() -> list[dict[str, Any]]:
         _rule("", ["namespaces"], ["get", "list", "watch"]),
         # Kopf discovers the resources it serves from the CRDs.
         _rule("apiextensions.k8s.io", ["customresourcedefinitions"], ["get", "list", "watch"]),
-        # Reserved for leader election (one active replica).
-        _rule("coordination.k8s.io", ["leases"], ["get", "list", "watch", "create", "update", "patch"]),
+        *_leader_election_rules(),
     ]
+
+
+def _leader_election_rules() -> list[dict[str, Any]]:
+    """Leader election (controller/clients/lease.py): read and renew the operator's own Lease,
+    by name. `create` makes it the first time and cannot be restricted to a name (the API server
+    checks resourceNames only for requests that name an existing object), hence its own rule."""
+    return [{**_rule("coordination.k8s.io", ["leases"], ["get", "update"]), "resourceNames": [LEADER_LEASE]},
+            _rule("coordination.k8s.io", ["leases"], ["create"])]
 
 
 def service_account(namespace: str) -> dict[str, Any]:
