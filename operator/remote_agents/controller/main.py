@@ -67,6 +67,7 @@ class Operator:
         self._background: list[asyncio.Task] = []
         self._servers: list[Any] = []
         self.leading = False  # nothing is reconciled, dispatched, swept or paused before start()
+        self.stop_requested = asyncio.Event()  # Kopf's stop flag; set by a signal or by stop()
 
     def agent_changed(self, event_type: str | None, body: dict[str, Any]) -> None:
         self.fleet.observe(event_type, body)
@@ -103,6 +104,7 @@ class Operator:
         await asyncio.gather(self.fleet.run(), self.tasks.run())
 
     async def stop(self) -> None:
+        self.stop_requested.set()
         self.leading = False
         metrics.LEADER.set(0)
         self.agent_watch.stop()
@@ -135,11 +137,13 @@ def kopf_settings() -> kopf.OperatorSettings:
     return settings
 
 
-async def _act(operator: Operator, settings: OperatorSettings, stop_flag: asyncio.Event | None = None) -> None:
-    """Reconcile (Kopf) and run the operator's loops until Kopf ends: on a signal, or `stop_flag`."""
+async def _act(operator: Operator, settings: OperatorSettings) -> None:
+    """Reconcile (Kopf) and run the operator's loops until Kopf ends: on a signal (Kopf's own
+    handlers, while it runs), or when the operator's stop is requested."""
     await operator.start()
     try:
-        await kopf.operator(settings=kopf_settings(), memo=kopf.Memo(operator=operator), stop_flag=stop_flag,
+        await kopf.operator(settings=kopf_settings(), memo=kopf.Memo(operator=operator),
+                            stop_flag=operator.stop_requested,
                             clusterwide=not settings.namespaces, namespaces=settings.namespaces, standalone=True)
     finally:
         await operator.stop()
@@ -152,7 +156,7 @@ async def _act_while_leading(operator: Operator, settings: OperatorSettings, lea
     call or status write of its may follow, and in-process state (watches, Kopf's view, the
     fleet) would be stale anyway. Its Deployment restarts it, as a standby."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop = operator.stop_requested
     for signum in (signal.SIGINT, signal.SIGTERM):  # Kopf replaces these with its own while it runs
         loop.add_signal_handler(signum, stop.set)
     elected = asyncio.Event()
@@ -178,7 +182,7 @@ async def _act_while_leading(operator: Operator, settings: OperatorSettings, lea
     log.info("leading: Lease %s/%s is ours", lease_namespace, settings.leader_election.lease_name)
     deadline = loop.create_task(_watch_renewals(elector, lost), name="lease-deadline")
     try:
-        await _act(operator, settings, stop_flag=stop)
+        await _act(operator, settings)
     finally:
         releasing = True
         deadline.cancel()
@@ -225,6 +229,8 @@ def _configure_logging(verbose: bool, log_format: str) -> None:
                    log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL)
     if not verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per E2B request otherwise
+        # One line per attempt to acquire or renew otherwise; clients/lease.py logs the changes.
+        logging.getLogger("leaderelection").setLevel(logging.WARNING)
 
 
 def _webhook_secret(args: argparse.Namespace) -> bytes:
