@@ -27,14 +27,15 @@ class GatewaySettings:
 @dataclass(frozen=True)
 class LeaderElectionSettings:
     """One active replica: only the holder of the Lease acts (docs/architecture.md, "Leader election").
-    The durations are client-go's defaults; the library requires
-    lease > renew deadline > 1.2 x retry period, each at least 1 s."""
+    Lease and renew deadline are client-go's defaults; the retry period is half of client-go's:
+    a standby notices a released Lease at its next attempt, so it bounds a graceful handover.
+    The library requires lease > renew deadline > 1.2 x retry period, each at least 1 s."""
     enabled: bool = False  # on in the shipped Deployment; a local `remote-agents up` runs one operator
     lease_name: str = LEADER_LEASE
     lease_namespace: str | None = None  # None: the pod's own namespace
     lease_duration_seconds: int = 15  # whole seconds (a Lease field); a standby takes over this long after the last renewal it saw
     renew_deadline_seconds: float = 10.0  # a leader not renewed for this long stops acting
-    retry_period_seconds: float = 2.0  # between attempts, to acquire or to renew
+    retry_period_seconds: float = 1.0  # between attempts, to acquire or to renew
 
 
 @dataclass(frozen=True)
