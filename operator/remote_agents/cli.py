@@ -77,6 +77,12 @@ def _manifests(args: argparse.Namespace) -> int:
     return manifests.run(args)
 
 
+def _chart(args: argparse.Namespace) -> int:
+    from remote_agents.deploy import chart
+
+    return chart.run(args)
+
+
 def _add_operator(sub: argparse._SubParsersAction) -> None:
     from remote_agents.controller.options import add_arguments
 
@@ -85,7 +91,8 @@ def _add_operator(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_operator)
     for name, func, directory, text in (
             ("crds", _crds, "crds", "write the CRDs generated from the typed models"),
-            ("manifests", _manifests, "manifests/base", "write the kustomize base from remote_agents.deploy")):
+            ("manifests", _manifests, "manifests/base", "write the kustomize base from remote_agents.deploy"),
+            ("chart", _chart, "charts/remote-agents", "write the Helm chart's generated files (values, CRDs, RBAC)")):
         generator = sub.add_parser(name, help=text)
         generator.add_argument("--dir", default=directory)
         generator.add_argument("--check", action="store_true", help="fail if the files differ from their source")

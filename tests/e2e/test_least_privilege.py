@@ -21,9 +21,9 @@ from tests.support.operator_process import OperatorProcess, stop_after_finalizin
 SERVICE_ACCOUNT = ("remote-agents", "remote-agents-operator")
 
 
-def service_account_kubeconfig(kubectl, admin_kubeconfig: str, target: Path) -> str:
-    token = kubectl.run("create", "token", SERVICE_ACCOUNT[1], "-n", SERVICE_ACCOUNT[0],
-                        "--duration=2h").stdout.strip()
+def service_account_kubeconfig(kubectl, admin_kubeconfig: str, target: Path,
+                               account: tuple[str, str] = SERVICE_ACCOUNT) -> str:
+    token = kubectl.run("create", "token", account[1], "-n", account[0], "--duration=2h").stdout.strip()
     config = yaml.safe_load(Path(admin_kubeconfig).read_text())
     config["users"] = [{"name": "operator", "user": {"token": token}}]
     config["contexts"][0]["context"]["user"] = "operator"
