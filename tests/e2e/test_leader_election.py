@@ -1,13 +1,18 @@
 """Two operators with leader election on one cluster: one acts, the other stands by and does
 nothing until it holds the Lease; a SIGKILLed leader is replaced once its Lease expires, a
-stopped one hands over at once (it releases the Lease), and no agent ever gets two sandboxes."""
+stopped one hands over at once (it releases the Lease), a leader cut off from the API server
+stops before anyone else may lead, and no agent ever gets two sandboxes."""
 
 from __future__ import annotations
 
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
+import yaml
 
 from remote_agents.api.names import LEADER_LEASE
 from remote_agents_local import processes
@@ -17,13 +22,15 @@ from tests.e2e.test_remote_agent import agent_manifest, wait_ready
 from tests.support.e2b_client import E2BClient
 from tests.support.kubectl import eventually
 from tests.support.operator_process import OperatorProcess, stop_after_finalizing
+from tests.support.tcp_proxy import TcpProxy
 
 LEASE_NAMESPACE = "leader-election"
+RENEW_DEADLINE = 6
 # A long Lease against a short renew deadline: a takeover well before the Lease could expire
 # proves the old leader released it; a SIGKILLed leader is replaced only after it expires.
 LEASE_SECONDS = 20
 ELECTION_ARGS = ("--leader-election", "--lease-namespace", LEASE_NAMESPACE, "--lease-duration", str(LEASE_SECONDS),
-                 "--renew-deadline", "6", "--retry-period", "1")
+                 "--renew-deadline", str(RENEW_DEADLINE), "--retry-period", "1")
 
 
 def fetch(process: OperatorProcess, path: str) -> tuple[int, str] | None:
@@ -79,15 +86,28 @@ def e2b(tmp_path_factory):
     server.stop()
 
 
+def through_proxy(kubeconfig: str, target: Path) -> tuple[str, TcpProxy]:
+    """A copy of the kubeconfig whose API server is reached through a proxy that can be cut."""
+    config = yaml.safe_load(Path(kubeconfig).read_text())
+    server = urllib.parse.urlsplit(config["clusters"][0]["cluster"]["server"])
+    proxy = TcpProxy((server.hostname, server.port))
+    config["clusters"][0]["cluster"]["server"] = f"https://{server.hostname}:{proxy.port}"
+    target.write_text(yaml.safe_dump(config))
+    return str(target), proxy
+
+
 @pytest.fixture(scope="module")
 def pair(cluster, crds, kubectl, e2b, tmp_path_factory):
     kubectl.run("create", "namespace", LEASE_NAMESPACE, check=False)
     state = tmp_path_factory.mktemp("leader-election")
+    proxied, proxy = through_proxy(cluster.kubeconfig, state / "kubeconfig-a")
     candidates = []
     for name in ("a", "b"):
         port = processes.free_port()
-        process = OperatorProcess(cluster.kubeconfig, e2b.env, state / f"operator-{name}.log",
+        process = OperatorProcess(proxied if name == "a" else cluster.kubeconfig, e2b.env,
+                                  state / f"operator-{name}.log",
                                   *FAST_OPERATOR_ARGS, *ELECTION_ARGS, "--metrics-port", str(port))
+        process.proxy = proxy if name == "a" else None
         process.metrics_url = f"http://127.0.0.1:{port}"
         candidates.append(process.start())
         if name == "a":  # a leads first, so that the test knows b has been a standby all along
@@ -139,3 +159,27 @@ def test_graceful_stop_hands_over_before_the_lease_could_expire(kubectl, namespa
 
     leader.start()
     eventually(lambda: role(leader) == "standby", 60, what="the restarted operator to stand by")
+
+
+def test_a_leader_cut_off_from_the_api_server_stops_before_anyone_may_take_over(kubectl, pair):
+    a, b = pair
+    if role(a) != "leader":  # a reaches the API server through the proxy: make it the leader
+        b.stop()
+        eventually(lambda: role(a) == "leader", LEASE_SECONDS / 2, what="a to lead")
+        b.start()
+        eventually(lambda: role(b) == "standby", 60, what="b to stand by")
+
+    a.proxy.cut()
+    cut_at = time.monotonic()
+    eventually(lambda: a.process.poll() is not None, RENEW_DEADLINE + 20, interval=0.1,
+               what="the cut-off leader to exit")
+    exited_after = time.monotonic() - cut_at
+    assert a.process.returncode == 3  # LOST_LEASE_EXIT: it stopped, nobody stopped it
+    assert "lost the leader Lease" in a.log()
+    # b may lead only once the Lease expired, a full Lease after the last renewal it saw: a was gone before.
+    assert role(b) == "standby", f"b led before the Lease could expire ({exited_after:.1f} s after the cut)"
+    eventually(lambda: role(b) == "leader", LEASE_SECONDS + 15, interval=0.2, what="b to lead")
+
+    a.proxy.restore()
+    a.start()
+    eventually(lambda: role(a) == "standby", 60, what="a, back, to stand by")
