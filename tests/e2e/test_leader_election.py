@@ -18,6 +18,7 @@ from remote_agents.api.names import LEADER_LEASE
 from remote_agents_local import processes
 from tests.e2e.conftest import FAST_OPERATOR_ARGS, start_e2b
 from tests.e2e.test_agent_pool import members, pool_manifest, wait_pool_ready
+from tests.e2e.test_agent_task import finished, task_manifest
 from tests.e2e.test_remote_agent import agent_manifest, wait_ready
 from tests.support.e2b_client import E2BClient
 from tests.support.kubectl import eventually
@@ -143,6 +144,36 @@ def test_sigkilled_leader_is_replaced_after_its_lease_and_no_agent_gets_two_sand
     leader.start()  # back as a standby: the Lease is held
     eventually(lambda: role(leader) == "standby", 60, what="the restarted operator to stand by")
     assert_stands_by(leader)
+
+
+# Each run leaves one line per start in its own file: a task started twice would show two.
+COUNTED_RUN = "echo started >> \"$RUN_FILES.starts\"; sleep 8; echo done"
+
+
+def test_tasks_running_when_the_leader_is_killed_finish_once_under_the_new_leader(kubectl, namespace, pair, e2b,
+                                                                                   agent_repo):
+    leader, standby = leader_and_standby(pair)
+    kubectl.apply(pool_manifest("runners", namespace, agent_repo.url, 5, query={"command": COUNTED_RUN}))
+    wait_pool_ready(kubectl, "runners", namespace)
+    names = [f"run-{i}" for i in range(5)]
+    for name in names:
+        kubectl.apply(task_manifest(name, namespace, name, pool="runners"))
+    eventually(lambda: all((kubectl.get("agenttask", name, namespace).get("status") or {}).get("phase") == "Running"
+                           for name in names), 60, interval=0.2, what="all five tasks running")
+    leader.kill()
+
+    eventually(lambda: role(standby) == "leader", LEASE_SECONDS + 15, interval=0.2, what="the standby to lead")
+    client = E2BClient(e2b.env)
+    sandboxes = {agent["metadata"]["name"]: agent["status"]["sandboxID"]
+                 for agent in members(kubectl, namespace, "runners")}
+    for name in names:
+        task = finished(kubectl, name, namespace, timeout=120)
+        assert task["status"]["phase"] == "Succeeded", task["status"]
+        run_files = f"/home/user/.remote-agents/tasks/{task['metadata']['uid']}"
+        assert client.read(sandboxes[task["status"]["agent"]], f"{run_files}.starts") == "started\n", name
+
+    leader.start()
+    eventually(lambda: role(leader) == "standby", 60, what="the restarted operator to stand by")
 
 
 def test_graceful_stop_hands_over_before_the_lease_could_expire(kubectl, namespace, pair, agent_repo):
