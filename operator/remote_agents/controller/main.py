@@ -190,6 +190,7 @@ async def _act_while_leading(operator: Operator, settings: OperatorSettings, lea
 
 
 async def _watch_renewals(elector: LeaderElector, lost: Callable[[str], None]) -> None:
+    """The renew deadline, kept while a renewal hangs too (the library checks it between attempts)."""
     interval = elector.settings.retry_period_seconds / 4
     while not elector.expired():
         await asyncio.sleep(interval)
