@@ -116,7 +116,8 @@ def main() -> None:
         harness.Target("SIGKILL -> first reconcile by the new leader", killed["to_first_reconcile_s"],
                        args.lease_duration + 2, "s"),
         harness.Target("graceful stop -> first reconcile by the new leader", stopped["to_first_reconcile_s"], 2, "s"),
-        harness.Target("E2B creates caused by the two handovers", killed["e2b_creates"] + stopped["e2b_creates"], 0, ""),
+        harness.Target("E2B creates caused by the two handovers",
+                       killed["e2b_creates"] + stopped["e2b_creates"], 0, ""),
     ])
 
 

@@ -31,7 +31,7 @@ def render(helm: Helm, *values: str) -> dict[tuple[str, str, str | None], dict]:
 
 
 def container(objects: dict) -> dict:
-    return objects[("Deployment", "remote-agents-operator", names.NAMESPACE)]["spec"]["template"]["spec"]["containers"][0]
+    return container_named(objects, "remote-agents-operator")
 
 
 def test_generated_files_are_current():

@@ -1,6 +1,7 @@
 """The two install paths deploy the same cluster objects: what `kubectl kustomize manifests/base`
 renders equals what the Pulumi program declares (CRDs and RBAC exactly; the Deployment, its
-disruption budget and the Services differ only by Pulumi's skipAwait annotation). The base adds no Secrets; Pulumi adds them."""
+disruption budget and the Services differ only by Pulumi's skipAwait annotation). The base adds no
+Secrets; Pulumi adds them."""
 
 from __future__ import annotations
 

@@ -17,8 +17,8 @@ from tests.support.operator_process import OperatorProcess, stop_after_finalizin
 
 CHART = ROOT / "charts" / "remote-agents"
 # Kinds the chart can declare with the values used here (namespaced kinds looked up in every namespace).
-KINDS = ("serviceaccounts", "deployments.apps", "poddisruptionbudgets.policy", "services", "ingresses.networking.k8s.io",
-         "roles.rbac.authorization.k8s.io", "rolebindings.rbac.authorization.k8s.io",
+KINDS = ("serviceaccounts", "deployments.apps", "poddisruptionbudgets.policy", "services",
+         "ingresses.networking.k8s.io", "roles.rbac.authorization.k8s.io", "rolebindings.rbac.authorization.k8s.io",
          "clusterroles.rbac.authorization.k8s.io", "clusterrolebindings.rbac.authorization.k8s.io")
 
 
@@ -68,8 +68,9 @@ def test_install_and_upgrade_create_exactly_what_the_release_declares(kubectl, c
         assert {("Role", "ra-chart-operator", namespace), ("Role", "ra-chart-operator-leader-election", namespace)} \
             <= second
         assert in_cluster(kubectl, release) == second  # the webhook Service and Ingress are gone
-        container = kubectl.get("deployment", "ra-chart-operator", namespace)["spec"]["template"]["spec"]["containers"][0]
-        assert kubectl.get("deployment", "ra-chart-operator", namespace)["spec"]["replicas"] == 3
+        deployment = kubectl.get("deployment", "ra-chart-operator", namespace)
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert deployment["spec"]["replicas"] == 3
         assert container["args"][-4:] == ["--namespace", "ra-chart", "--log-format", "json"]
     finally:
         helm.run("uninstall", release, "-n", namespace, check=False)

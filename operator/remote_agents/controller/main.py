@@ -259,7 +259,8 @@ def run(args: argparse.Namespace) -> int:
     if election.enabled and not lease_namespace:
         print("--leader-election outside a pod needs --lease-namespace", file=sys.stderr)
         return 2
-    settings = OperatorSettings.from_env(leader_election=election, cluster_id=args.cluster_id, health_interval_seconds=args.health_interval,
+    settings = OperatorSettings.from_env(leader_election=election, cluster_id=args.cluster_id,
+                                         health_interval_seconds=args.health_interval,
                                          ref_poll_interval_seconds=args.ref_poll_interval,
                                          orphan_grace_seconds=args.orphan_grace, metrics_port=args.metrics_port,
                                          webhook_port=args.webhook_port, webhook_secret=secret,

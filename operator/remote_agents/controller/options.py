@@ -34,9 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     election.add_argument("--lease-namespace",
                           help="the Lease's namespace (default: the pod's own namespace)")
     election.add_argument("--lease-duration", type=int, default=ELECTION.lease_duration_seconds,
-                          help=f"seconds a standby waits after the last renewal it saw ({ELECTION.lease_duration_seconds:g})")
+                          help="seconds a standby waits after the last renewal it saw "
+                               f"({ELECTION.lease_duration_seconds:g})")
     election.add_argument("--renew-deadline", type=float, default=ELECTION.renew_deadline_seconds,
-                          help=f"seconds without a renewal after which the leader stops ({ELECTION.renew_deadline_seconds:g})")
+                          help="seconds without a renewal after which the leader stops "
+                               f"({ELECTION.renew_deadline_seconds:g})")
     election.add_argument("--retry-period", type=float, default=ELECTION.retry_period_seconds,
                           help=f"seconds between attempts to acquire or renew ({ELECTION.retry_period_seconds:g})")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")

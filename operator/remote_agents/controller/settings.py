@@ -33,7 +33,8 @@ class LeaderElectionSettings:
     enabled: bool = False  # on in the shipped Deployment; a local `remote-agents up` runs one operator
     lease_name: str = LEADER_LEASE
     lease_namespace: str | None = None  # None: the pod's own namespace
-    lease_duration_seconds: int = 15  # whole seconds (a Lease field); a standby takes over this long after the last renewal it saw
+    # Whole seconds (a Lease field): a standby takes over this long after the last renewal it saw.
+    lease_duration_seconds: int = 15
     renew_deadline_seconds: float = 10.0  # a leader not renewed for this long stops acting
     retry_period_seconds: float = 1.0  # between attempts, to acquire or to renew
 

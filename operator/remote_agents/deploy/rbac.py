@@ -37,8 +37,8 @@ def cluster_role_rules() -> list[dict[str, Any]]:
 
 def _leader_election_rules() -> list[dict[str, Any]]:
     """Leader election (controller/clients/lease.py): read and renew the operator's own Lease,
-    by name. `create` makes it the first time and cannot be restricted to a name (the API server
-    checks resourceNames only for requests that name an existing object), hence its own rule."""
+    by name. `create` makes it the first time and cannot be restricted to a name (a create
+    request's URL names no object for resourceNames to match), hence a rule of its own."""
     return [{**_rule("coordination.k8s.io", ["leases"], ["get", "update"]), "resourceNames": [LEADER_LEASE]},
             _rule("coordination.k8s.io", ["leases"], ["create"])]
 
