@@ -285,6 +285,18 @@ class Watch:
         self.stop()
 
 
+def wait_log_quiet(path: Path, quiet: float, timeout: float) -> float:
+    """The monotonic time a log last grew, once it has stayed unchanged for `quiet` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # The file's mtime is when it last grew, also if that was before this function was called.
+        since_growth = time.time() - path.stat().st_mtime
+        if since_growth >= quiet:
+            return time.monotonic() - since_growth
+        time.sleep(0.5)
+    raise TimeoutError(f"{path.name} never went quiet for {quiet}s")
+
+
 def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     """Per-key growth of a counter snapshot, keys that did not grow left out."""
     return {key: value - before.get(key, 0) for key, value in after.items() if value - before.get(key, 0)}

@@ -49,7 +49,7 @@ def main() -> None:
         reconciled_s = stack.wait(lambda: stack.operator_metric("remote_agents_reconcile_duration_seconds_count",
                                                                 kind="RemoteAgent") >= count,
                                   900, f"{count} reconciles", interval=1) - started
-        quiet_s = wait_log_quiet(stack, args.quiet_seconds, 900) - started
+        quiet_s = harness.wait_log_quiet(stack.operator.log_path, args.quiet_seconds, 900) - started
         creates = stack.e2b_creates() - creates_before
         writes_after = stack.apiserver_writes()
         restart_log = stack.operator.log_path.read_text(errors="replace")[log_before:]
@@ -62,19 +62,6 @@ def main() -> None:
                "kubernetes_writes_after_restart": writes, "operator_e2b_calls_after_restart": calls,
                "operator_log_lines_after_restart": restart_log.count("\n")}
     harness.report("restart", figures, [harness.Target("E2B creates after restart", creates, 0, "")])
-
-
-def wait_log_quiet(stack: harness.Stack, quiet: float, timeout: float) -> float:
-    """The monotonic time the operator's log last grew, once it has stayed unchanged for `quiet` seconds."""
-    path = stack.operator.log_path
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        # The file's mtime is when it last grew, also if that was before this function was called.
-        since_growth = time.time() - path.stat().st_mtime
-        if since_growth >= quiet:
-            return time.monotonic() - since_growth
-        time.sleep(0.5)
-    raise TimeoutError(f"the operator's log never went quiet for {quiet}s")
 
 
 if __name__ == "__main__":

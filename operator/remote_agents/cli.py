@@ -91,6 +91,12 @@ def _monitoring(args: argparse.Namespace) -> int:
     return manifests.run(args, monitoring.files(), "remote-agents monitoring")
 
 
+def _chart(args: argparse.Namespace) -> int:
+    from remote_agents.deploy import chart
+
+    return chart.run(args)
+
+
 def _add_operator(sub: argparse._SubParsersAction) -> None:
     from remote_agents.controller.options import add_arguments
     from remote_agents.deploy.options import add_arguments as add_manifest_arguments
@@ -109,6 +115,10 @@ def _add_operator(sub: argparse._SubParsersAction) -> None:
     monitoring.add_argument("--dir", default="manifests/monitoring")
     monitoring.add_argument("--check", action="store_true", help="fail if the files differ from their source")
     monitoring.set_defaults(func=_monitoring)
+    chart = sub.add_parser("chart", help="write the Helm chart's generated files (values, CRDs, RBAC)")
+    chart.add_argument("--dir", default="charts/remote-agents")
+    chart.add_argument("--check", action="store_true", help="fail if the files differ from their source")
+    chart.set_defaults(func=_chart)
 
 
 class StepProgress:

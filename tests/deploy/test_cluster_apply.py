@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from remote_agents.api import crds as crd_models
+from remote_agents.api.names import LEADER_LEASE
 from remote_agents.deploy import names, rbac
 from tests.deploy.pulumi_harness import base_config, run_program
 
@@ -20,6 +21,7 @@ APPLY_ORDER = {"Namespace": 0, "CustomResourceDefinition": 1}
 def _installed(kubectl) -> None:
     kubectl.run("wait", "--for=condition=Established", "--timeout=60s", *CRD_NAMES)
     for kind, name in (("serviceaccount", names.SERVICE_ACCOUNT), ("deployment", names.DEPLOYMENT),
+                       ("poddisruptionbudget", names.DEPLOYMENT),
                        ("service", names.WEBHOOK_SERVICE), ("service", names.METRICS_SERVICE)):
         assert kubectl.get(kind, name, names.NAMESPACE), f"{kind}/{name} missing"
     assert kubectl.get("clusterrole", names.CLUSTER_ROLE)["rules"] == rbac.cluster_role_rules()
@@ -32,7 +34,10 @@ def test_kustomize_base_is_accepted_and_grants_what_it_says(kubectl):
     assert can("patch", "remoteagents.remoteagents.io/status", "-A") == "yes"
     assert can("get", "secrets", "-n", "default") == "yes"
     assert can("list", "secrets", "-n", "default") == "no"
-    assert can("create", "leases.coordination.k8s.io", "-n", names.NAMESPACE) == "no"  # Kopf runs standalone
+    assert can("create", "leases.coordination.k8s.io", "-n", names.NAMESPACE) == "yes"
+    assert can("update", f"leases.coordination.k8s.io/{LEADER_LEASE}", "-n", names.NAMESPACE) == "yes"
+    assert can("update", "leases.coordination.k8s.io/kube-controller-manager", "-n", "kube-system") == "no"
+    assert can("list", "leases.coordination.k8s.io", "-n", names.NAMESPACE) == "no"
     assert can("delete", "deployments.apps", "-n", names.NAMESPACE) == "no"
 
 

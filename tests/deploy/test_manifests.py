@@ -6,6 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from remote_agents.api import crds
@@ -23,6 +24,12 @@ NAMESPACE_RULES = [
     ([""], ["configmaps"], ["get", "list", "create", "update"], None),
     ([""], ["configmaps"], ["patch"], ["remote-agents-orphaned-sandboxes"]),
     ([""], ["events"], ["create"], None),
+]
+# Leader election: its own Lease by name; create cannot be restricted by name.
+EXPECTED_LEASE_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "update"],
+     "resourceNames": ["remote-agents-operator"]},
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
 ]
 CLUSTER_READS = [
     (["apiextensions.k8s.io"], ["customresourcedefinitions"], ["list", "watch"], None),
@@ -58,6 +65,16 @@ def test_cluster_role_is_exactly_the_intended_permissions():
     assert "*" not in flat and "finalizers" not in flat and "leases" not in flat
 
 
+@pytest.mark.parametrize("watched", [(), ("team-a",)])
+def test_leader_election_gets_its_own_lease_in_the_operators_namespace_only(watched):
+    roles = [obj for obj in rbac.objects("ops", watched) if obj["kind"] == "Role"
+             and obj["metadata"]["name"].endswith("-leader-election")]
+    assert [role["metadata"]["namespace"] for role in roles] == ["ops"]
+    assert roles[0]["rules"] == EXPECTED_LEASE_RULES
+    cluster_role = next(obj for obj in rbac.objects("ops", watched) if obj["kind"] == "ClusterRole")
+    assert "leases" not in repr(cluster_role["rules"])  # a ClusterRole would grant them in every namespace
+
+
 def test_namespaced_install_grants_namespace_rules_only_in_the_watched_namespaces():
     objects = rbac.objects("ops", ("team-a", "team-b"))
     by_kind: dict[str, list[dict]] = {}
@@ -67,12 +84,13 @@ def test_namespaced_install_grants_namespace_rules_only_in_the_watched_namespace
     (cluster_role,) = by_kind["ClusterRole"]
     assert cluster_role["metadata"]["name"] == "remote-agents-operator-ops"  # several installs may share a cluster
     assert _rules(cluster_role["rules"]) == sorted(map(repr, CLUSTER_READS + NAMESPACED_KOPF_READS))
-    assert sorted(role["metadata"]["namespace"] for role in by_kind["Role"]) == ["team-a", "team-b"]
-    for role in by_kind["Role"]:
+    roles = [role for role in by_kind["Role"] if not role["metadata"]["name"].endswith("-leader-election")]
+    assert sorted(role["metadata"]["namespace"] for role in roles) == ["team-a", "team-b"]
+    for role in roles:
         assert _rules(role["rules"]) == sorted(map(repr, NAMESPACE_RULES))
     for binding in by_kind["RoleBinding"] + by_kind["ClusterRoleBinding"]:
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "remote-agents-operator", "namespace": "ops"}]
-        assert binding["roleRef"]["name"] == "remote-agents-operator-ops"
+        assert binding["roleRef"]["name"].removesuffix("-leader-election") == "remote-agents-operator-ops"
     args = workload.deployment("ops", watched=("team-a", "team-b"))["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[-4:] == ["--namespace", "team-a", "--namespace", "team-b"]
 
@@ -82,7 +100,7 @@ def test_manifests_render_a_namespaced_install_on_request(tmp_path):
     assert manifests.main(["--check", "--dir", str(tmp_path), "--watch-namespace", "team-a"]) == 0
     assert manifests.main(["--check", "--dir", str(tmp_path)]) == 1  # not the cluster-wide base
     kinds = [doc["kind"] for doc in yaml.safe_load_all((tmp_path / "rbac.yaml").read_text()) if doc]
-    assert kinds == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+    assert kinds == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Role", "RoleBinding"]
 
 
 def test_kustomize_renders_exactly_the_generated_objects():
@@ -98,11 +116,11 @@ def test_deployment_runs_the_operator_locked_down():
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["image"] == "ghcr.io/remote-agents/operator:0.1.0"
-    assert container["args"] == ["operator", "--webhook-port", "8443", "--metrics-port", "9090"]
+    assert container["args"] == ["operator", "--leader-election", "--webhook-port", "8443", "--metrics-port", "9090"]
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports == {"webhook": 8443, "metrics": 9090}
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     env = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in container["env"]}
     assert env == {"E2B_API_KEY": {"name": "remote-agents-e2b", "key": "apiKey"},
                    "GITHUB_WEBHOOK_SECRET": {"name": "remote-agents-webhook", "key": "secret", "optional": True}}
@@ -111,6 +129,20 @@ def test_deployment_runs_the_operator_locked_down():
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_two_replicas_hand_over_rather_than_stop():
+    deployment = workload.deployment(names.NAMESPACE)
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    term = spec["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term[0]["podAffinityTerm"] == {"topologyKey": "kubernetes.io/hostname",
+                                          "labelSelector": {"matchLabels": spec["selector"]["matchLabels"]}}
+    budget = workload.disruption_budget(names.NAMESPACE)
+    assert budget["kind"] == "PodDisruptionBudget"
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": spec["selector"]["matchLabels"]}}
+    assert budget in workload.objects(names.NAMESPACE)
 
 
 def test_webhook_service_maps_443_to_the_receiver():

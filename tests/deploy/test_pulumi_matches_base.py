@@ -1,6 +1,7 @@
 """The two install paths deploy the same cluster objects: what `kubectl kustomize manifests/base`
-renders equals what the Pulumi program declares (CRDs and RBAC exactly; the Deployment and Services
-differ only by Pulumi's skipAwait annotation). The base adds no Secrets; Pulumi adds them."""
+renders equals what the Pulumi program declares (CRDs and RBAC exactly; the Deployment, its
+disruption budget and the Services differ only by Pulumi's skipAwait annotation). The base adds no
+Secrets; Pulumi adds them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from remote_agents.deploy import names
 from tests.deploy.pulumi_harness import base_config, run_program
 from tests.deploy.test_manifests import kustomize_build
 
-POD_OBJECTS = {"Deployment", "Service"}
+POD_OBJECTS = {"Deployment", "PodDisruptionBudget", "Service"}
 
 
 def _by_key(objects: list[dict]) -> dict[tuple[str, str], dict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from remote_agents.api.names import ORPHANS_CONFIGMAP
+from remote_agents.api.names import LEADER_LEASE, ORPHANS_CONFIGMAP
 from remote_agents.deploy import names, rbac
 from tests.conftest import ROOT
 from tests.e2e.conftest import FAKE_GITHUB_HOST, FAST_OPERATOR_ARGS
@@ -29,7 +29,8 @@ ANSWER = {"command": "bash answer.sh"}
 # Whatever the install, the operator never gets these.
 NEVER = [("list", "secrets"), ("watch", "secrets"), ("delete", "configmaps"), ("patch", "configmaps/coredns"),
          ("update", "remoteagents.remoteagents.io"), ("create", "pods"),
-         ("create", "rolebindings.rbac.authorization.k8s.io"), ("get", "leases.coordination.k8s.io"), ("create", "leases.coordination.k8s.io"),
+         ("create", "rolebindings.rbac.authorization.k8s.io"), ("get", "leases.coordination.k8s.io"),
+         ("create", "leases.coordination.k8s.io"),
          ("update", "leases.coordination.k8s.io/kube-controller-manager")]
 
 
@@ -103,7 +104,8 @@ def namespaced_operator(cluster, crds, kubectl, e2b, namespace, tmp_path):
                                                                         "items": install}))
     kubeconfig = service_account_kubeconfig(kubectl, cluster.kubeconfig, tmp_path / "kubeconfig", operator_namespace)
     process = OperatorProcess(kubeconfig, e2b.env, tmp_path / "operator.log", *FAST_OPERATOR_ARGS,
-                              "--namespace", namespace, "--github-api-host", FAKE_GITHUB_HOST).start()
+                              "--namespace", namespace, "--github-api-host", FAKE_GITHUB_HOST,
+                              "--leader-election", "--lease-namespace", operator_namespace).start()
     process.namespace = operator_namespace
     yield process
     # Only this operator serves the namespace: it finalizes what the test left before it stops.
@@ -124,13 +126,14 @@ def test_namespaced_install_grants_only_its_namespaces_and_is_enough(kubectl, na
               ("create", "remoteagents.remoteagents.io", namespace), ("delete", "agenttasks.remoteagents.io", namespace),
               ("patch", "agenttasks.remoteagents.io/status", namespace),
               ("get", "namespaces/kube-system"), ("watch", "namespaces"),
-              ("watch", "customresourcedefinitions.apiextensions.k8s.io")]
+              ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+              ("create", "leases.coordination.k8s.io", own), ("update", f"leases.coordination.k8s.io/{LEADER_LEASE}", own)]
     forbidden = [*((verb, resource, namespace) for verb, resource in NEVER),
                  *((verb, resource, "kube-system") for verb, resource in NEVER),
                  ("get", "secrets", "kube-system"), ("get", "secrets", "default"), ("get", "secrets", own),
                  ("create", "configmaps", "kube-system"), ("update", "configmaps/coredns", "kube-system"),
                  ("update", "configmaps/aws-auth", "kube-system"), ("create", "configmaps", "default"),
-                 ("patch", "configmaps/someone-elses", namespace), ("create", "leases.coordination.k8s.io", own),
+                 ("patch", "configmaps/someone-elses", namespace), ("update", "leases.coordination.k8s.io", own),
                  ("list", "remoteagents.remoteagents.io", "default"), ("get", "namespaces/default"),
                  ("create", "events", "default"), ("delete", "namespaces/kube-system")]
     assert permissions(kubectl, own, needed) == {check: "yes" for check in needed}
@@ -146,8 +149,10 @@ def operator(cluster, crds, kubectl, e2b, tmp_path_factory):
     kubectl.run("apply", "--server-side", "-f", str(base / "namespace.yaml"), "-f", str(base / "rbac.yaml"))
     state = tmp_path_factory.mktemp("least-privilege")
     kubeconfig = service_account_kubeconfig(kubectl, cluster.kubeconfig, state / "kubeconfig", names.NAMESPACE)
+    # As the shipped Deployment runs it: with leader election, on the Lease its RBAC names.
     process = OperatorProcess(kubeconfig, e2b.env, state / "operator.log", *FAST_OPERATOR_ARGS,
-                              "--github-api-host", FAKE_GITHUB_HOST).start()
+                              "--github-api-host", FAKE_GITHUB_HOST,
+                              "--leader-election", "--lease-namespace", names.NAMESPACE).start()
     yield process
     stop_after_finalizing(process, kubectl)
 
@@ -157,12 +162,17 @@ def test_cluster_wide_base_is_enough_and_grants_no_more_than_it_documents(kubect
     # every namespace (docs/deploy.md). What it never gets is checked all the same.
     trade_off = [("get", "secrets", "kube-system"), ("create", "configmaps", "kube-system")]
     assert permissions(kubectl, names.NAMESPACE, trade_off) == {check: "yes" for check in trade_off}
+    election = [("create", "leases.coordination.k8s.io", names.NAMESPACE),
+                ("update", f"leases.coordination.k8s.io/{LEADER_LEASE}", names.NAMESPACE)]
+    assert permissions(kubectl, names.NAMESPACE, election) == {check: "yes" for check in election}
     forbidden = [*((verb, resource, namespace) for verb, resource in NEVER),
                  *((verb, resource, "kube-system") for verb, resource in NEVER),
                  ("patch", "configmaps/someone-elses", namespace),
-                 ("create", "leases.coordination.k8s.io", names.NAMESPACE),
+                 ("update", "leases.coordination.k8s.io", names.NAMESPACE),
                  ("list", "namespaces", None), ("get", "namespaces/default", None)]
     assert permissions(kubectl, names.NAMESPACE, forbidden) == {check: "no" for check in forbidden}
 
     run_agents_pool_and_published_task(kubectl, namespace, agent_repo)
     assert_no_denial(operator, names.NAMESPACE)
+    lease = kubectl.get("lease", LEADER_LEASE, names.NAMESPACE)
+    assert lease["spec"]["holderIdentity"]  # it led: creating and renewing its Lease was allowed

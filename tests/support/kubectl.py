@@ -37,6 +37,11 @@ class Kubectl:
         return json.loads(self.run("get", kind, "-n", namespace, "-o", "json", *selector).stdout)["items"]
 
 
+    def items_all(self, kind: str) -> list[dict[str, Any]]:
+        """Every object of a kind, in all namespaces (a cluster-scoped kind too)."""
+        return json.loads(self.run("get", kind, "--all-namespaces", "-o", "json").stdout)["items"]
+
+
 def eventually(check: Callable[[], Any], timeout: float = 60, interval: float = 0.5, what: str = "condition") -> Any:
     """Poll until `check()` returns something truthy; fail with the last value or error."""
     deadline = time.monotonic() + timeout

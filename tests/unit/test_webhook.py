@@ -422,3 +422,15 @@ def test_push_event_concerns_objects_tracking_the_branch(repo, ref, expected):
 
 def test_tag_push_concerns_no_branch_tracker():
     assert not PushEvent(frozenset({"github.com/octo/agent"}), None, COMMIT, "d").concerns("octo/agent", "main")
+
+
+async def test_a_standby_answers_503_and_forwards_nothing_until_it_leads(on_push):
+    leading = False
+    application = webhook_app(SECRET, on_push, max_body_bytes=LIMIT, leading=lambda: leading)
+    async with TestClient(TestServer(application)) as standby:
+        response = await post(standby, push_payload())
+        assert response.status == 503 and "standby" in (await response.json())["error"]
+        assert on_push.events == []
+        leading = True
+        assert (await post(standby, push_payload())).status == 200  # the same delivery, not taken for a duplicate
+        assert len(on_push.events) == 1

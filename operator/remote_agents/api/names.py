@@ -28,6 +28,9 @@ PUSHED_REVISION_ANNOTATION = f"reconcile.{GROUP}/pushed-revision"
 ORPHANS_CONFIGMAP = "remote-agents-orphaned-sandboxes"
 ORPHANS_LABEL = f"{GROUP}/orphaned-sandboxes"
 
+# The coordination.k8s.io Lease the active operator replica holds (RBAC grants this name only).
+LEADER_LEASE = "remote-agents-operator"
+
 # E2B sandbox metadata: which object a sandbox belongs to (set at create; E2B cannot change it later).
 SANDBOX_UID_KEY = f"{GROUP}/uid"
 SANDBOX_CLUSTER_KEY = f"{GROUP}/cluster"

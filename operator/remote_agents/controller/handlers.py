@@ -45,3 +45,10 @@ async def delete_agent(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -
 @kopf.on.update(GROUP, VERSION, POOLS)
 async def reconcile_pool(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     await _run("AgentPool", memo.operator.pools.reconcile(namespace, name))
+
+
+@kopf.on.cleanup()
+async def stop_acting(memo: kopf.Memo, **_: Any) -> None:
+    # Kopf is stopping (a signal): our loops stop with it, and so does Kopf's own wait for the stop
+    # flag, or its wait for unfinished tasks would hold the Lease's release for 5 s.
+    await memo.operator.stop()

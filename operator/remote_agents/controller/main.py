@@ -11,9 +11,14 @@ import asyncio
 import base64
 import logging
 import os
+import signal
+import socket
 import sys
+import uuid
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -29,14 +34,17 @@ from remote_agents.controller.agents.sightings import Sightings
 from remote_agents.controller.clients.e2b import SandboxGateway
 from remote_agents.controller.clients.events import EventRecorder, EventSink
 from remote_agents.controller.clients.kube import API_THREADS, Kube, load_config
+from remote_agents.controller.clients.lease import LeaderElector
 from remote_agents.controller.clients.watch import ObjectWatch
 from remote_agents.controller.pools.reconcile import PoolReconciler
-from remote_agents.controller.settings import OperatorSettings
+from remote_agents.controller.settings import LeaderElectionSettings, OperatorSettings
 from remote_agents.controller.sources import webhook
 from remote_agents.controller.sources.refs import RefResolver
 from remote_agents.controller.tasks.controller import TaskController
 
 log = logging.getLogger(__name__)
+LOST_LEASE_EXIT = 3  # the exit status of a leader that lost its Lease
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class Operator:
@@ -65,6 +73,8 @@ class Operator:
                                     tasks_listed=self.task_watch.synced)
         self._background: list[asyncio.Task] = []
         self._servers: list[Any] = []
+        self.leading = False  # nothing is reconciled, dispatched, swept or paused before start()
+        self.stop_requested = asyncio.Event()  # Kopf's stop flag; set by a signal or by stop()
 
     def agent_changed(self, event_type: str | None, body: dict[str, Any]) -> None:
         self.fleet.observe(event_type, body)
@@ -76,25 +86,39 @@ class Operator:
     def task_changed(self, event_type: str | None, body: dict[str, Any]) -> None:
         self.tasks.observe(event_type, body)
 
+    async def serve_http(self) -> None:
+        """The webhook and metrics endpoints, up from the start: a standby answers them too (it
+        says it is one; its webhook forwards nothing)."""
+        if self.settings.webhook_port is not None:
+            self._servers.append(await metrics.serve(
+                webhook.webhook_app(self.settings.webhook_secret, self.fleet.on_push, leading=lambda: self.leading),
+                self.settings.webhook_port))
+        if self.settings.metrics_port is not None:
+            self._servers.append(await metrics.serve(
+                metrics.app(healthy=lambda: not any(t.done() for t in self._background),
+                            leading=lambda: self.leading, refresh=self.refresh_metrics),
+                self.settings.metrics_port))
+
     async def start(self) -> None:
+        """Start acting: the streams and loops (Kopf's reconciles are started next to it)."""
+        self.leading = True
+        metrics.LEADER.set(1)
         loop = asyncio.get_running_loop()
         self.agent_watch.start(loop)
         self.task_watch.start(loop)
         self._background = [loop.create_task(self.fleet.run(), name="fleet-checks"),
                             loop.create_task(self.tasks.run(), name="task-loop")]
-        if self.settings.webhook_port is not None:
-            self._servers.append(await metrics.serve(
-                webhook.webhook_app(self.settings.webhook_secret, self.fleet.on_push), self.settings.webhook_port))
-        if self.settings.metrics_port is not None:
-            self._servers.append(await metrics.serve(
-                metrics.app(healthy=lambda: not any(t.done() for t in self._background), refresh=self.refresh_metrics),
-                self.settings.metrics_port))
 
     async def stop(self) -> None:
+        self.stop_requested.set()
+        self.leading = False
+        metrics.LEADER.set(0)
         self.agent_watch.stop()
         self.task_watch.stop()
         for task in self._background:
             task.cancel()
+
+    async def close(self) -> None:
         for server in self._servers:
             await server.cleanup()
         await self.kube.http.close()
@@ -121,7 +145,67 @@ def kopf_settings() -> kopf.OperatorSettings:
     return settings
 
 
-async def serve(settings: OperatorSettings) -> None:
+async def _act(operator: Operator, settings: OperatorSettings) -> None:
+    """Reconcile (Kopf) and run the operator's loops until Kopf ends: on a signal (Kopf's own
+    handlers, while it runs), or when the operator's stop is requested."""
+    await operator.start()
+    try:
+        await kopf.operator(settings=kopf_settings(), memo=kopf.Memo(operator=operator),
+                            stop_flag=operator.stop_requested,
+                            clusterwide=not settings.namespaces, namespaces=settings.namespaces, standalone=True)
+    finally:
+        await operator.stop()
+
+
+async def _act_while_leading(operator: Operator, settings: OperatorSettings, lease_namespace: str) -> None:
+    """Stand by until this replica holds the Lease, then act until told to stop; release it then.
+
+    A leader that loses the Lease exits the process at once (LOST_LEASE_EXIT): no reconcile, E2B
+    call or status write of its may follow, and in-process state (watches, Kopf's view, the
+    fleet) would be stale anyway. Its Deployment restarts it, as a standby."""
+    loop = asyncio.get_running_loop()
+    stop = operator.stop_requested
+    for signum in (signal.SIGINT, signal.SIGTERM):  # Kopf replaces these with its own while it runs
+        loop.add_signal_handler(signum, stop.set)
+    elected = asyncio.Event()
+    releasing = False
+
+    def lost(reason: str) -> None:  # from the election's thread, or the deadline watch
+        if releasing:
+            return  # our own release ends the renewals
+        log.critical("lost the leader Lease (%s): exiting now, so that this replica does nothing more", reason)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(LOST_LEASE_EXIT)
+
+    elector = LeaderElector(settings.leader_election, lease_namespace, f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
+                            on_leading=lambda: loop.call_soon_threadsafe(elected.set), on_lost=lost)
+    elector.start()
+    waits = [loop.create_task(elected.wait()), loop.create_task(stop.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
+    if not elected.is_set():
+        return  # a standby told to stop: nothing to hand over
+    log.info("leading: Lease %s/%s is ours", lease_namespace, settings.leader_election.lease_name)
+    deadline = loop.create_task(_watch_renewals(elector, lost), name="lease-deadline")
+    try:
+        await _act(operator, settings)
+    finally:
+        releasing = True
+        deadline.cancel()
+        await asyncio.to_thread(elector.release)
+
+
+async def _watch_renewals(elector: LeaderElector, lost: Callable[[str], None]) -> None:
+    """The renew deadline, kept while a renewal hangs too (the library checks it between attempts)."""
+    interval = elector.settings.retry_period_seconds / 4
+    while not elector.expired():
+        await asyncio.sleep(interval)
+    lost(f"not renewed for {elector.settings.renew_deadline_seconds:g} s")
+
+
+async def serve(settings: OperatorSettings, lease_namespace: str | None = None) -> None:
     from remote_agents.controller import handlers  # noqa: F401  (registers the handlers with Kopf)
 
     # The Kubernetes client is synchronous and runs in threads: enough of them for pools and pushes.
@@ -129,12 +213,22 @@ async def serve(settings: OperatorSettings) -> None:
     load_config()
     kube = Kube()
     operator = Operator(settings, kube, settings.cluster_id or await kube.cluster_id())
-    await operator.start()
+    await operator.serve_http()
     try:
-        await kopf.operator(settings=kopf_settings(), memo=kopf.Memo(operator=operator),
-                            clusterwide=not settings.namespaces, namespaces=settings.namespaces, standalone=True)
+        if settings.leader_election.enabled:
+            await _act_while_leading(operator, settings, lease_namespace)
+        else:
+            await _act(operator, settings)
     finally:
-        await operator.stop()
+        await operator.close()
+
+
+def _own_namespace() -> str | None:
+    """The pod's namespace, as its service account token's mount tells it; None outside a pod."""
+    try:
+        return Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _configure_logging(verbose: bool, log_format: str) -> None:
@@ -144,6 +238,8 @@ def _configure_logging(verbose: bool, log_format: str) -> None:
                    log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL)
     if not verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per E2B request otherwise
+        # One line per attempt to acquire or renew otherwise; clients/lease.py logs the changes.
+        logging.getLogger("leaderelection").setLevel(logging.WARNING)
 
 
 def _webhook_secret(args: argparse.Namespace) -> bytes:
@@ -163,11 +259,20 @@ def run(args: argparse.Namespace) -> int:
         print("refusing to serve webhooks without a secret: set GITHUB_WEBHOOK_SECRET or --webhook-secret-from",
               file=sys.stderr)
         return 2
-    settings = OperatorSettings.from_env(cluster_id=args.cluster_id, health_interval_seconds=args.health_interval,
+    election = LeaderElectionSettings(
+        enabled=args.leader_election, lease_name=args.lease_name, lease_namespace=args.lease_namespace,
+        lease_duration_seconds=args.lease_duration, renew_deadline_seconds=args.renew_deadline,
+        retry_period_seconds=args.retry_period)
+    lease_namespace = election.lease_namespace or _own_namespace()
+    if election.enabled and not lease_namespace:
+        print("--leader-election outside a pod needs --lease-namespace", file=sys.stderr)
+        return 2
+    settings = OperatorSettings.from_env(leader_election=election, cluster_id=args.cluster_id,
+                                         health_interval_seconds=args.health_interval,
                                          ref_poll_interval_seconds=args.ref_poll_interval,
                                          orphan_grace_seconds=args.orphan_grace, metrics_port=args.metrics_port,
                                          webhook_port=args.webhook_port, webhook_secret=secret,
                                          namespaces=tuple(args.namespace),
                                          github_api_hosts=tuple(args.github_api_host))
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, lease_namespace))
     return 0

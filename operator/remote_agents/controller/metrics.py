@@ -1,5 +1,5 @@
 """Prometheus metrics (prefix `remote_agents_`, low-cardinality labels) and the operator's
-small HTTP endpoint: `/metrics` and `/healthz`."""
+small HTTP endpoint: `/metrics`, `/healthz`, `/readyz` and `/leader`."""
 
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ TASKS_WAITING = Gauge("remote_agents_tasks_waiting", "AgentTasks waiting for an 
 OLDEST_WAITING_TASK = Gauge("remote_agents_task_oldest_waiting_seconds",
                             "How long the longest-waiting Pending AgentTask has waited (0: none waits)",
                             registry=registry)
+LEADER = Gauge("remote_agents_leader", "1 while this replica acts (holds the Lease, or runs without election)",
+               registry=registry)
 WEBHOOK_DELIVERIES = Counter("remote_agents_webhook_deliveries_total", "GitHub deliveries by event and outcome",
                              ["event", "outcome"], registry=registry)
 
@@ -87,17 +89,29 @@ def set_agent_phases(phases: Tally) -> None:
         AGENTS.labels(phase or "Pending").set(count)
 
 
-def app(healthy: Callable[[], bool], refresh: Callable[[], None]) -> web.Application:
+def app(healthy: Callable[[], bool], leading: Callable[[], bool], refresh: Callable[[], None]) -> web.Application:
+    """`/healthz` (liveness) and `/readyz` (readiness) answer 200 for a healthy leader and a
+    healthy standby alike, naming which: a standby must count as ready, or a rolling update with
+    maxUnavailable 0 never proceeds and the PodDisruptionBudget never allows a drain.
+    `/leader` is 200 on the leader only, for whoever needs to find it."""
+    def role() -> str:
+        return "leader" if leading() else "standby"
+
     async def metrics(_: web.Request) -> web.Response:
         refresh()
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok") if healthy() else web.Response(status=503, text="unhealthy")
+        return web.Response(text=f"ok: {role()}") if healthy() else web.Response(status=503, text="unhealthy")
+
+    async def leader(_: web.Request) -> web.Response:
+        return web.Response(text="leader") if leading() else web.Response(status=503, text="standby")
 
     application = web.Application()
     application.router.add_get("/metrics", metrics)
     application.router.add_get("/healthz", healthz)
+    application.router.add_get("/readyz", healthz)
+    application.router.add_get("/leader", leader)
     return application
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-from remote_agents.controller.settings import OperatorSettings
+from remote_agents.controller.settings import LeaderElectionSettings, OperatorSettings
 
 DEFAULTS = OperatorSettings()
+ELECTION = LeaderElectionSettings()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,5 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "GITHUB_WEBHOOK_SECRET or --webhook-secret-from")
     parser.add_argument("--webhook-secret-from", metavar="NAMESPACE/SECRET[/KEY]",
                         help="read the webhook secret from a Kubernetes Secret (key default: secret)")
+    election = parser.add_argument_group("leader election (one active replica)")
+    election.add_argument("--leader-election", action="store_true",
+                          help="act only while holding the Lease; otherwise stand by (the shipped Deployment sets it)")
+    election.add_argument("--lease-name", default=ELECTION.lease_name, help=f"the Lease ({ELECTION.lease_name})")
+    election.add_argument("--lease-namespace",
+                          help="the Lease's namespace (default: the pod's own namespace)")
+    election.add_argument("--lease-duration", type=int, default=ELECTION.lease_duration_seconds,
+                          help="seconds a standby waits after the last renewal it saw "
+                               f"({ELECTION.lease_duration_seconds:g})")
+    election.add_argument("--renew-deadline", type=float, default=ELECTION.renew_deadline_seconds,
+                          help="seconds without a renewal after which the leader stops "
+                               f"({ELECTION.renew_deadline_seconds:g})")
+    election.add_argument("--retry-period", type=float, default=ELECTION.retry_period_seconds,
+                          help=f"seconds between attempts to acquire or renew ({ELECTION.retry_period_seconds:g})")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--verbose", action="store_true")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
+from remote_agents.api.names import LEADER_LEASE
+
 
 @dataclass(frozen=True)
 class GatewaySettings:
@@ -20,6 +22,21 @@ class GatewaySettings:
     max_attempts: int = 4
     backoff_base_seconds: float = 1.0
     list_page_size: int = 100
+
+
+@dataclass(frozen=True)
+class LeaderElectionSettings:
+    """One active replica: only the holder of the Lease acts (docs/architecture.md, "Leader election").
+    Lease and renew deadline are client-go's defaults; the retry period is half of client-go's:
+    a standby notices a released Lease at its next attempt, so it bounds a graceful handover.
+    The library requires lease > renew deadline > 1.2 x retry period, each at least 1 s."""
+    enabled: bool = False  # on in the shipped Deployment; a local `remote-agents up` runs one operator
+    lease_name: str = LEADER_LEASE
+    lease_namespace: str | None = None  # None: the pod's own namespace
+    # Whole seconds (a Lease field): a standby takes over this long after the last renewal it saw.
+    lease_duration_seconds: int = 15
+    renew_deadline_seconds: float = 10.0  # a leader not renewed for this long stops acting
+    retry_period_seconds: float = 1.0  # between attempts, to acquire or to renew
 
 
 @dataclass(frozen=True)
@@ -38,6 +55,7 @@ class OperatorSettings:
     namespaces: tuple[str, ...] = ()  # the namespaces served; empty: all
     github_api_hosts: tuple[str, ...] = ()  # GitHub API hosts tasks may publish to, besides api.github.com
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    leader_election: LeaderElectionSettings = field(default_factory=LeaderElectionSettings)
 
     @classmethod
     def from_env(cls, **overrides) -> OperatorSettings:

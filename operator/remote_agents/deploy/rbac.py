@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from remote_agents.api.names import AGENTS, GROUP, ORPHANS_CONFIGMAP, POOLS, TASKS
+from remote_agents.api.names import AGENTS, GROUP, LEADER_LEASE, ORPHANS_CONFIGMAP, POOLS, TASKS
 from remote_agents.deploy import names
 
 _OWN_KINDS = [AGENTS, POOLS, TASKS]
@@ -59,6 +59,14 @@ def cluster_rules(namespaced: bool) -> list[dict[str, Any]]:
     return rules
 
 
+def leader_election_rules() -> list[dict[str, Any]]:
+    """Leader election (controller/clients/lease.py): read and renew the operator's own Lease,
+    by name. `create` makes it the first time and cannot be restricted to a name (a create
+    request's URL names no object for resourceNames to match), hence a rule of its own."""
+    return [_rule("coordination.k8s.io", ["leases"], ["get", "update"], [LEADER_LEASE]),
+            _rule("coordination.k8s.io", ["leases"], ["create"])]
+
+
 def cluster_role_rules() -> list[dict[str, Any]]:
     """The cluster-wide install's ClusterRole."""
     return [*namespace_rules(), *cluster_rules(namespaced=False)]
@@ -97,4 +105,10 @@ def objects(namespace: str, watched: tuple[str, ...] = ()) -> list[dict[str, Any
         found += [{"apiVersion": RBAC_API, "kind": "Role", "metadata": _metadata(role, agents_namespace),
                    "rules": namespace_rules()},
                   _binding("RoleBinding", role, "Role", namespace, agents_namespace)]
+    # The Lease lives in the operator's own namespace: a Role there, in both shapes (a ClusterRole
+    # would let it create Leases in every namespace).
+    election = f"{role}-leader-election"
+    found += [{"apiVersion": RBAC_API, "kind": "Role", "metadata": _metadata(election, namespace),
+               "rules": leader_election_rules()},
+              _binding("RoleBinding", election, "Role", namespace, namespace)]
     return found

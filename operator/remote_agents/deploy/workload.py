@@ -1,4 +1,7 @@
-"""The operator's Namespace, Deployment and Services as plain dicts."""
+"""The operator's Namespace, Deployment, PodDisruptionBudget and Services as plain dicts.
+
+Two replicas with leader election: one acts, the other stands by to take over when the leader's
+Lease expires (a crash, a lost node) or is released (a rollout, a drain)."""
 
 from __future__ import annotations
 
@@ -18,18 +21,27 @@ def _secret_env(variable: str, secret: str, key: str, optional: bool = False) ->
     return {"name": variable, "valueFrom": {"secretKeyRef": ref}}
 
 
-def _probe(period_seconds: int, failure_threshold: int) -> dict[str, Any]:
-    return {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": period_seconds,
+REPLICAS = 2
+# A standby answers its probes as healthy and ready (metrics.py): the rollout's maxUnavailable 0
+# needs a new standby to become ready, and the budget below counts the standby as available.
+RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}
+# The pod's own namespace is the Lease's (the operator reads it from its service account mount).
+ARGS = ["operator", "--leader-election", "--webhook-port", str(names.WEBHOOK_PORT),
+        "--metrics-port", str(names.METRICS_PORT)]
+
+
+def _probe(path: str, period_seconds: int, failure_threshold: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "metrics"}, "periodSeconds": period_seconds,
             "timeoutSeconds": 5, "failureThreshold": failure_threshold}
 
 
-def _container(image: str, watched: tuple[str, ...]) -> dict[str, Any]:
+def container(image: str = names.IMAGE, watched: tuple[str, ...] = ()) -> dict[str, Any]:
+    """With `watched`, the operator serves only those namespaces (rbac.py grants no more)."""
     return {
         "name": "operator",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["operator", "--webhook-port", str(names.WEBHOOK_PORT), "--metrics-port", str(names.METRICS_PORT),
-                 *(arg for watched_namespace in watched for arg in ("--namespace", watched_namespace))],
+        "args": [*ARGS, *(arg for watched_namespace in watched for arg in ("--namespace", watched_namespace))],
         "env": [
             _secret_env("E2B_API_KEY", names.E2B_SECRET, names.E2B_SECRET_KEY),
             # Without it the operator runs and only the GitHub push receiver stays off.
@@ -38,10 +50,9 @@ def _container(image: str, watched: tuple[str, ...]) -> dict[str, Any]:
         "ports": [{"name": "webhook", "containerPort": names.WEBHOOK_PORT, "protocol": "TCP"},
                   {"name": "metrics", "containerPort": names.METRICS_PORT, "protocol": "TCP"}],
         # Startup (Kopf discovery, first list) is covered by the initial failures the liveness probe allows.
-        "livenessProbe": {**_probe(20, 3), "initialDelaySeconds": 15},
-        "readinessProbe": _probe(10, 3),
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
-                      "limits": {"cpu": "1", "memory": "512Mi"}},
+        "livenessProbe": {**_probe("/healthz", 20, 3), "initialDelaySeconds": 15},
+        "readinessProbe": _probe("/readyz", 10, 3),
+        "resources": {kind: dict(values) for kind, values in RESOURCES.items()},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}},
         # git (ls-remote) and Python need a writable temp dir; the root fs stays read-only.
@@ -49,29 +60,48 @@ def _container(image: str, watched: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
+def pod_security_context() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def anti_affinity(labels: dict[str, str]) -> dict[str, Any]:
+    """Replicas on different nodes where the cluster has them (preferred: a one-node cluster still runs both)."""
+    return {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+        "weight": 100,
+        "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": dict(labels)}},
+    }]}}
+
+
 def deployment(namespace: str, image: str = names.IMAGE, watched: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The operator's Deployment; with `watched`, it serves only those namespaces (rbac.py grants no more)."""
     selector = dict(names.LABELS)
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": names.DEPLOYMENT, "namespace": namespace, "labels": dict(names.LABELS)},
         "spec": {
-            # Kopf runs standalone (no peering): exactly one instance, and never two during a rollout.
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},
+            "replicas": REPLICAS,
+            # A new replica is up (as a standby) before an old one stops; the stopping leader
+            # releases its Lease, so a rollout hands over in about a retry period.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": dict(names.LABELS)},
                 "spec": {
                     "serviceAccountName": names.SERVICE_ACCOUNT,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [_container(image, watched)],
+                    "securityContext": pod_security_context(),
+                    "affinity": anti_affinity(selector),
+                    "containers": [container(image, watched)],
                     "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
                 },
             },
         },
     }
+
+
+def disruption_budget(namespace: str) -> dict[str, Any]:
+    """A drain evicts one replica at a time: the other leads or takes over."""
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": names.DEPLOYMENT, "namespace": namespace, "labels": dict(names.LABELS)},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": dict(names.LABELS)}}}
 
 
 def _service(name: str, namespace: str, port: dict[str, Any]) -> dict[str, Any]:
@@ -93,4 +123,5 @@ def metrics_service(namespace: str) -> dict[str, Any]:
 
 
 def objects(namespace: str, image: str = names.IMAGE, watched: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    return [deployment(namespace, image, watched), webhook_service(namespace), metrics_service(namespace)]
+    return [deployment(namespace, image, watched), disruption_budget(namespace), webhook_service(namespace),
+            metrics_service(namespace)]

@@ -155,9 +155,10 @@ def _signature_ok(secret: bytes, body: bytes, header: str | None) -> bool:
 
 
 def webhook_app(secret: bytes, on_push: Callable[[PushEvent], Awaitable[int]], max_body_bytes: int = MIB,
-                dedupe_size: int = 10000) -> web.Application:
+                dedupe_size: int = 10000, leading: Callable[[], bool] = lambda: True) -> web.Application:
     """`POST /webhooks/github`. on_push gets each new, verified branch or tag push and returns how
-    many objects it matched; if it raises, the answer is 503 and the delivery may be retried."""
+    many objects it matched; if it raises, the answer is 503 and the delivery may be retried.
+    While `leading()` is false (a standby replica) every delivery is answered 503 untouched."""
     if not secret.strip():
         raise ValueError("a webhook secret is required: unsigned deliveries would let anyone trigger updates")
     seen = _Recent(dedupe_size)  # delivery ids and signed contents handled (or being handled)
@@ -171,6 +172,8 @@ def webhook_app(secret: bytes, on_push: Callable[[PushEvent], Awaitable[int]], m
     async def receive(request: web.Request) -> web.Response:
         event = request.headers.get("X-GitHub-Event", "")
         delivery = request.headers.get("X-GitHub-Delivery", "")
+        if not leading():
+            return answer(event, "standby", 503, error="this replica is a standby; the leader handles deliveries")
         if request.content_length is not None and request.content_length > max_body_bytes:
             return answer(event, "too_large", 413, error=f"body larger than {max_body_bytes} bytes")
         try:
