@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from remote_agents_local.cluster import control_plane
 
 DEMO_NAMESPACE = "remote-agents-demo"
 SAMPLE_AGENT = "sample-agent"
-E2B_API_KEY = "e2b_local_dev_key"
+E2B_KEY_FILE = "e2b-api-key"
 
 
 class StackError(RuntimeError):
@@ -90,6 +91,17 @@ def _sample_agent_manifest(repo_url: str) -> str:
     })
 
 
+def _e2b_api_key(root: Path) -> str:
+    """This state dir's random e2b-local key (0600), made on first `up`: e2b-local gets it in its
+    environment, the operator as E2B_API_KEY; never on a command line."""
+    path = root / E2B_KEY_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f"e2b_{secrets.token_hex(20)}\n")
+    return path.read_text().strip()
+
+
 def _load(root: Path) -> Stack | None:
     try:
         return Stack(**json.loads((root / "stack.json").read_text()))
@@ -103,7 +115,9 @@ def up(root: Path) -> Stack:
             control_plane.running(root / "cluster"):
         return existing
     down(root, keep_cluster=True)
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root.chmod(0o700)
+    e2b_key = _e2b_api_key(root)
     cluster = control_plane.up(root / "cluster")
     kubeconfig = cluster.kubeconfig
     _kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-",
@@ -115,8 +129,8 @@ def up(root: Path) -> Stack:
     e2b_port, git_port = processes.free_port(), processes.free_port()
     e2b_url = f"http://127.0.0.1:{e2b_port}"
     pids["e2b-local"] = processes.start_detached(
-        [sys.executable, "-m", "remote_agents.cli", "e2b-local", "--port", str(e2b_port), "--api-key", E2B_API_KEY,
-         "--state-dir", str(root / "e2b")], root / "e2b-local.log")
+        [sys.executable, "-m", "remote_agents_local.e2b_local", "--port", str(e2b_port), "--state-dir", str(root / "e2b")],
+        root / "e2b-local.log", env={**os.environ, "E2B_LOCAL_API_KEY": e2b_key})
     _wait_http(f"{e2b_url}/health", root / "e2b-local.log", "e2b-local")
 
     bare = _sample_repository(root)
@@ -126,7 +140,7 @@ def up(root: Path) -> Stack:
     git_url = f"git://127.0.0.1:{git_port}/{bare.name}"
 
     operator_env = {**os.environ, "KUBECONFIG": kubeconfig, "E2B_API_URL": e2b_url, "E2B_SANDBOX_URL": e2b_url,
-                    "E2B_API_KEY": E2B_API_KEY}
+                    "E2B_API_KEY": e2b_key}
     operator_env.pop("E2B_DEBUG", None)
     pids["operator"] = processes.start_detached([sys.executable, "-m", "remote_agents.cli", "operator"],
                                                 root / "operator.log", env=operator_env)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import time
@@ -75,13 +76,18 @@ class LocalE2BApp:
                              {"Retry-After": RETRY_AFTER_SECONDS})
             return
         record = self.manager.store.sandboxes.get(sandbox_id)
-        if record is None or record.state != RUNNING:
+        if record is None:
             # What E2B's edge proxy answers for a paused/killed/unknown sandbox.
             await _send_json(send, 502, {"sandboxId": sandbox_id, "message": SANDBOX_GONE, "code": 502})
             return
-        token = headers.get("x-access-token")
-        if token is not None and token != record.access_token:
-            await _send_json(send, 401, {"code": 401, "message": "invalid access token"})
+        # Every envd route needs the sandbox's own token: without it a local process could run
+        # commands in any sandbox it can name. Compared in constant time.
+        token = headers.get("x-access-token", "")
+        if not hmac.compare_digest(token.encode(), record.access_token.encode()):
+            await _send_json(send, 401, {"code": 401, "message": "missing or invalid X-Access-Token"})
+            return
+        if record.state != RUNNING:
+            await _send_json(send, 502, {"sandboxId": sandbox_id, "message": SANDBOX_GONE, "code": 502})
             return
         path = scope["path"]
         if path.startswith(self.process.path + "/"):

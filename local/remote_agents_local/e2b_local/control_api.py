@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hmac
 import json
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl, unquote
@@ -21,6 +22,7 @@ from remote_agents_local.e2b_local.store import PAUSED, RUNNING, SandboxRecord, 
 
 CLIENT_ID = "e2b-local"
 DEFAULT_PAGE = 100
+MAX_BODY = 1 << 20  # control-plane bodies are small JSON objects (metadata, envVars)
 # What every sandbox reports; nothing is enforced, the SDK just requires the fields.
 CPU_COUNT, MEMORY_MB, DISK_MB = 2, 512, 10240
 
@@ -70,7 +72,11 @@ def detail_json(record: SandboxRecord) -> dict:
 
 
 async def _json_body(request: Request) -> dict:
-    raw = await request.body()
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw.extend(chunk)
+        if len(raw) > MAX_BODY:
+            raise ApiError(413, f"request body larger than {MAX_BODY} bytes")
     if not raw:
         return {}
     try:
@@ -100,6 +106,8 @@ def _page_offset(token: str | None) -> int:
 
 class ControlApi:
     def __init__(self, manager: SandboxManager, api_key: str, faults: Faults) -> None:
+        if not api_key:
+            raise ValueError("the control API needs a key")
         self.manager = manager
         self.api_key = api_key
         self.faults = faults
@@ -108,7 +116,7 @@ class ControlApi:
         """Auth, injected faults and ApiError rendering around one operation."""
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
-            if request.headers.get("x-api-key") != self.api_key:
+            if not hmac.compare_digest(request.headers.get("x-api-key", "").encode(), self.api_key.encode()):
                 return error(401, "Invalid API key, it must start with 'e2b_' prefix and be valid")
             await self.faults.delay(op)
             status = self.faults.injected_status(op)
