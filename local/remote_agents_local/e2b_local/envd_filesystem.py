@@ -16,7 +16,8 @@ from protobuf.wkt import Timestamp
 from e2b.envd.filesystem import filesystem_pb as pb
 from e2b.envd.filesystem.filesystem_connect import Filesystem
 from remote_agents_local.e2b_local.envd_process import SANDBOX_HEADER, call_user, user_from_basic
-from remote_agents_local.e2b_local.isolation import BoundaryConfig, sandbox_path
+from remote_agents_local.e2b_local.isolation import BoundaryConfig, BoundaryError, sandbox_path
+from remote_agents_local.e2b_local.processes import SANDBOX_GONE
 from remote_agents_local.e2b_local.sandbox_fs import Identity, RootedFs, run_as
 from remote_agents_local.e2b_local.sandboxes import SandboxManager
 
@@ -74,7 +75,10 @@ class FilesystemService(Filesystem):
         """function(fs, config, *absolute paths) as the call's user, inside the call's sandbox."""
         _, uid, home = call_user(user_from_basic(ctx.request_headers.get("authorization")))
         runtime = self.manager.runtime(ctx.request_headers[SANDBOX_HEADER])
-        await runtime.init.ensure()
+        try:
+            await runtime.init.ensure()
+        except BoundaryError as error:
+            raise ConnectError(Code.UNAVAILABLE, f"{SANDBOX_GONE}: {error}") from None
         fs, config = RootedFs(runtime.init.root_fd), self.manager.boundary
         absolute = [sandbox_path(p, home) for p in paths]
         host_id = config.host_uid(uid)

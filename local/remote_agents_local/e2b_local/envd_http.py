@@ -22,7 +22,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from remote_agents_local.e2b_local.envd_process import SANDBOX_HEADER
-from remote_agents_local.e2b_local.isolation import resolve_user, sandbox_path
+from remote_agents_local.e2b_local.isolation import BoundaryError, resolve_user, sandbox_path
+from remote_agents_local.e2b_local.processes import SANDBOX_GONE
 from remote_agents_local.e2b_local.sandbox_fs import Identity, NotRegularFile, RootedFs, run_as
 from remote_agents_local.e2b_local.sandboxes import SandboxManager
 
@@ -193,7 +194,11 @@ class EnvdHttp:
         except KeyError:
             return _error(400, f"user '{request.query_params.get('username')}' does not exist in the sandbox")
         runtime = self.manager.runtime(request.headers[SANDBOX_HEADER])
-        await runtime.init.ensure()
+        try:
+            await runtime.init.ensure()
+        except BoundaryError as error:
+            return JSONResponse({"sandboxId": request.headers[SANDBOX_HEADER], "code": 502,
+                                 "message": f"{SANDBOX_GONE}: {error}"}, status_code=502)
         host_id = self.manager.boundary.host_uid(uid)
         return RootedFs(runtime.init.root_fd), Identity(host_id, host_id), home
 

@@ -177,6 +177,7 @@ class SandboxInit:
         self.root_fd: int | None = None
         self._opening = asyncio.Lock()  # two first calls at once start one init
         self._watch: asyncio.Task | None = None
+        self.stopped = False  # the sandbox is gone: no init may start (or survive starting) any more
 
     def _stages(self) -> list[str]:
         """The sandbox's own directories and identity files, which sandbox-exec bind-mounts on
@@ -200,8 +201,14 @@ class SandboxInit:
 
     async def ensure(self) -> None:
         async with self._opening:
+            if self.stopped:
+                raise BoundaryError(f"sandbox {self.hostname} is gone")
             if self.root_fd is None:
                 await self._start()
+            if self.stopped:
+                # Killed while this init was starting: stop() found nothing to stop.
+                self.stop_now()
+                raise BoundaryError(f"sandbox {self.hostname} is gone")
 
     async def _start(self) -> None:
         info_read, info_write = os.pipe()
@@ -262,6 +269,7 @@ class SandboxInit:
 
     async def stop(self) -> None:
         """Kill the sandbox: its pid 1 (the kernel then kills the whole pid namespace) and bwrap."""
+        self.stopped = True
         process, pid = self.process, self.pid
         if process is None:
             return
@@ -276,6 +284,7 @@ class SandboxInit:
 
     def stop_now(self) -> None:
         """Server exit: no waiting (bwrap's --die-with-parent finishes the job if we are gone first)."""
+        self.stopped = True
         if self.process is not None:
             if self.pid is not None:
                 _kill(self.pid)

@@ -15,7 +15,7 @@ from connectrpc.errors import ConnectError
 from protobuf import Oneof
 
 from e2b.envd.process import process_pb
-from remote_agents_local.e2b_local.isolation import SandboxInit, sandbox_path
+from remote_agents_local.e2b_local.isolation import BoundaryError, SandboxInit, sandbox_path
 
 Event = process_pb.ProcessEvent
 # After the process exits, how long its pipes may stay open (held by children it left
@@ -155,6 +155,8 @@ class ProcessTable:
             reported = await _read_line(report_read)
         except OSError as error:
             raise ConnectError(Code.INVALID_ARGUMENT, f"error starting process: {error}") from error
+        except BoundaryError as error:
+            raise ConnectError(Code.UNAVAILABLE, f"{SANDBOX_GONE}: {error}") from error
         finally:
             os.close(report_read)
             if report_write >= 0:
