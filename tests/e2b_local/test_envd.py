@@ -100,6 +100,7 @@ def test_files_api(sandbox: Sandbox):
     assert moved.path == "/home/user/new/a.txt"
     sandbox.files.remove("/home/user/dir")
     assert sandbox.files.exists("/home/user/dir") is False
+    sandbox.files.remove("/home/user/never-there")  # as envd: no error
     with pytest.raises(NotFoundException):
         sandbox.files.read("/home/user/missing")
     # Files written through the API are what commands see, and vice versa.

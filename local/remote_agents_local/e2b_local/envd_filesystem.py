@@ -130,5 +130,10 @@ class FilesystemService(Filesystem):
             raise
 
     async def remove(self, request: pb.RemoveRequest, ctx: RequestContext) -> pb.RemoveResponse:
-        await self._call(ctx, lambda fs, config, path: fs.remove(path), request.path)
+        def remove(fs: RootedFs, config: BoundaryConfig, path: str) -> None:
+            try:
+                fs.remove(path)
+            except FileNotFoundError:
+                pass  # as envd: removing what is not there succeeds (E2B's SDK tests rely on it)
+        await self._call(ctx, remove, request.path)
         return pb.RemoveResponse()
