@@ -1,6 +1,6 @@
 """Run E2B's own Python SDK tests, unmodified, against e2b-local and print the tally.
 
-    python bench/e2b_sdk_suite.py PATH_TO_E2B_CHECKOUT [--keep-going] [-- PYTEST_ARGS...]
+    python bench/e2b_sdk_suite.py PATH_TO_E2B_CHECKOUT [--show-output] [-- PYTEST_ARGS...]
 
 PATH is a checkout of github.com/e2b-dev/E2B (never committed here). The tests are copied to a
 temporary directory (the checkout is not touched), one e2b-local is started with the launcher,
@@ -36,8 +36,11 @@ SELECTED = [
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkout", type=Path)
-    parser.add_argument("pytest_args", nargs="*")
-    args = parser.parse_args()
+    parser.add_argument("--show-output", action="store_true", help="print pytest's own report too")
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    args.pytest_args = extra
     tests = args.checkout / "packages" / "python-sdk" / "tests"
     ini = args.checkout / "packages" / "python-sdk" / "pytest.ini"
     if not tests.is_dir() or not ini.is_file():
@@ -58,7 +61,7 @@ def main() -> int:
                 cwd=copy, env=env, capture_output=True, text=True)
     output = run.stdout + run.stderr
     failing = re.findall(r"^(?:FAILED|ERROR) (\S+)", output, re.M)
-    summary = re.findall(r"=+ (.*(?:passed|failed|error).*) in [\d.]+s", output)
+    summary = re.findall(r"^=*\s*(\d+ (?:passed|failed|errors?|skipped).*) in [\d.]+s", output, re.M)
     counts = {kind: int(n) for n, kind in re.findall(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed)",
                                                       summary[-1] if summary else "")}
     for test in failing:
@@ -66,8 +69,8 @@ def main() -> int:
     total = sum(counts.values())
     print(f"tally: {counts.get('passed', 0)} passed of {total} "
           f"({', '.join(f'{v} {k}' for k, v in counts.items())})")
-    if not summary:
-        print(output[-3000:])
+    if args.show_output or not summary:
+        print(output[-20000:] if args.show_output else output[-3000:])
     return 0 if counts and counts.get("passed", 0) == total else 1
 
 

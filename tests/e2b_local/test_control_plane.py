@@ -75,6 +75,8 @@ def test_list_filters_by_metadata_with_spaces_and_slashes_and_pages():
         assert len(first_page) == 2 and paginator.has_next
         second_page = paginator.next_items()
         assert len(second_page) == 2 and not paginator.has_next
+        # Newest first, as E2B lists.
+        assert [s.sandbox_id for s in first_page + second_page] == [b.sandbox_id for b in [*boxes, decoy][::-1]]
 
         boxes[0].pause()
         paused = _all(SandboxQuery(metadata={"run": run}, state=[SandboxState.PAUSED]))

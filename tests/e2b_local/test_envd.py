@@ -40,6 +40,8 @@ def test_background_list_connect_kill(sandbox: Sandbox):
     attached = sandbox.commands.connect(handle.pid, timeout=10)
     assert sandbox.commands.kill(handle.pid) is True
     with pytest.raises(CommandExitException):
+        sandbox.commands.run(f"kill -0 {handle.pid}")  # reaped by the time kill answers
+    with pytest.raises(CommandExitException):
         attached.wait()
     wait_for(lambda: handle.pid not in [p.pid for p in sandbox.commands.list()])
     assert sandbox.commands.kill(handle.pid) is False

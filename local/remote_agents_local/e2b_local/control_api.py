@@ -191,7 +191,7 @@ class ControlApi:
             raise ApiError(400, "limit must be an integer") from None
         if not 1 <= limit <= 100:
             raise ApiError(400, "limit must be between 1 and 100")
-        order = query.get("order", "asc")
+        order = query.get("order", "desc")  # newest first, as E2B lists (its SDK tests page on it)
         records = self.manager.list(states, metadata, query.get("template"), order)
         offset = _page_offset(query.get("nextToken"))
         page = records[offset:offset + limit]

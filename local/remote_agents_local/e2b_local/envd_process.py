@@ -82,7 +82,7 @@ class ProcessService(Process):
     async def send_signal(self, request: pb.SendSignalRequest, ctx: RequestContext) -> pb.SendSignalResponse:
         if request.signal not in (pb.Signal.SIGKILL, pb.Signal.SIGTERM):
             raise ConnectError(Code.INVALID_ARGUMENT, f"unsupported signal {request.signal}")
-        self._table(ctx).send_signal(request.process, request.signal.value)
+        await self._table(ctx).send_signal(request.process, request.signal.value)
         return pb.SendSignalResponse()
 
     async def send_input(self, request: pb.SendInputRequest, ctx: RequestContext) -> pb.SendInputResponse:

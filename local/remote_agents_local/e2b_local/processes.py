@@ -22,6 +22,7 @@ Event = process_pb.ProcessEvent
 # behind) before the stream ends anyway.
 DRAIN_SECONDS = 0.5
 READ_CHUNK = 64 * 1024
+KILL_REAP_SECONDS = 2
 # What a stream gets when its sandbox is paused or killed under it: E2B's proxy drops the
 # connection and then answers "not found", which the SDK turns into SandboxNotRunningException.
 SANDBOX_GONE = "The sandbox was not found"
@@ -48,6 +49,7 @@ class ManagedProcess:
         self.tag = tag
         self._subscribers: set[asyncio.Queue[Event | ConnectError | None]] = set()
         self.finished = asyncio.Event()
+        self.exited: asyncio.Future[None] | None = None  # the relay is gone, so the command is reaped
         self.deadline_exceeded = False
 
     def publish(self, event: Event | ConnectError | None) -> None:
@@ -168,6 +170,7 @@ class ProcessTable:
             raise ConnectError(Code.INVALID_ARGUMENT,
                                f"error starting process: {stderr.decode(errors='replace').strip()}")
         managed = ManagedProcess(proc, int(reported), config, tag)
+        managed.exited = exited
         self.running[managed.pid] = managed
         asyncio.get_running_loop().create_task(self._supervise(managed, exited, deadline_seconds))
         return managed
@@ -219,10 +222,13 @@ class ProcessTable:
                         return managed
         raise ConnectError(Code.NOT_FOUND, f"process with {selector} not found")
 
-    def send_signal(self, selector: process_pb.ProcessSelector | None, sig: int) -> None:
+    async def send_signal(self, selector: process_pb.ProcessSelector | None, sig: int) -> None:
         managed = self.find(selector)
         # The whole group: a command's children (bash -c pipelines) go with it.
         self._killpg(managed.proc.pid, sig)
+        if sig == signal.SIGKILL and managed.exited is not None:
+            # Answer once it is reaped, as envd does: a `kill -0 PID` right after must fail.
+            await asyncio.wait([managed.exited], timeout=KILL_REAP_SECONDS)
 
     async def send_stdin(self, selector: process_pb.ProcessSelector | None, data: bytes) -> None:
         stdin = self.find(selector).proc.stdin
