@@ -3,8 +3,11 @@ isolation between two sandboxes' /home/user."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from e2b import Sandbox
@@ -138,3 +141,22 @@ def test_a_sandbox_keeps_one_namespace_that_the_server_holds_until_it_ends(e2b_s
     finally:
         box.kill()
     assert first not in held_namespaces(e2b_server.pid)
+
+
+def test_signed_download_and_upload_urls(sandbox: Sandbox):
+    sandbox.files.write("/home/user/signed.txt", "signed content")
+    with urllib.request.urlopen(sandbox.download_url("/home/user/signed.txt", "user")) as answer:
+        assert answer.read() == b"signed content"
+    with urllib.request.urlopen(sandbox.download_url("signed.txt", use_signature_expiration=60)) as answer:
+        assert answer.read() == b"signed content"
+    upload = urllib.request.Request(sandbox.upload_url("/home/user/up.txt"), data=b"uploaded", method="POST",
+                                    headers={"Content-Type": "application/octet-stream"})
+    with urllib.request.urlopen(upload) as answer:
+        assert answer.status == 200
+    assert sandbox.files.read("/home/user/up.txt") == "uploaded"
+    expired = sandbox.download_url("/home/user/signed.txt", use_signature_expiration=-120)
+    tampered = sandbox.download_url("/home/user/signed.txt").replace("signed.txt", "up.txt")
+    for url, message in ((expired, "signature is already expired"), (tampered, "invalid signature")):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(url)
+        assert caught.value.code == 401 and json.loads(caught.value.read()) == {"code": 401, "message": message}
