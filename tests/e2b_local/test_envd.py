@@ -160,3 +160,15 @@ def test_signed_download_and_upload_urls(sandbox: Sandbox):
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(url)
         assert caught.value.code == 401 and json.loads(caught.value.read()) == {"code": 401, "message": message}
+
+
+def test_file_metadata_is_kept_in_user_xattrs(sandbox: Sandbox):
+    info = sandbox.files.write("/home/user/meta.txt", "m", metadata={"Author": "ann", "stage": "one"})
+    assert info.metadata == {"author": "ann", "stage": "one"}  # keys lowercased, as envd does
+    assert sandbox.files.get_info("/home/user/meta.txt").metadata == {"author": "ann", "stage": "one"}
+    assert next(e for e in sandbox.files.list("/home/user") if e.name == "meta.txt").metadata["stage"] == "one"
+    xattr = sandbox.commands.run("python3 -c \"import os; print(os.getxattr('/home/user/meta.txt', "
+                                 "'user.e2b.author').decode())\"").stdout
+    assert xattr == "ann\n"
+    assert sandbox.files.write("/home/user/meta.txt", "again").metadata is None
+    assert sandbox.files.get_info("/home/user/meta.txt").metadata is None

@@ -52,6 +52,7 @@ def entry_info(fs: RootedFs, config: BoundaryConfig, path: str) -> pb.EntryInfo:
         modified_time=Timestamp.from_nanos(target.st_mtime_ns),
         symlink_target=link,
         is_symlink=is_link,
+        metadata=fs.metadata(path) or None,
     )
 
 

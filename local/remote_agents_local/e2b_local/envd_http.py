@@ -32,6 +32,9 @@ MAX_PARTS = 1000
 MAX_PART_HEADERS = 16 * 1024
 # Decompressed output per step of the inflater: what one compressed chunk may expand to at once.
 INFLATE_STEP = 1 << 20
+METADATA_HEADER = "x-metadata-"  # X-Metadata-KEY: VALUE, applied to every file of an upload
+_METADATA_KEY = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
+_METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
 
 
 class UploadError(Exception):
@@ -246,6 +249,11 @@ class EnvdHttp:
         raw = not content_type.startswith("multipart/form-data")
         if raw and not gzip and declared and declared.isdigit() and int(declared) > cap:
             return _error(413, f"upload larger than {cap} bytes")  # refused before reading it
+        metadata = {name[len(METADATA_HEADER):].lower(): value for name, value in request.headers.items()
+                    if name.lower().startswith(METADATA_HEADER)}
+        for key, value in metadata.items():
+            if not _METADATA_KEY.fullmatch(key) or not _METADATA_VALUE.fullmatch(value):
+                return _error(400, f"invalid metadata {key!r}")
         spool = Spool(self.spool_dir, cap)
         try:
             stream = _inflated(request.stream(), gzip)
@@ -264,10 +272,13 @@ class EnvdHttp:
                     return _error(400, "every file needs a path")
                 target = sandbox_path(path, home)
                 try:
-                    await run_as(identity, fs.write_from, target, fd)
+                    await run_as(identity, fs.write_from, target, fd, metadata)
                 except OSError as error:
                     return _os_error(error, path)
-                written.append({"name": target.rsplit("/", 1)[-1], "type": "file", "path": target})
+                info = {"name": target.rsplit("/", 1)[-1], "type": "file", "path": target}
+                if metadata:
+                    info["metadata"] = metadata
+                written.append(info)
             return JSONResponse(written)
         except UploadError as failure:
             return _error(failure.status, failure.message)

@@ -28,6 +28,8 @@ _SYS_SETGROUPS = {"x86_64": 116, "aarch64": 159}[os.uname().machine]
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 COPY_CHUNK = 1 << 20
+# File metadata (the SDK's `metadata=`) lives in user xattrs under this prefix, as in envd.
+XATTR_PREFIX = "user.e2b."
 
 
 class _OpenHow(ctypes.Structure):
@@ -159,8 +161,30 @@ class RootedFs:
             raise NotRegularFile(path)
         return fd, info.st_size
 
-    def write_from(self, path: str, source_fd: int) -> None:
-        """Create or replace the file at `path` with the content of `source_fd`, creating its parents."""
+    def metadata(self, path: str) -> dict[str, str]:
+        """The user.e2b.* xattrs of a regular file or directory (others: none; unreadable: none)."""
+        try:
+            fd = self.open(path, os.O_PATH)
+            try:
+                kind = os.fstat(fd).st_mode
+            finally:
+                os.close(fd)
+            if not (st.S_ISREG(kind) or st.S_ISDIR(kind)):
+                return {}
+            fd = self.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        except OSError:
+            return {}
+        try:
+            return {name[len(XATTR_PREFIX):]: os.getxattr(fd, name).decode(errors="replace")
+                    for name in os.listxattr(fd) if name.startswith(XATTR_PREFIX)}
+        except OSError:
+            return {}
+        finally:
+            os.close(fd)
+
+    def write_from(self, path: str, source_fd: int, metadata: dict[str, str] | None = None) -> None:
+        """Create or replace the file at `path` with the content of `source_fd`, creating its parents;
+        its metadata becomes `metadata` (an overwrite without any clears the old)."""
         parent, _ = split(path)
         self.makedirs(parent)
         fd = self.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOCTTY | os.O_NONBLOCK, 0o644)
@@ -170,6 +194,11 @@ class RootedFs:
             os.lseek(source_fd, 0, os.SEEK_SET)
             while os.sendfile(fd, source_fd, None, COPY_CHUNK):
                 pass
+            for name in os.listxattr(fd):
+                if name.startswith(XATTR_PREFIX):
+                    os.removexattr(fd, name)
+            for key, value in (metadata or {}).items():
+                os.setxattr(fd, XATTR_PREFIX + key, value.encode())
         finally:
             os.close(fd)
 
