@@ -172,3 +172,17 @@ def test_file_metadata_is_kept_in_user_xattrs(sandbox: Sandbox):
     assert xattr == "ann\n"
     assert sandbox.files.write("/home/user/meta.txt", "again").metadata is None
     assert sandbox.files.get_info("/home/user/meta.txt").metadata is None
+
+
+def test_watching_a_directory(sandbox: Sandbox):
+    sandbox.files.make_dir("/home/user/watched/sub")
+    handle = sandbox.files.watch_dir("/home/user/watched", recursive=True)
+    sandbox.files.write("/home/user/watched/a.txt", "a")
+    sandbox.commands.run("echo more >> /home/user/watched/a.txt; mkdir /home/user/watched/sub/new; "
+                         "sleep 0.2; touch /home/user/watched/sub/new/deep; rm /home/user/watched/a.txt")
+    seen = {(e.name, e.type.value) for e in handle.get_new_events()}
+    assert {("a.txt", "create"), ("a.txt", "write"), ("sub/new", "create"), ("sub/new/deep", "create"),
+            ("a.txt", "remove")} <= seen, seen
+    handle.stop()
+    with pytest.raises(NotFoundException):
+        sandbox.files.watch_dir("/home/user/not-there")

@@ -42,7 +42,9 @@ class LocalE2BApp:
         self.faults = faults
         self.control = ControlApi(manager, api_key, faults).app()
         self.process = ProcessASGIApplication(ProcessService(manager))
-        self.filesystem = FilesystemASGIApplication(FilesystemService(manager))
+        filesystem = FilesystemService(manager)
+        manager.on_kill.append(filesystem.close_watchers)
+        self.filesystem = FilesystemASGIApplication(filesystem)
         self.envd_http = EnvdHttp(manager).app()
 
     async def __call__(self, scope, receive, send) -> None:

@@ -1,12 +1,16 @@
-"""envd's Filesystem service (Stat, MakeDir, Move, ListDir, Remove) on the SDK's server stub.
-Every operation runs inside the sandbox's filesystem as the calling user (see sandbox_fs).
-Watchers are not emulated and answer UNIMPLEMENTED (the stub's default)."""
+"""envd's Filesystem service (Stat, MakeDir, Move, ListDir, Remove, and directory watchers) on
+the SDK's server stub. Every operation runs inside the sandbox's filesystem as the calling user
+(see sandbox_fs); watchers are inotify instances on directories opened that way (see watchers)."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import os
+import secrets
 import stat as st
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -15,11 +19,14 @@ from protobuf.wkt import Timestamp
 
 from e2b.envd.filesystem import filesystem_pb as pb
 from e2b.envd.filesystem.filesystem_connect import Filesystem
-from remote_agents_local.e2b_local.envd_process import SANDBOX_HEADER, call_user, user_from_basic
+from remote_agents_local.e2b_local.envd_process import SANDBOX_HEADER, _keepalive_seconds, call_user, user_from_basic
 from remote_agents_local.e2b_local.isolation import BoundaryConfig, BoundaryError, sandbox_path
 from remote_agents_local.e2b_local.processes import SANDBOX_GONE
 from remote_agents_local.e2b_local.sandbox_fs import Identity, RootedFs, run_as
 from remote_agents_local.e2b_local.sandboxes import SandboxManager
+from remote_agents_local.e2b_local.watchers import Watcher
+
+from protobuf import Oneof
 
 _NAMES = {0: "root", 1000: "user"}
 
@@ -68,9 +75,19 @@ def connect_error(error: OSError, path: str) -> ConnectError:
     return ConnectError(Code.INVALID_ARGUMENT, f"{path}: {error.strerror}")
 
 
+@dataclass
+class _Watch:
+    sandbox_id: str
+    watcher: Watcher
+    include_entry: bool
+    fs: RootedFs
+    identity: Identity
+
+
 class FilesystemService(Filesystem):
     def __init__(self, manager: SandboxManager) -> None:
         self.manager = manager
+        self.watches: dict[str, _Watch] = {}  # CreateWatcher's, by watcher id
 
     async def _call(self, ctx: RequestContext, function: Callable, *paths: str):
         """function(fs, config, *absolute paths) as the call's user, inside the call's sandbox."""
@@ -87,6 +104,107 @@ class FilesystemService(Filesystem):
             return await run_as(Identity(host_id, host_id), function, fs, config, *absolute)
         except OSError as error:
             raise connect_error(error, paths[0] if len(paths) == 1 else " -> ".join(paths)) from None
+
+    async def _watch(self, ctx: RequestContext, path: str, recursive: bool, include_entry: bool) -> _Watch:
+        """A started watcher on `path` (and its subdirectories when recursive), as the call's user."""
+        _, uid, home = call_user(user_from_basic(ctx.request_headers.get("authorization")))
+        sandbox_id = ctx.request_headers[SANDBOX_HEADER]
+        runtime = self.manager.runtime(sandbox_id)
+        try:
+            await runtime.init.ensure()
+        except BoundaryError as error:
+            raise ConnectError(Code.UNAVAILABLE, f"{SANDBOX_GONE}: {error}") from None
+        fs, host_id = RootedFs(runtime.init.root_fd), self.manager.boundary.host_uid(uid)
+        identity = Identity(host_id, host_id)
+        root = sandbox_path(path, home)
+
+        def open_tree(fs: RootedFs, relative: str) -> list[tuple[int, str]]:
+            top = f"{root}/{relative}" if relative else root
+            opened = [(fs.open(top, os.O_RDONLY | os.O_DIRECTORY), relative)]
+            if recursive:
+                for name in fs.scandir(top):
+                    child = f"{relative}/{name}" if relative else name
+                    if st.S_ISDIR(fs.lstat(f"{root}/{child}").st_mode):
+                        opened += open_tree(fs, child)
+            return opened
+
+        watcher = Watcher(root, recursive)
+
+        async def add(relative: str) -> None:
+            try:
+                opened = await run_as(identity, open_tree, fs, relative)
+            except OSError:
+                return  # gone again, or not the user's to watch
+            for fd, rel in opened:
+                try:
+                    watcher.add(fd, rel)
+                finally:
+                    os.close(fd)
+
+        try:
+            for fd, rel in await run_as(identity, open_tree, fs, ""):
+                try:
+                    watcher.add(fd, rel)
+                finally:
+                    os.close(fd)
+        except OSError as error:
+            watcher.close()
+            raise connect_error(error, path) from None
+        watcher.start(add)
+        return _Watch(sandbox_id, watcher, include_entry, fs, identity)
+
+    async def _event(self, watch: _Watch, relative: str, kind: pb.EventType) -> pb.FilesystemEvent:
+        entry = None
+        if watch.include_entry:
+            try:
+                entry = await run_as(watch.identity, entry_info, watch.fs, self.manager.boundary,
+                                     f"{watch.watcher.root.rstrip('/')}/{relative}")
+            except OSError:
+                pass  # removed meanwhile: the entry is best-effort, as in envd
+        return pb.FilesystemEvent(name=relative, type=kind, entry=entry)
+
+    async def watch_dir(self, request: pb.WatchDirRequest, ctx: RequestContext) -> AsyncIterator[pb.WatchDirResponse]:
+        watch = await self._watch(ctx, request.path, request.recursive, request.include_entry)
+        keepalive = _keepalive_seconds(ctx)
+        try:
+            yield pb.WatchDirResponse(event=Oneof("start", pb.WatchDirResponse.StartEvent()))
+            while True:
+                try:
+                    relative, kind, _ = await asyncio.wait_for(watch.watcher.queue.get(), keepalive)
+                except TimeoutError:
+                    yield pb.WatchDirResponse(event=Oneof("keepalive", pb.WatchDirResponse.KeepAlive()))
+                    continue
+                yield pb.WatchDirResponse(event=Oneof("filesystem", await self._event(watch, relative, kind)))
+        finally:
+            watch.watcher.close()
+
+    async def create_watcher(self, request: pb.CreateWatcherRequest, ctx: RequestContext) -> pb.CreateWatcherResponse:
+        watch = await self._watch(ctx, request.path, request.recursive, request.include_entry)
+        watcher_id = secrets.token_hex(8)
+        self.watches[watcher_id] = watch
+        return pb.CreateWatcherResponse(watcher_id=watcher_id)
+
+    def _owned(self, ctx: RequestContext, watcher_id: str) -> _Watch:
+        watch = self.watches.get(watcher_id)
+        if watch is None or watch.sandbox_id != ctx.request_headers[SANDBOX_HEADER]:
+            raise ConnectError(Code.NOT_FOUND, f"watcher {watcher_id} not found")
+        return watch
+
+    async def get_watcher_events(self, request: pb.GetWatcherEventsRequest,
+                                 ctx: RequestContext) -> pb.GetWatcherEventsResponse:
+        watch = self._owned(ctx, request.watcher_id)
+        await asyncio.sleep(0.05)  # let events of a change made just before this call arrive
+        events = [await self._event(watch, relative, kind) for relative, kind, _ in watch.watcher.drain()]
+        return pb.GetWatcherEventsResponse(events=events)
+
+    async def remove_watcher(self, request: pb.RemoveWatcherRequest, ctx: RequestContext) -> pb.RemoveWatcherResponse:
+        self._owned(ctx, request.watcher_id).watcher.close()
+        del self.watches[request.watcher_id]
+        return pb.RemoveWatcherResponse()
+
+    def close_watchers(self, sandbox_id: str) -> None:
+        for watcher_id in [w for w, watch in self.watches.items() if watch.sandbox_id == sandbox_id]:
+            self.watches.pop(watcher_id).watcher.close()
 
     async def stat(self, request: pb.StatRequest, ctx: RequestContext) -> pb.StatResponse:
         entry = await self._call(ctx, entry_info, request.path)

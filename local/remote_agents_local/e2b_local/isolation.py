@@ -257,6 +257,16 @@ class SandboxInit:
             os.close(fd)
         self.ns_fds, self.root_fd, self.process, self.pid = [], None, None, None
 
+    def has_pid(self, pid: int) -> bool:
+        """Whether `pid` exists in the sandbox (zombies included), seen through its own /proc."""
+        if self.root_fd is None:
+            return False
+        try:
+            os.close(os.open(f"proc/{pid}", os.O_PATH | os.O_CLOEXEC, dir_fd=self.root_fd))
+        except OSError:
+            return False
+        return True
+
     def enter_argv(self, argv: list[str], uid: int, cwd: str, report_fd: int) -> tuple[list[str], tuple[int, ...]]:
         """What to spawn (and which descriptors it inherits) to run `argv` in this sandbox."""
         helper = [str(self.config.helper), *[a for p in self.cgroup_procs for a in ("--cgroup", p)]]

@@ -226,9 +226,12 @@ class ProcessTable:
         managed = self.find(selector)
         # The whole group: a command's children (bash -c pipelines) go with it.
         self._killpg(managed.proc.pid, sig)
-        if sig == signal.SIGKILL and managed.exited is not None:
-            # Answer once it is reaped, as envd does: a `kill -0 PID` right after must fail.
-            await asyncio.wait([managed.exited], timeout=KILL_REAP_SECONDS)
+        if sig == signal.SIGKILL:
+            # Answer once it is reaped, as envd does: a `kill -0 PID` right after must fail. The
+            # relay dies at once; the command, orphaned, is reaped by the sandbox's pid 1.
+            deadline = asyncio.get_running_loop().time() + KILL_REAP_SECONDS
+            while self.init.has_pid(managed.pid) and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.005)
 
     async def send_stdin(self, selector: process_pb.ProcessSelector | None, data: bytes) -> None:
         stdin = self.find(selector).proc.stdin

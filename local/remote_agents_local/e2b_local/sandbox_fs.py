@@ -187,10 +187,19 @@ class RootedFs:
         its metadata becomes `metadata` (an overwrite without any clears the old)."""
         parent, _ = split(path)
         self.makedirs(parent)
-        fd = self.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOCTTY | os.O_NONBLOCK, 0o644)
+        flags = os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK
+        try:
+            fd = self.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+            created = True
+        except FileExistsError:
+            fd = self.open(path, flags | os.O_TRUNC)
+            created = False
         try:
             if not st.S_ISREG(os.fstat(fd).st_mode):
                 raise NotRegularFile(path)
+            if created:
+                # envd sets a new file's mode explicitly: watchers see create, chmod, write.
+                os.fchmod(fd, 0o644)
             os.lseek(source_fd, 0, os.SEEK_SET)
             while os.sendfile(fd, source_fd, None, COPY_CHUNK):
                 pass

@@ -48,6 +48,7 @@ class SandboxManager:
         self.sandbox_root = settings.state_dir / "sandboxes"
         self.sandbox_root.mkdir(exist_ok=True, mode=0o700)
         self.runtimes: dict[str, Runtime] = {}
+        self.on_kill: list = []  # callbacks(sandbox_id) of what else holds a sandbox's resources (watchers)
         self._report_orphans()
 
     def _report_orphans(self) -> None:
@@ -169,6 +170,8 @@ class SandboxManager:
         del self.store.sandboxes[sandbox_id]
         self.store.save()
         runtime = self.runtimes.pop(sandbox_id, None)
+        for callback in self.on_kill:
+            callback(sandbox_id)
         if runtime is not None:
             runtime.processes.drop_streams()
             # The pid namespace dies with its init: nothing the sandbox started survives, whatever
