@@ -164,3 +164,17 @@ def test_max_running_limit_answers_429():
     finally:
         for box in boxes:
             box.kill()
+
+
+def test_list_started_after():
+    from datetime import timedelta
+
+    run = uuid.uuid4().hex
+    box = Sandbox.create(metadata={"run": run}, timeout=60)
+    try:
+        started = box.get_info().started_at
+        assert [s.sandbox_id for s in _all(SandboxQuery(metadata={"run": run}, started_after=started))] == \
+            [box.sandbox_id]
+        assert _all(SandboxQuery(metadata={"run": run}, started_after=started + timedelta(seconds=1))) == []
+    finally:
+        box.kill()

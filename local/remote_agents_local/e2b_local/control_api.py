@@ -8,6 +8,7 @@ import functools
 import hmac
 import json
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from urllib.parse import parse_qsl, unquote
 
 from starlette.applications import Starlette
@@ -193,6 +194,13 @@ class ControlApi:
             raise ApiError(400, "limit must be between 1 and 100")
         order = query.get("order", "desc")  # newest first, as E2B lists (its SDK tests page on it)
         records = self.manager.list(states, metadata, query.get("template"), order)
+        if query.get("startedAfter"):
+            try:
+                after = datetime.fromisoformat(query["startedAfter"].replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                raise ApiError(400, "startedAfter must be an ISO 8601 time") from None
+            # Whole microseconds, as reported: a sandbox started at exactly that time is included.
+            records = [r for r in records if round(r.started_at, 6) >= after]
         offset = _page_offset(query.get("nextToken"))
         page = records[offset:offset + limit]
         headers = {"X-Next-Token": _page_token(offset + limit)} if offset + limit < len(records) else {}
