@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 from e2b import Sandbox
 from e2b import CommandExitException
-from e2b.exceptions import NotFoundException, TimeoutException
+from e2b.exceptions import NotFoundException, SandboxNotRunningException, TimeoutException
 
 from tests.e2b_local.helpers import held_namespaces, wait_for
 
@@ -186,3 +186,14 @@ def test_watching_a_directory(sandbox: Sandbox):
     handle.stop()
     with pytest.raises(NotFoundException):
         sandbox.files.watch_dir("/home/user/not-there")
+
+
+def test_a_call_in_flight_is_dropped_when_its_sandbox_is_killed(e2b_server):
+    box = Sandbox.create(timeout=60)
+    handle = box.commands.run("sleep 60", background=True)
+    box.kill()
+    with pytest.raises(SandboxNotRunningException, match="killed or reached its end of life"):
+        handle.wait()
+    log = e2b_server.log_path.read_text()
+    assert f"dropped a call in flight: sandbox {box.sandbox_id} went away" in log
+    assert "Exception in ASGI application" not in log

@@ -97,12 +97,28 @@ class LocalE2BApp:
             await _send_json(send, 502, {"sandboxId": sandbox_id, "message": SANDBOX_GONE, "code": 502})
             return
         path = scope["path"]
+        send = self._dropped_when_gone(send, sandbox_id)
         if path.startswith(self.process.path + "/"):
             await self.process(scope, receive, send)
         elif path.startswith(self.filesystem.path + "/"):
             await self.filesystem(scope, receive, send)
         else:
             await self.envd_http(scope, receive, send)
+
+    def _dropped_when_gone(self, send, sandbox_id: str):
+        """What E2B does to a call in flight when its sandbox is killed or paused: the connection
+        drops (the VM is gone), so the SDK probes /health and reports the sandbox gone. A response
+        still being sent for a sandbox that is no longer running is cut off instead of finished."""
+        started = [False]
+
+        async def guarded(message) -> None:
+            if started[0]:
+                record = self.manager.store.sandboxes.get(sandbox_id)
+                if record is None or record.state != RUNNING:
+                    raise ConnectionAbortedError(f"sandbox {sandbox_id} went away during the call")
+            started[0] = started[0] or message["type"] == "http.response.start"
+            await send(message)
+        return guarded
 
     async def _signed_file(self, scope, receive, send) -> None:
         """A signed download/upload URL (the SDK's download_url / upload_url): it names no sandbox,

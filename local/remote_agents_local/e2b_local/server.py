@@ -77,8 +77,18 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _quiet_dropped_calls(record: logging.LogRecord) -> bool:
+    """A call cut off because its sandbox went away (app._dropped_when_gone) is expected, not an
+    application error: one line instead of uvicorn's traceback."""
+    if record.exc_info and isinstance(record.exc_info[1], ConnectionAbortedError):
+        log.info("dropped a call in flight: %s", record.exc_info[1])
+        return False
+    return True
+
+
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.error").addFilter(_quiet_dropped_calls)
     try:
         settings = config.from_args(args)
     except config.ConfigError as error:
