@@ -197,3 +197,23 @@ def test_a_call_in_flight_is_dropped_when_its_sandbox_is_killed(e2b_server):
     log = e2b_server.log_path.read_text()
     assert f"dropped a call in flight: sandbox {box.sandbox_id} went away" in log
     assert "Exception in ASGI application" not in log
+
+
+def test_a_filesystem_only_pause_ends_processes_keeps_files_and_boots_again():
+    box = Sandbox.create(timeout=60)
+    try:
+        box.files.write("/home/user/kept.txt", "kept")
+        boot = box.files.read("/proc/sys/kernel/random/boot_id")
+        sleeper = box.commands.run("sleep 300", background=True, timeout=0)
+        box.pause()  # full pause: frozen, same boot
+        box = Sandbox.connect(box.sandbox_id)
+        assert box.files.read("/proc/sys/kernel/random/boot_id") == boot
+        assert sleeper.pid in [p.pid for p in box.commands.list()]
+        assert box.pause(keep_memory=False)
+        assert not box.is_running()
+        box = Sandbox.connect(box.sandbox_id)
+        assert box.files.read("/home/user/kept.txt") == "kept"
+        assert box.commands.list() == []
+        assert box.files.read("/proc/sys/kernel/random/boot_id") != boot
+    finally:
+        box.kill()

@@ -152,7 +152,9 @@ class ControlApi:
         return JSONResponse(sandbox_json(record), status_code=201)
 
     async def pause(self, request: Request) -> Response:
-        self.manager.pause(request.path_params["sandbox_id"])
+        body = await _json_body(request)
+        # `memory: false` (the SDK's mode="filesystem" / keep_memory=False): filesystem-only.
+        await self.manager.pause(request.path_params["sandbox_id"], keep_memory=body.get("memory", True) is not False)
         return Response(status_code=204)
 
     async def kill(self, request: Request) -> Response:

@@ -27,6 +27,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,18 +213,25 @@ class SandboxInit:
 
     async def _start(self) -> None:
         info_read, info_write = os.pipe()
+        # Each init is a boot of the sandbox: its own boot id, as a cold-booted VM would have
+        # (E2B's filesystem-only pause resumes by booting again, and its SDK tests look at it).
+        boot_read, boot_write = os.pipe()
+        os.write(boot_write, f"{uuid.uuid4()}\n".encode())
+        os.close(boot_write)
         argv = [str(self.config.helper), *[a for p in self.cgroup_procs for a in ("--cgroup", p)],
                 *[a for stage in self._stages() for a in ("--stage", stage)],
                 "--map", f"{self.config.uid_base}:{ID_COUNT}", "--",
-                self.config.bwrap, *self._bwrap_args(), "--info-fd", str(info_write),
+                self.config.bwrap, *self._bwrap_args(),
+                "--perms", "0444", "--ro-bind-data", str(boot_read), "/proc/sys/kernel/random/boot_id", "--info-fd", str(info_write),
                 # The echo says the sandbox is complete (bwrap's pid 1 has pivoted into it).
                 "--", "/bin/sh", "-c", "echo ready; exec sleep infinity"]
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, pass_fds=(info_write,), start_new_session=True)
+                stderr=asyncio.subprocess.PIPE, pass_fds=(info_write, boot_read), start_new_session=True)
         finally:
             os.close(info_write)
+            os.close(boot_read)
         try:
             ready = await asyncio.wait_for(process.stdout.readline(), INIT_START_SECONDS)
             info = await asyncio.to_thread(_read_all, info_read)

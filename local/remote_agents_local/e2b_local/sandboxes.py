@@ -126,6 +126,7 @@ class SandboxManager:
             end_at=now + timeout,
             access_token=secrets.token_hex(16),
             auto_pause=bool(body.get("autoPause", False)),
+            auto_pause_memory=body.get("autoPauseMemory", True) is not False,
             metadata={str(k): str(v) for k, v in (body.get("metadata") or {}).items()},
             env_vars={str(k): str(v) for k, v in (body.get("envVars") or {}).items()},
         )
@@ -155,13 +156,21 @@ class SandboxManager:
         self.store.save()
         return record, True
 
-    def pause(self, sandbox_id: str) -> None:
+    async def pause(self, sandbox_id: str, keep_memory: bool = True) -> None:
+        """Freeze every process (a full pause), or, filesystem-only, end them all and keep the
+        files: the next use after resume starts a new init, i.e. boots the sandbox again."""
         record = self.get(sandbox_id)
         if record.state == PAUSED:
             raise ApiError(409, f"Sandbox {sandbox_id} is already paused")
         runtime = self.runtime(sandbox_id)
         runtime.processes.drop_streams()
-        self.cgroups.freeze(sandbox_id)
+        if keep_memory:
+            self.cgroups.freeze(sandbox_id)
+        else:
+            del self.runtimes[sandbox_id]
+            self.cgroups.kill(sandbox_id)
+            await runtime.init.stop()
+            await asyncio.to_thread(self.cgroups.remove, sandbox_id)
         record.state = PAUSED
         self.store.save()
 
@@ -207,7 +216,7 @@ class SandboxManager:
         now = time.time()
         for record in [r for r in self.store.sandboxes.values() if r.state == RUNNING and r.end_at <= now]:
             if record.auto_pause:
-                self.pause(record.sandbox_id)
+                await self.pause(record.sandbox_id, keep_memory=record.auto_pause_memory)
             else:
                 await self.kill(record.sandbox_id)
 

@@ -32,6 +32,7 @@ class SandboxRecord:
     end_at: float
     access_token: str
     auto_pause: bool = False
+    auto_pause_memory: bool = True  # False: the timeout's pause is filesystem-only (processes end)
     metadata: dict[str, str] = field(default_factory=dict)
     env_vars: dict[str, str] = field(default_factory=dict)
 
