@@ -23,7 +23,9 @@ def free_port() -> int:
 
 def start_detached(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
     """Start `args` in a session of its own (immune to the terminal's ^C), output appended to `log_path`."""
-    with open(log_path, "ab") as log:
+    # 0600: a log may carry what the process prints, e2b-local's key included.
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with open(fd, "ab") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env=env, start_new_session=True)
     return process.pid

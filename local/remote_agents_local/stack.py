@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from remote_agents_local.cluster import control_plane
 
 DEMO_NAMESPACE = "remote-agents-demo"
 SAMPLE_AGENT = "sample-agent"
-E2B_API_KEY = "e2b_local_dev_key"
+E2B_KEY_FILE = "e2b-api-key"
 
 
 class StackError(RuntimeError):
@@ -91,6 +92,17 @@ def _sample_agent_manifest(repo_url: str) -> str:
     })
 
 
+def _e2b_api_key(root: Path) -> str:
+    """This state dir's random e2b-local key (0600), made on first `up`: e2b-local gets it in its
+    environment, the operator as E2B_API_KEY; never on a command line."""
+    path = root / E2B_KEY_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f"e2b_{secrets.token_hex(20)}\n")
+    return path.read_text().strip()
+
+
 def _load(root: Path) -> Stack | None:
     try:
         return Stack(**json.loads((root / "stack.json").read_text()))
@@ -107,7 +119,9 @@ def up(root: Path, progress: Callable[[str], None] = lambda step: None) -> Stack
         return existing
     progress("stopping what an earlier run left")
     down(root, keep_cluster=True)
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root.chmod(0o700)
+    e2b_key = _e2b_api_key(root)
     progress("starting the control plane (etcd, kube-apiserver, kube-controller-manager)")
     cluster = control_plane.up(root / "cluster")
     progress("installing the CRDs")
@@ -122,8 +136,8 @@ def up(root: Path, progress: Callable[[str], None] = lambda step: None) -> Stack
     e2b_url = f"http://127.0.0.1:{e2b_port}"
     progress("starting e2b-local")
     pids["e2b-local"] = processes.start_detached(
-        [sys.executable, "-m", "remote_agents.cli", "e2b-local", "--port", str(e2b_port), "--api-key", E2B_API_KEY,
-         "--state-dir", str(root / "e2b")], root / "e2b-local.log")
+        [sys.executable, "-m", "remote_agents_local.e2b_local", "--port", str(e2b_port), "--state-dir", str(root / "e2b")],
+        root / "e2b-local.log", env={**os.environ, "E2B_LOCAL_API_KEY": e2b_key})
     _wait_http(f"{e2b_url}/health", root / "e2b-local.log", "e2b-local")
 
     progress("starting the git daemon with the sample agent's repository")
@@ -134,7 +148,7 @@ def up(root: Path, progress: Callable[[str], None] = lambda step: None) -> Stack
     git_url = f"git://127.0.0.1:{git_port}/{bare.name}"
 
     operator_env = {**os.environ, "KUBECONFIG": kubeconfig, "E2B_API_URL": e2b_url, "E2B_SANDBOX_URL": e2b_url,
-                    "E2B_API_KEY": E2B_API_KEY}
+                    "E2B_API_KEY": e2b_key}
     operator_env.pop("E2B_DEBUG", None)
     progress("starting the operator")
     pids["operator"] = processes.start_detached([sys.executable, "-m", "remote_agents.cli", "operator"],

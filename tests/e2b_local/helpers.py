@@ -12,6 +12,10 @@ import pytest
 # Small enough that the limit test is cheap, large enough for the rest of the suite.
 MAX_RUNNING = 12
 MAX_TIMEOUT = 600
+# Per-sandbox limits of the suite's server: small enough to hit cheaply, ample for the rest.
+PIDS_MAX = 256
+MEMORY_MB = 256
+MAX_UPLOAD_MB = 8
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10, interval: float = 0.1) -> object:

@@ -75,6 +75,8 @@ def test_list_filters_by_metadata_with_spaces_and_slashes_and_pages():
         assert len(first_page) == 2 and paginator.has_next
         second_page = paginator.next_items()
         assert len(second_page) == 2 and not paginator.has_next
+        # Newest first, as E2B lists.
+        assert [s.sandbox_id for s in first_page + second_page] == [b.sandbox_id for b in [*boxes, decoy][::-1]]
 
         boxes[0].pause()
         paused = _all(SandboxQuery(metadata={"run": run}, state=[SandboxState.PAUSED]))
@@ -162,3 +164,17 @@ def test_max_running_limit_answers_429():
     finally:
         for box in boxes:
             box.kill()
+
+
+def test_list_started_after():
+    from datetime import timedelta
+
+    run = uuid.uuid4().hex
+    box = Sandbox.create(metadata={"run": run}, timeout=60)
+    try:
+        started = box.get_info().started_at
+        assert [s.sandbox_id for s in _all(SandboxQuery(metadata={"run": run}, started_after=started))] == \
+            [box.sandbox_id]
+        assert _all(SandboxQuery(metadata={"run": run}, started_after=started + timedelta(seconds=1))) == []
+    finally:
+        box.kill()

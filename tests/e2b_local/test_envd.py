@@ -3,13 +3,16 @@ isolation between two sandboxes' /home/user."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from e2b import Sandbox
 from e2b import CommandExitException
-from e2b.exceptions import NotFoundException, TimeoutException
+from e2b.exceptions import NotFoundException, SandboxNotRunningException, TimeoutException
 
 from tests.e2b_local.helpers import held_namespaces, wait_for
 
@@ -39,6 +42,8 @@ def test_background_list_connect_kill(sandbox: Sandbox):
     assert listed.cmd == "/bin/bash"
     attached = sandbox.commands.connect(handle.pid, timeout=10)
     assert sandbox.commands.kill(handle.pid) is True
+    with pytest.raises(CommandExitException):
+        sandbox.commands.run(f"kill -0 {handle.pid}")  # reaped by the time kill answers
     with pytest.raises(CommandExitException):
         attached.wait()
     wait_for(lambda: handle.pid not in [p.pid for p in sandbox.commands.list()])
@@ -100,6 +105,7 @@ def test_files_api(sandbox: Sandbox):
     assert moved.path == "/home/user/new/a.txt"
     sandbox.files.remove("/home/user/dir")
     assert sandbox.files.exists("/home/user/dir") is False
+    sandbox.files.remove("/home/user/never-there")  # as envd: no error
     with pytest.raises(NotFoundException):
         sandbox.files.read("/home/user/missing")
     # Files written through the API are what commands see, and vice versa.
@@ -135,3 +141,79 @@ def test_a_sandbox_keeps_one_namespace_that_the_server_holds_until_it_ends(e2b_s
     finally:
         box.kill()
     assert first not in held_namespaces(e2b_server.pid)
+
+
+def test_signed_download_and_upload_urls(sandbox: Sandbox):
+    sandbox.files.write("/home/user/signed.txt", "signed content")
+    with urllib.request.urlopen(sandbox.download_url("/home/user/signed.txt", "user")) as answer:
+        assert answer.read() == b"signed content"
+    with urllib.request.urlopen(sandbox.download_url("signed.txt", use_signature_expiration=60)) as answer:
+        assert answer.read() == b"signed content"
+    upload = urllib.request.Request(sandbox.upload_url("/home/user/up.txt"), data=b"uploaded", method="POST",
+                                    headers={"Content-Type": "application/octet-stream"})
+    with urllib.request.urlopen(upload) as answer:
+        assert answer.status == 200
+    assert sandbox.files.read("/home/user/up.txt") == "uploaded"
+    expired = sandbox.download_url("/home/user/signed.txt", use_signature_expiration=-120)
+    tampered = sandbox.download_url("/home/user/signed.txt").replace("signed.txt", "up.txt")
+    for url, message in ((expired, "signature is already expired"), (tampered, "invalid signature")):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(url)
+        assert caught.value.code == 401 and json.loads(caught.value.read()) == {"code": 401, "message": message}
+
+
+def test_file_metadata_is_kept_in_user_xattrs(sandbox: Sandbox):
+    info = sandbox.files.write("/home/user/meta.txt", "m", metadata={"Author": "ann", "stage": "one"})
+    assert info.metadata == {"author": "ann", "stage": "one"}  # keys lowercased, as envd does
+    assert sandbox.files.get_info("/home/user/meta.txt").metadata == {"author": "ann", "stage": "one"}
+    assert next(e for e in sandbox.files.list("/home/user") if e.name == "meta.txt").metadata["stage"] == "one"
+    xattr = sandbox.commands.run("python3 -c \"import os; print(os.getxattr('/home/user/meta.txt', "
+                                 "'user.e2b.author').decode())\"").stdout
+    assert xattr == "ann\n"
+    assert sandbox.files.write("/home/user/meta.txt", "again").metadata is None
+    assert sandbox.files.get_info("/home/user/meta.txt").metadata is None
+
+
+def test_watching_a_directory(sandbox: Sandbox):
+    sandbox.files.make_dir("/home/user/watched/sub")
+    handle = sandbox.files.watch_dir("/home/user/watched", recursive=True)
+    sandbox.files.write("/home/user/watched/a.txt", "a")
+    sandbox.commands.run("echo more >> /home/user/watched/a.txt; mkdir /home/user/watched/sub/new; "
+                         "sleep 0.2; touch /home/user/watched/sub/new/deep; rm /home/user/watched/a.txt")
+    seen = {(e.name, e.type.value) for e in handle.get_new_events()}
+    assert {("a.txt", "create"), ("a.txt", "write"), ("sub/new", "create"), ("sub/new/deep", "create"),
+            ("a.txt", "remove")} <= seen, seen
+    handle.stop()
+    with pytest.raises(NotFoundException):
+        sandbox.files.watch_dir("/home/user/not-there")
+
+
+def test_a_call_in_flight_is_dropped_when_its_sandbox_is_killed(e2b_server):
+    box = Sandbox.create(timeout=60)
+    handle = box.commands.run("sleep 60", background=True)
+    box.kill()
+    with pytest.raises(SandboxNotRunningException, match="killed or reached its end of life"):
+        handle.wait()
+    log = e2b_server.log_path.read_text()
+    assert f"dropped a call in flight: sandbox {box.sandbox_id} went away" in log
+    assert "Exception in ASGI application" not in log
+
+
+def test_a_filesystem_only_pause_ends_processes_keeps_files_and_boots_again():
+    box = Sandbox.create(timeout=60)
+    try:
+        box.files.write("/home/user/kept.txt", "kept")
+        boot = box.files.read("/proc/sys/kernel/random/boot_id")
+        sleeper = box.commands.run("sleep 300", background=True, timeout=0)
+        box.pause()  # full pause: frozen, same boot
+        box = Sandbox.connect(box.sandbox_id)
+        assert box.files.read("/proc/sys/kernel/random/boot_id") == boot
+        assert sleeper.pid in [p.pid for p in box.commands.list()]
+        assert box.pause(keep_memory=False)
+        assert not box.is_running()
+        box = Sandbox.connect(box.sandbox_id)
+        assert box.files.read("/home/user/kept.txt") == "kept"
+        assert box.commands.list() == []
+        assert box.files.read("/proc/sys/kernel/random/boot_id") != boot
+    finally:
+        box.kill()

@@ -20,6 +20,7 @@ def test_v1_create_list_connect_resume_and_error_bodies(api: httpx.Client):
     body = created.json()
     assert {"templateID", "sandboxID", "clientID", "envdVersion", "envdAccessToken"} <= body.keys()
     sandbox_id = body["sandboxID"]
+    envd_headers = {"E2b-Sandbox-Id": sandbox_id, "X-Access-Token": body["envdAccessToken"]}
     try:
         listed = api.get("/sandboxes", params={"metadata": "v=1"})
         assert sandbox_id in [s["sandboxID"] for s in listed.json()]
@@ -27,11 +28,11 @@ def test_v1_create_list_connect_resume_and_error_bodies(api: httpx.Client):
         assert api.post(f"/sandboxes/{sandbox_id}/resume", json={}).status_code == 409
         assert api.post(f"/sandboxes/{sandbox_id}/pause").status_code == 204
         assert api.post(f"/sandboxes/{sandbox_id}/pause").status_code == 409
-        envd = api.get("/health", headers={"E2b-Sandbox-Id": sandbox_id})
+        envd = api.get("/health", headers=envd_headers)
         assert envd.status_code == 502
         assert envd.json() == {"sandboxId": sandbox_id, "message": "The sandbox was not found", "code": 502}
         assert api.post(f"/v2/sandboxes/{sandbox_id}/connect", json={"timeout": 30}).status_code == 201
-        assert api.get("/health", headers={"E2b-Sandbox-Id": sandbox_id}).status_code == 204
+        assert api.get("/health", headers=envd_headers).status_code == 204
         assert api.post(f"/sandboxes/{sandbox_id}/timeout", json={"timeout": 90}).status_code == 204
     finally:
         assert api.delete(f"/sandboxes/{sandbox_id}").status_code == 204
@@ -53,5 +54,6 @@ def test_injected_errors_carry_retry_after(tmp_path):
         assert answer.json()["code"] == answer.status_code
         created = httpx.post(f"{server.api_url}/v2/sandboxes", json={"templateID": "base"}, headers=headers, timeout=10)
         sandbox_id = created.json()["sandboxID"]
-        envd = httpx.get(f"{server.api_url}/health", headers={"E2b-Sandbox-Id": sandbox_id}, timeout=10)
+        envd = httpx.get(f"{server.api_url}/health", timeout=10,
+                         headers={"E2b-Sandbox-Id": sandbox_id, "X-Access-Token": created.json()["envdAccessToken"]})
         assert envd.status_code in (429, 503) and envd.headers["retry-after"] == "1"

@@ -46,6 +46,28 @@ def test_state_survives_a_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert again.kill() is True and resumed.kill() is True
 
 
+@pytest.mark.parametrize("content", [b"", b'{"sandboxes": {"i1": {"sandbox_id": "i1", "templ', b"[1, 2]"])
+def test_an_unreadable_state_file_is_set_aside_and_its_sandbox_directories_reported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes):
+    state = tmp_path / "state"
+    with launcher.start(state) as server:
+        _use(server, monkeypatch)
+        box = Sandbox.create(timeout=300)
+        box.files.write("/home/user/kept.txt", "kept")
+    (state / "sandboxes.json").write_bytes(content)
+    with launcher.start(state) as server:
+        _use(server, monkeypatch)
+        assert Sandbox.list().next_items() == []  # started empty instead of exiting with a traceback
+        log = server.log_path.read_text()
+        assert "state file" in log and "is unreadable" in log and "set aside as" in log
+        assert f"sandbox directory {state / 'sandboxes' / box.sandbox_id} has no record" in log
+        aside = list(state.glob("sandboxes.json.unreadable-*"))
+        assert len(aside) == 1 and aside[0].read_bytes() == content
+        assert (state / "sandboxes" / box.sandbox_id / "home/user/kept.txt").read_text() == "kept"
+        assert Sandbox.create(timeout=60).kill() is True
+    assert (state / "sandboxes.json").stat().st_mode & 0o777 == 0o600
+
+
 def test_injected_errors_are_retried_then_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     args = ["--error-rate", "create=1", "--latency", "info=0.4", "--error-rate", "list=0"]
     with launcher.start(tmp_path / "faulty", extra_args=args) as server:
@@ -83,29 +105,40 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _command_line(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return b""
+def _host_pids(command_line: bytes) -> list[int]:
+    """Host pids whose /proc/PID/cmdline is exactly `command_line` (sandbox pids are not host pids)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes() == command_line and _alive(int(entry.name)):
+                    found.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return found
 
 
-def test_processes_left_by_a_killed_server_are_reaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_a_killed_server_takes_its_sandboxes_processes_with_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     state = tmp_path / "crash"
     server = launcher.start(state)
     _use(server, monkeypatch)
     box = Sandbox.create(timeout=300)
-    pid = box.commands.run("exec sleep 300", background=True, timeout=0).pid
-    # At once, while the command may still be entering its sandbox: it holds the namespace's
-    # descriptor itself, so it gets in without the server. No graceful shutdown: it is orphaned.
+    # A daemon that left the command's session and process group (setsid + double fork).
+    marker = b"sleep\x00" + b"317.25\x00"
+    box.commands.run("setsid sh -c 'sleep 317.25 & exit' </dev/null >/dev/null 2>&1", timeout=10)
+    daemons = wait_for(lambda: _host_pids(marker), 10)
+    # No graceful shutdown: the sandbox's init dies with the server (bwrap --die-with-parent), and
+    # the kernel kills the rest of its pid namespace.
     os.kill(server.pid, signal.SIGKILL)
     server.process.wait(10)
-    wait_for(lambda: _command_line(pid) == b"sleep\0" + b"300\0", 10)
-    with launcher.start(state):
-        deadline = time.monotonic() + 5
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(pid), "the new server did not kill the orphaned process"
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in daemons) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in daemons), "a sandbox process outlived the killed server"
+    with launcher.start(state) as again:
+        _use(again, monkeypatch)
+        # The sandbox is still listed and usable: a new init, the same files.
+        assert Sandbox.connect(box.sandbox_id).commands.run("echo back").stdout == "back\n"
 
 
 def test_connections_send_each_write_at_once():

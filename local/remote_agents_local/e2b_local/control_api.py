@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hmac
 import json
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from urllib.parse import parse_qsl, unquote
 
 from starlette.applications import Starlette
@@ -21,6 +23,7 @@ from remote_agents_local.e2b_local.store import PAUSED, RUNNING, SandboxRecord, 
 
 CLIENT_ID = "e2b-local"
 DEFAULT_PAGE = 100
+MAX_BODY = 1 << 20  # control-plane bodies are small JSON objects (metadata, envVars)
 # What every sandbox reports; nothing is enforced, the SDK just requires the fields.
 CPU_COUNT, MEMORY_MB, DISK_MB = 2, 512, 10240
 
@@ -70,7 +73,11 @@ def detail_json(record: SandboxRecord) -> dict:
 
 
 async def _json_body(request: Request) -> dict:
-    raw = await request.body()
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw.extend(chunk)
+        if len(raw) > MAX_BODY:
+            raise ApiError(413, f"request body larger than {MAX_BODY} bytes")
     if not raw:
         return {}
     try:
@@ -100,6 +107,8 @@ def _page_offset(token: str | None) -> int:
 
 class ControlApi:
     def __init__(self, manager: SandboxManager, api_key: str, faults: Faults) -> None:
+        if not api_key:
+            raise ValueError("the control API needs a key")
         self.manager = manager
         self.api_key = api_key
         self.faults = faults
@@ -108,7 +117,7 @@ class ControlApi:
         """Auth, injected faults and ApiError rendering around one operation."""
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
-            if request.headers.get("x-api-key") != self.api_key:
+            if not hmac.compare_digest(request.headers.get("x-api-key", "").encode(), self.api_key.encode()):
                 return error(401, "Invalid API key, it must start with 'e2b_' prefix and be valid")
             await self.faults.delay(op)
             status = self.faults.injected_status(op)
@@ -143,7 +152,9 @@ class ControlApi:
         return JSONResponse(sandbox_json(record), status_code=201)
 
     async def pause(self, request: Request) -> Response:
-        self.manager.pause(request.path_params["sandbox_id"])
+        body = await _json_body(request)
+        # `memory: false` (the SDK's mode="filesystem" / keep_memory=False): filesystem-only.
+        await self.manager.pause(request.path_params["sandbox_id"], keep_memory=body.get("memory", True) is not False)
         return Response(status_code=204)
 
     async def kill(self, request: Request) -> Response:
@@ -183,8 +194,15 @@ class ControlApi:
             raise ApiError(400, "limit must be an integer") from None
         if not 1 <= limit <= 100:
             raise ApiError(400, "limit must be between 1 and 100")
-        order = query.get("order", "asc")
+        order = query.get("order", "desc")  # newest first, as E2B lists (its SDK tests page on it)
         records = self.manager.list(states, metadata, query.get("template"), order)
+        if query.get("startedAfter"):
+            try:
+                after = datetime.fromisoformat(query["startedAfter"].replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                raise ApiError(400, "startedAfter must be an ISO 8601 time") from None
+            # Whole microseconds, as reported: a sandbox started at exactly that time is included.
+            records = [r for r in records if round(r.started_at, 6) >= after]
         offset = _page_offset(query.get("nextToken"))
         page = records[offset:offset + limit]
         headers = {"X-Next-Token": _page_token(offset + limit)} if offset + limit < len(records) else {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import AsyncIterator
 
 from connectrpc.code import Code
@@ -11,11 +13,32 @@ from protobuf import Oneof
 
 from e2b.envd.process import process_pb as pb
 from e2b.envd.process.process_connect import Process
+from remote_agents_local.e2b_local.isolation import resolve_user
 from remote_agents_local.e2b_local.processes import ProcessTable
 from remote_agents_local.e2b_local.sandboxes import SandboxManager
 
 SANDBOX_HEADER = "e2b-sandbox-id"
 KEEPALIVE_HEADER = "keepalive-ping-interval"
+
+
+def user_from_basic(header: str | None) -> str | None:
+    """The user of an envd call: `Authorization: Basic base64("name:")`, as the SDK sends it."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(value.strip(), validate=True).decode().partition(":")[0] or None
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def call_user(name: str | None) -> tuple[str, int, str]:
+    try:
+        return resolve_user(name)
+    except KeyError:
+        raise ConnectError(Code.INVALID_ARGUMENT, f"user '{name}' does not exist in the sandbox") from None
 
 
 def _keepalive_seconds(ctx: RequestContext) -> float | None:
@@ -39,12 +62,14 @@ class ProcessService(Process):
         if request.process is None or not request.process.cmd:
             raise ConnectError(Code.INVALID_ARGUMENT, "process.cmd is required")
         timeout_ms = ctx.timeout_ms
+        user, uid, home = call_user(user_from_basic(ctx.request_headers.get("authorization")))
         managed = await self._table(ctx).start(
             request.process,
             tag=request.tag if request.has_field("tag") else None,
             # Unset means true: older SDKs always had stdin.
             stdin=request.stdin if request.has_field("stdin") else True,
             deadline_seconds=timeout_ms / 1000 if timeout_ms else None,
+            uid=uid, home=home, user=user,
         )
         async for event in managed.events(_keepalive_seconds(ctx), started_here=True):
             yield pb.StartResponse(event=event)
@@ -57,7 +82,7 @@ class ProcessService(Process):
     async def send_signal(self, request: pb.SendSignalRequest, ctx: RequestContext) -> pb.SendSignalResponse:
         if request.signal not in (pb.Signal.SIGKILL, pb.Signal.SIGTERM):
             raise ConnectError(Code.INVALID_ARGUMENT, f"unsupported signal {request.signal}")
-        self._table(ctx).send_signal(request.process, request.signal.value)
+        await self._table(ctx).send_signal(request.process, request.signal.value)
         return pb.SendSignalResponse()
 
     async def send_input(self, request: pb.SendInputRequest, ctx: RequestContext) -> pb.SendInputResponse:

@@ -1,54 +1,58 @@
-"""Giving each sandbox its own /home/user and /tmp.
+"""The sandbox boundary: one bubblewrap "init" per sandbox, which every command joins.
 
-Preferred: every command runs in the sandbox's private mount namespace, where its directories
-are bind-mounted over /home and /tmp, so `echo hi > /home/user/x` writes into that sandbox only
-and no sandbox sees another's files. The namespace is set up once per sandbox and kept open by
-the server as a file descriptor, which every command inherits and enters (setting it up for every
-command cost four more processes each: a task's run is a handful of processes). Because each
-command holds the namespace itself from its spawn on, it never depends on the server staying up
-while it enters. When the machine does not
-allow mount namespaces, the fallback maps paths instead: the files API rewrites them and
-commands get HOME and cwd inside the sandbox directory (absolute /home/user paths inside a
-command line then point at the host's, which is documented in docs/e2b-local.md).
+A sandbox's init is created on its first use: `sandbox-exec --map` (sandbox_exec.c) makes a user
+namespace whose uids 0..65535 are host uids BASE..BASE+65535 and execs bubblewrap as its root;
+bubblewrap builds the rest (mount namespace with the host read-only and the private and hidden
+paths, pid namespace with its own /proc, ipc, uts, cgroup namespaces, all capabilities dropped)
+and runs `sleep infinity` under its pid-1 reaper. The server keeps the init's namespaces open as
+descriptors, and every command is spawned as `sandbox-exec --ns ...` which joins them, forks into
+the pid namespace and becomes `user` (or root) with no_new_privs. So commands of one sandbox share
+one process tree that later calls list and signal, and nothing is rebuilt per command.
+
+Killing the init (its pid 1) makes the kernel kill everything in the pid namespace, however a
+process tried to leave (setsid, double fork, another cgroup): that is how a sandbox is killed. The
+init dies with the server (bubblewrap's --die-with-parent), and the next server makes a new one on
+the sandbox's next use: files persist on disk, processes do not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import logging
 import os
 import posixpath
+import pwd
 import shutil
+import signal
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger("e2b_local")
+
 HOME = "/home/user"
-# Sandbox paths that live in the sandbox's own directory; everything else is the host's.
-PRIVATE_ROOTS = (HOME, "/tmp")
-
-# Runs as root in the new mount namespace: mounts the sandbox's directories, says so, and stays
-# until the server has opened the namespace (it closes our stdin; so does its death). $1 = sandbox dir.
-_SETUP_SCRIPT = """
-set -e
-mount --bind "$1/home" /home
-mount --bind "$1/tmp" /tmp
-echo ready
-read -r _ || true
-"""
-_NAMESPACE_TOOLS = ("unshare", "nsenter")  # util-linux
-# Joining the cgroup and entering the namespace without the helper: a shell, then nsenter.
-_JOIN_CGROUP = 'echo $$ > "$0" && exec "$@"'
+ID_COUNT = 65536
+# The users a command may run as (the SDK's `user=`), by sandbox uid, and their homes.
+USERS = {"root": (0, "/root"), "user": (1000, HOME)}
+DEFAULT_USER = "user"
+NAMESPACES = ("user", "ipc", "uts", "cgroup", "pid", "mnt")  # joined in this order: user first
 EXEC_HELPER_SOURCE = Path(__file__).with_name("sandbox_exec.c")
+INIT_START_SECONDS = 10
 
 
-def build_exec_helper(directory: Path) -> Path | None:
-    """Compile sandbox_exec.c (once per version of it) into `directory`: the one small exec that
-    puts a command into its sandbox. None when there is no C compiler or it fails: commands then
-    go through a shell and nsenter, two execs more."""
+class BoundaryError(RuntimeError):
+    pass
+
+
+def build_exec_helper(directory: Path) -> Path:
+    """Compile sandbox_exec.c (once per version of it) into `directory`."""
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        return None
+        raise BoundaryError("e2b-local needs a C compiler (gcc) and static glibc (libc6-dev) for its "
+                            "sandbox-exec helper")
     source = EXEC_HELPER_SOURCE.read_bytes()
     helper = directory / f"sandbox-exec-{hashlib.sha256(source).hexdigest()[:12]}"
     if helper.exists():
@@ -58,142 +62,268 @@ def build_exec_helper(directory: Path) -> Path | None:
                            capture_output=True, timeout=120)
     if built.returncode != 0:
         building.unlink(missing_ok=True)
-        return None
+        raise BoundaryError(f"cannot compile {EXEC_HELPER_SOURCE.name}: {built.stderr.decode(errors='replace')}")
     building.rename(helper)
     return helper
 
 
-def mount_namespaces_available() -> bool:
-    if not all(shutil.which(tool) for tool in _NAMESPACE_TOOLS) or not Path("/home").is_dir():
-        return False
-    probe = subprocess.run(
-        [shutil.which("unshare"), "--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs probe /home"],
-        capture_output=True, timeout=10,
-    )
-    return probe.returncode == 0
+def find_bwrap() -> str:
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise BoundaryError("e2b-local needs bubblewrap (`apt-get install bubblewrap`): it builds every "
+                            "sandbox's namespaces")
+    return bwrap
+
+
+def hidden_paths(state_dir: Path, extra: tuple[str, ...]) -> list[str]:
+    """Host paths that must not be visible in any sandbox: the server's state (tokens, every
+    sandbox's files), the homes and state dirs of the users of this machine (kubeconfigs, ssh keys,
+    tokens), runtime sockets. /home, /root and /tmp are replaced by the sandbox's own anyway."""
+    home = Path(os.path.expanduser("~"))
+    candidates = [state_dir, home, "/run", "/var/tmp", "/var/run",
+                  os.environ.get("XDG_STATE_HOME"), os.environ.get("XDG_CONFIG_HOME"),
+                  os.environ.get("XDG_CACHE_HOME"), os.environ.get("XDG_RUNTIME_DIR"),
+                  os.environ.get("KUBECONFIG", "").split(":")[0] or None, *extra]
+    replaced = ("/home", "/root", "/tmp", "/proc", "/dev")
+    hidden = []
+    for candidate in candidates:
+        if not candidate:
+            continue
+        path = os.path.realpath(candidate)
+        if path == "/" or any(path == r or path.startswith(r + "/") for r in replaced):
+            continue
+        if os.path.isdir(path) and not os.path.islink(path) and path not in hidden:
+            hidden.append(path)
+        elif os.path.isfile(path):
+            hidden.append(path)
+    return sorted(hidden, key=len)
+
+
+def write_identity_files(directory: Path) -> tuple[Path, Path]:
+    """/etc/passwd and /etc/group as a sandbox sees them: E2B's `user` (1000) and root, plus the
+    host's system accounts so that tools resolving them keep working."""
+    passwd = ["root:x:0:0:root:/root:/bin/bash", f"user:x:1000:1000::{HOME}:/bin/bash"]
+    group = ["root:x:0:", "user:x:1000:"]
+    for entry in pwd.getpwall():
+        if 0 < entry.pw_uid < 1000:
+            passwd.append(f"{entry.pw_name}:x:{entry.pw_uid}:{entry.pw_gid}::{entry.pw_dir}:/usr/sbin/nologin")
+    passwd.append("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin")
+    group.append("nogroup:x:65534:")
+    paths = directory / "passwd", directory / "group"
+    for path, lines in zip(paths, (passwd, group)):
+        path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o644)
+    return paths
+
+
+@dataclass(frozen=True)
+class BoundaryConfig:
+    """What every sandbox of one server shares."""
+    helper: Path
+    bwrap: str
+    uid_base: int
+    hidden: tuple[str, ...]
+    passwd: Path
+    group: Path
+
+    def host_uid(self, sandbox_uid: int) -> int:
+        return self.uid_base + sandbox_uid
+
+    def sandbox_uid(self, host_uid: int) -> int | None:
+        inside = host_uid - self.uid_base
+        return inside if 0 <= inside < ID_COUNT else None
 
 
 class SandboxFiles:
-    """The on-disk root of one sandbox and the mapping from its paths to host paths."""
+    """The on-disk directories of one sandbox: its /home (holding user/), /root and /tmp."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def create(self) -> None:
-        for sub in PRIVATE_ROOTS:
-            (self.root / sub.lstrip("/")).mkdir(parents=True, exist_ok=True)
-        (self.root / "tmp").chmod(0o1777)
+    def create(self, config: BoundaryConfig) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for sub, owner, mode in (("home", None, 0o755), ("home/user", 1000, 0o755), ("root", 0, 0o700),
+                                 ("tmp", 0, 0o1777)):
+            path = self.root / sub
+            path.mkdir(exist_ok=True)
+            if owner is not None:
+                os.chown(path, config.host_uid(owner), config.host_uid(owner))
+            path.chmod(mode)
 
     def destroy(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def to_host(self, path: str) -> Path:
-        """A sandbox path (relative ones are relative to /home/user, as in envd) on the host."""
-        full = posixpath.normpath(posixpath.join(HOME, path))
-        for private in PRIVATE_ROOTS:
-            if full == private or full.startswith(private + "/"):
-                return self.root / full.lstrip("/")
-        return Path(full)
 
-    def to_sandbox(self, host: Path) -> str:
-        try:
-            return "/" + host.relative_to(self.root).as_posix()
-        except ValueError:
-            return host.as_posix()
+def resolve_user(name: str | None) -> tuple[str, int, str]:
+    """(name, sandbox uid, home) of the user a call runs as; the SDK's default is `user`."""
+    name = name or DEFAULT_USER
+    if name not in USERS:
+        raise KeyError(name)
+    uid, home = USERS[name]
+    return name, uid, home
 
 
-class MountNamespace:
-    """One sandbox's mount namespace, held open as a file descriptor from its first command until
-    the sandbox is gone (a namespace lives while a process or a descriptor refers to it)."""
+class SandboxInit:
+    """One sandbox's bubblewrap init and the descriptors of its namespaces and root."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._fd: int | None = None
-        self._opening = asyncio.Lock()  # two first commands at once set up one namespace
+    def __init__(self, config: BoundaryConfig, files: SandboxFiles, cgroup_procs: list[str],
+                 hostname: str) -> None:
+        self.config = config
+        self.files = files
+        self.cgroup_procs = cgroup_procs
+        self.hostname = hostname
+        self.process: asyncio.subprocess.Process | None = None
+        self.pid: int | None = None  # host pid of the sandbox's pid 1
+        self.ns_fds: list[int] = []
+        self.root_fd: int | None = None
+        self._opening = asyncio.Lock()  # two first calls at once start one init
+        self._watch: asyncio.Task | None = None
+        self.stopped = False  # the sandbox is gone: no init may start (or survive starting) any more
 
-    async def fd(self) -> int:
+    def _stages(self) -> list[str]:
+        """The sandbox's own directories and identity files, which sandbox-exec bind-mounts on
+        /tmp/NAME before bubblewrap starts: bubblewrap runs as the sandbox's root (an
+        unprivileged host uid), which may not traverse the 0700 state dir they live in."""
+        root = self.files.root
+        return [f"home={root / 'home'}", f"root={root / 'root'}", f"tmp={root / 'tmp'}",
+                f"passwd={self.config.passwd}", f"group={self.config.group}"]
+
+    def _bwrap_args(self) -> list[str]:
+        args = ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+        for path in self.config.hidden:
+            args += ["--tmpfs", path] if os.path.isdir(path) else ["--ro-bind", "/dev/null", path]
+        # /tmp last: it covers the staged directories.
+        args += ["--bind", "/tmp/home", "/home", "--bind", "/tmp/root", "/root",
+                 "--ro-bind", "/tmp/passwd", "/etc/passwd", "--ro-bind", "/tmp/group", "/etc/group",
+                 "--bind", "/tmp/tmp", "/tmp",
+                 "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+                 "--hostname", "e2b", "--die-with-parent", "--cap-drop", "ALL", "--chdir", "/"]
+        return args
+
+    async def ensure(self) -> None:
         async with self._opening:
-            if self._fd is None:
-                self._fd = await self._set_up()
-            return self._fd
+            if self.stopped:
+                raise BoundaryError(f"sandbox {self.hostname} is gone")
+            if self.root_fd is None:
+                await self._start()
+            if self.stopped:
+                # Killed while this init was starting: stop() found nothing to stop.
+                self.stop_now()
+                raise BoundaryError(f"sandbox {self.hostname} is gone")
 
-    async def _set_up(self) -> int:
-        setup = subprocess.Popen(
-            [shutil.which("unshare"), "--mount", "--propagation", "private", "sh", "-c", _SETUP_SCRIPT,
-             "e2b-sandbox-ns", str(self.root)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    async def _start(self) -> None:
+        info_read, info_write = os.pipe()
+        # Each init is a boot of the sandbox: its own boot id, as a cold-booted VM would have
+        # (E2B's filesystem-only pause resumes by booting again, and its SDK tests look at it).
+        boot_read, boot_write = os.pipe()
+        os.write(boot_write, f"{uuid.uuid4()}\n".encode())
+        os.close(boot_write)
+        argv = [str(self.config.helper), *[a for p in self.cgroup_procs for a in ("--cgroup", p)],
+                *[a for stage in self._stages() for a in ("--stage", stage)],
+                "--map", f"{self.config.uid_base}:{ID_COUNT}", "--",
+                self.config.bwrap, *self._bwrap_args(),
+                "--perms", "0444", "--ro-bind-data", str(boot_read), "/proc/sys/kernel/random/boot_id", "--info-fd", str(info_write),
+                # The echo says the sandbox is complete (bwrap's pid 1 has pivoted into it).
+                "--", "/bin/sh", "-c", "echo ready; exec sleep infinity"]
         try:
-            with setup.stdin, setup.stdout, setup.stderr:
-                if await asyncio.to_thread(setup.stdout.readline) == b"ready\n":
-                    return os.open(f"/proc/{setup.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-                problem = (await asyncio.to_thread(setup.stderr.read)).decode(errors="replace").strip()
+            process = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, pass_fds=(info_write, boot_read), start_new_session=True)
         finally:
-            await asyncio.to_thread(setup.wait)
-        raise OSError(f"cannot set up the sandbox's mount namespace: {problem or setup.returncode}")
+            os.close(info_write)
+            os.close(boot_read)
+        try:
+            ready = await asyncio.wait_for(process.stdout.readline(), INIT_START_SECONDS)
+            info = await asyncio.to_thread(_read_all, info_read)
+            if ready != b"ready\n":
+                raise BoundaryError(
+                    f"the sandbox's init failed: {(await process.stderr.read()).decode(errors='replace').strip()}")
+            pid = json.loads(info)["child-pid"]
+            ns_fds = [os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in NAMESPACES]
+            root_fd = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except BaseException:
+            _kill(process.pid)
+            await process.wait()
+            raise
+        finally:
+            os.close(info_read)
+        self.process, self.pid, self.ns_fds, self.root_fd = process, pid, ns_fds, root_fd
+        self._watch = asyncio.get_running_loop().create_task(self._watch_exit(process))
 
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+    async def _watch_exit(self, process: asyncio.subprocess.Process) -> None:
+        """An init that ends (root inside killed it, or OOM) takes its processes with it; the next
+        call starts a new one."""
+        stderr = await process.stderr.read()
+        code = await process.wait()
+        if self.process is process:
+            log.warning("sandbox %s: its init ended (%s)%s; the next call starts a new one", self.hostname,
+                        code, f": {stderr.decode(errors='replace').strip()}" if stderr.strip() else "")
+            self._close_fds()
+
+    def _close_fds(self) -> None:
+        for fd in [*self.ns_fds, *([self.root_fd] if self.root_fd is not None else [])]:
+            os.close(fd)
+        self.ns_fds, self.root_fd, self.process, self.pid = [], None, None, None
+
+    def has_pid(self, pid: int) -> bool:
+        """Whether `pid` exists in the sandbox (zombies included), seen through its own /proc."""
+        if self.root_fd is None:
+            return False
+        try:
+            os.close(os.open(f"proc/{pid}", os.O_PATH | os.O_CLOEXEC, dir_fd=self.root_fd))
+        except OSError:
+            return False
+        return True
+
+    def enter_argv(self, argv: list[str], uid: int, cwd: str, report_fd: int) -> tuple[list[str], tuple[int, ...]]:
+        """What to spawn (and which descriptors it inherits) to run `argv` in this sandbox."""
+        helper = [str(self.config.helper), *[a for p in self.cgroup_procs for a in ("--cgroup", p)]]
+        for fd in self.ns_fds:
+            helper += ["--ns", str(fd)]
+        helper += ["--user", f"{uid}:{uid}", "--cwd", cwd, "--report", str(report_fd)]
+        if uid == 0:
+            helper.append("--keep-caps")
+        return [*helper, "--", *argv], (*self.ns_fds, report_fd)
+
+    async def stop(self) -> None:
+        """Kill the sandbox: its pid 1 (the kernel then kills the whole pid namespace) and bwrap."""
+        self.stopped = True
+        process, pid = self.process, self.pid
+        if process is None:
+            return
+        self.process = None
+        if pid is not None:
+            _kill(pid)
+        _kill(process.pid)
+        await process.wait()
+        self._close_fds()
+        if self._watch is not None:
+            self._watch.cancel()
+
+    def stop_now(self) -> None:
+        """Server exit: no waiting (bwrap's --die-with-parent finishes the job if we are gone first)."""
+        self.stopped = True
+        if self.process is not None:
+            if self.pid is not None:
+                _kill(self.pid)
+            _kill(self.process.pid)
+            self._close_fds()
 
 
-@dataclass(frozen=True)
-class Wrapped:
-    """A command as it is spawned on the host."""
-
-    argv: list[str]
-    cwd: str
-    home: str
-    pass_fds: tuple[int, ...]
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
-class CommandWrapper:
-    """Turns a command's argv/cwd/HOME into what runs on the host for one isolation mode."""
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
-    def __init__(self, namespaces: bool, exec_helper: Path | None = None) -> None:
-        self.namespaces = namespaces
-        self.exec_helper = exec_helper  # see build_exec_helper
-        self.nsenter = shutil.which("nsenter")
-        self._namespaces: dict[Path, MountNamespace] = {}  # sandbox root -> its namespace
 
-    @property
-    def mode(self) -> str:
-        return "mount-namespace" if self.namespaces else "path-mapping"
-
-    async def wrap(self, files: SandboxFiles, argv: list[str], cwd: str | None,
-                   cgroup_procs: str | None) -> Wrapped:
-        """What to spawn for the command. `cgroup_procs`: the cgroup the command joins before it
-        execs, so that nothing it forks escapes the freezer (without a helper process, Python
-        would have to fork this whole server for every command)."""
-        cwd = posixpath.normpath(posixpath.join(HOME, cwd or HOME))
-        if not self.namespaces:
-            cwd = str(files.to_host(cwd))
-            return self._wrapped(argv, cwd, cgroup_procs, namespace_fd=None, spawn_cwd=cwd,
-                                 home=str(files.to_host(HOME)))
-        namespace = self._namespaces.get(files.root)
-        if namespace is None:
-            namespace = self._namespaces[files.root] = MountNamespace(files.root)
-        return self._wrapped(argv, cwd, cgroup_procs, namespace_fd=await namespace.fd(), spawn_cwd=str(files.root),
-                             home=HOME)
-
-    def _wrapped(self, argv: list[str], cwd: str, cgroup_procs: str | None, namespace_fd: int | None,
-                 spawn_cwd: str, home: str) -> Wrapped:
-        # The namespace's descriptor is passed to the process (same number): it enters from it.
-        pass_fds = () if namespace_fd is None else (namespace_fd,)
-        if self.exec_helper:
-            namespace = "" if namespace_fd is None else str(namespace_fd)
-            return Wrapped([str(self.exec_helper), cgroup_procs or "", namespace, cwd, *argv], spawn_cwd, home,
-                           pass_fds)
-        if namespace_fd is not None:
-            # --wdns: the working directory as seen inside. The descriptor stays open in the
-            # command here (nsenter does not close it); it lets it into no namespace but its own.
-            argv = [self.nsenter, f"--mount=/proc/self/fd/{namespace_fd}", f"--wdns={cwd}", *argv]
-        if cgroup_procs:
-            argv = ["/bin/sh", "-c", _JOIN_CGROUP, cgroup_procs, *argv]
-        return Wrapped(argv, spawn_cwd, home, pass_fds)
-
-    def release(self, files: SandboxFiles) -> None:
-        """The sandbox is gone (or the server stops): its namespace goes too."""
-        namespace = self._namespaces.pop(files.root, None)
-        if namespace is not None:
-            namespace.close()
+def sandbox_path(path: str, home: str) -> str:
+    """A path as the sandbox's envd reads it: relative ones are relative to the user's home."""
+    return posixpath.normpath(posixpath.join(home, path))

@@ -95,16 +95,23 @@ def _wait_healthy(url: str, process: subprocess.Popen, log_path: Path, deadline:
         time.sleep(0.05)
 
 
-def start(state_dir: Path, port: int = 0, extra_args: Sequence[str] = (), timeout: float = 30) -> LocalE2B:
-    """Start a server on 127.0.0.1:`port` (0 = any free port) and return once it answers."""
+def start(state_dir: Path, port: int = 0, extra_args: Sequence[str] = (), timeout: float = 30,
+          api_key: str | None = None) -> LocalE2B:
+    """Start a server on 127.0.0.1:`port` (0 = any free port) and return once it answers.
+    `api_key`: the key it accepts, passed in its environment (never argv); None = the key the
+    server keeps in its state dir (generated on first start)."""
     state_dir = Path(state_dir).resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_path = state_dir / LOG_NAME
-    command = [sys.executable, "-m", "remote_agents.cli", "e2b-local", "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "remote_agents_local.e2b_local", "--host", "127.0.0.1",
                "--port", str(port), "--state-dir", str(state_dir), *extra_args]
-    with open(log_path, "ab") as log:
+    env = {k: v for k, v in os.environ.items() if k not in ("E2B_LOCAL_API_KEY", "E2B_LOCAL_API_KEY_FILE")}
+    if api_key is not None:
+        env["E2B_LOCAL_API_KEY"] = api_key
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with open(fd, "ab") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-                                   text=True, start_new_session=True)
+                                   text=True, start_new_session=True, env=env)
     deadline = time.monotonic() + timeout
     try:
         found = _read_settings(process, log_path, deadline)

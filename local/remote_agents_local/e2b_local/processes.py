@@ -15,13 +15,14 @@ from connectrpc.errors import ConnectError
 from protobuf import Oneof
 
 from e2b.envd.process import process_pb
-from remote_agents_local.e2b_local.isolation import CommandWrapper, SandboxFiles
+from remote_agents_local.e2b_local.isolation import BoundaryError, SandboxInit, sandbox_path
 
 Event = process_pb.ProcessEvent
 # After the process exits, how long its pipes may stay open (held by children it left
 # behind) before the stream ends anyway.
 DRAIN_SECONDS = 0.5
 READ_CHUNK = 64 * 1024
+KILL_REAP_SECONDS = 2
 # What a stream gets when its sandbox is paused or killed under it: E2B's proxy drops the
 # connection and then answers "not found", which the SDK turns into SandboxNotRunningException.
 SANDBOX_GONE = "The sandbox was not found"
@@ -37,13 +38,18 @@ def _end_event(returncode: int) -> Event.EndEvent:
 
 
 class ManagedProcess:
-    def __init__(self, proc: asyncio.subprocess.Process, config: process_pb.ProcessConfig, tag: str | None) -> None:
+    """`pid` is the command's pid inside the sandbox (what E2B reports); `proc` is its relay on the
+    host (sandbox-exec's parent half), whose process group the command shares."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, pid: int, config: process_pb.ProcessConfig,
+                 tag: str | None) -> None:
         self.proc = proc
-        self.pid = proc.pid
+        self.pid = pid
         self.config = config
         self.tag = tag
         self._subscribers: set[asyncio.Queue[Event | ConnectError | None]] = set()
         self.finished = asyncio.Event()
+        self.exited: asyncio.Future[None] | None = None  # the relay is gone, so the command is reaped
         self.deadline_exceeded = False
 
     def publish(self, event: Event | ConnectError | None) -> None:
@@ -80,34 +86,97 @@ class ManagedProcess:
         return process_pb.ProcessInfo(config=self.config, pid=self.pid, tag=self.tag)
 
 
+class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Says when the process exits. asyncio's Process.wait() also waits until every pipe is closed,
+    which a child left running in the background (holding stdout) may never do."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2 ** 16, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+async def spawn(*argv: str, **options) -> tuple[asyncio.subprocess.Process, asyncio.Future[None]]:
+    """create_subprocess_exec, plus a future done when the process exits (pipes or not)."""
+    loop = asyncio.get_running_loop()
+    protocol: list[_ExitProtocol] = []
+
+    def factory() -> _ExitProtocol:
+        protocol.append(_ExitProtocol(loop))
+        return protocol[0]
+
+    transport, _ = await loop.subprocess_exec(factory, *argv, **options)
+    return asyncio.subprocess.Process(transport, protocol[0], loop), protocol[0].exited
+
+
+async def _read_line(fd: int) -> bytes:
+    """One short line from a pipe (the pid a command reports), without a thread."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bytes] = loop.create_future()
+    data = bytearray()
+
+    def readable() -> None:
+        chunk = os.read(fd, 64)
+        data.extend(chunk)
+        if not chunk or b"\n" in data:
+            loop.remove_reader(fd)
+            if not done.done():
+                done.set_result(bytes(data))
+
+    loop.add_reader(fd, readable)
+    try:
+        return await done
+    finally:
+        loop.remove_reader(fd)
+
+
 class ProcessTable:
-    def __init__(self, files: SandboxFiles, wrapper: CommandWrapper,
-                 cgroup_procs: Callable[[], str | None], env: Callable[[], dict[str, str]]) -> None:
-        self.files = files
-        self.wrapper = wrapper
-        self._cgroup_procs = cgroup_procs
+    def __init__(self, init: SandboxInit, env: Callable[[], dict[str, str]]) -> None:
+        self.init = init
         self._env = env
         self.running: dict[int, ManagedProcess] = {}
 
     async def start(self, config: process_pb.ProcessConfig, tag: str | None, stdin: bool,
-                    deadline_seconds: float | None) -> ManagedProcess:
+                    deadline_seconds: float | None, uid: int, home: str, user: str) -> ManagedProcess:
+        cwd = sandbox_path(config.cwd, home) if config.has_field("cwd") and config.cwd else home
+        env = {**self._env(), "HOME": home, "USER": user, "LOGNAME": user, **dict(config.envs)}
+        report_read, report_write = os.pipe()
         try:
-            wrapped = await self.wrapper.wrap(
-                self.files, [config.cmd, *config.args], config.cwd if config.has_field("cwd") else None,
-                self._cgroup_procs())
-            env = {**self._env(), "HOME": wrapped.home, **dict(config.envs)}
-            proc = await asyncio.create_subprocess_exec(
-                *wrapped.argv, cwd=wrapped.cwd, env=env, start_new_session=True, pass_fds=wrapped.pass_fds,
+            await self.init.ensure()
+            argv, pass_fds = self.init.enter_argv([config.cmd, *config.args], uid, cwd, report_write)
+            proc, exited = await spawn(
+                *argv, cwd="/", env=env, start_new_session=True, pass_fds=pass_fds,
                 stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            os.close(report_write)
+            report_write = -1
+            reported = await _read_line(report_read)
         except OSError as error:
             raise ConnectError(Code.INVALID_ARGUMENT, f"error starting process: {error}") from error
-        managed = ManagedProcess(proc, config, tag)
+        except BoundaryError as error:
+            raise ConnectError(Code.UNAVAILABLE, f"{SANDBOX_GONE}: {error}") from error
+        finally:
+            os.close(report_read)
+            if report_write >= 0:
+                os.close(report_write)
+        if not reported.strip().isdigit():
+            # It never got to exec: its stderr says why (no such cwd, the sandbox's init is gone).
+            stderr = await proc.stderr.read()
+            await proc.wait()
+            raise ConnectError(Code.INVALID_ARGUMENT,
+                               f"error starting process: {stderr.decode(errors='replace').strip()}")
+        managed = ManagedProcess(proc, int(reported), config, tag)
+        managed.exited = exited
         self.running[managed.pid] = managed
-        asyncio.get_running_loop().create_task(self._supervise(managed, deadline_seconds))
+        asyncio.get_running_loop().create_task(self._supervise(managed, exited, deadline_seconds))
         return managed
 
-    async def _supervise(self, managed: ManagedProcess, deadline_seconds: float | None) -> None:
+    async def _supervise(self, managed: ManagedProcess, exited: asyncio.Future[None],
+                         deadline_seconds: float | None) -> None:
         proc = managed.proc
         pumps = [asyncio.create_task(self._pump(managed, proc.stdout, "stdout")),
                  asyncio.create_task(self._pump(managed, proc.stderr, "stderr"))]
@@ -115,7 +184,8 @@ class ProcessTable:
         timer = None
         if deadline_seconds is not None:
             timer = asyncio.get_running_loop().call_later(deadline_seconds, self._deadline, managed)
-        returncode = await proc.wait()
+        await exited
+        returncode = proc.returncode
         if timer is not None:
             timer.cancel()
         _, pending = await asyncio.wait(pumps, timeout=DRAIN_SECONDS)
@@ -133,7 +203,7 @@ class ProcessTable:
 
     def _deadline(self, managed: ManagedProcess) -> None:
         managed.deadline_exceeded = True
-        self._killpg(managed.pid, signal.SIGKILL)
+        self._killpg(managed.proc.pid, signal.SIGKILL)
 
     @staticmethod
     def _killpg(pid: int, sig: int) -> None:
@@ -152,10 +222,16 @@ class ProcessTable:
                         return managed
         raise ConnectError(Code.NOT_FOUND, f"process with {selector} not found")
 
-    def send_signal(self, selector: process_pb.ProcessSelector | None, sig: int) -> None:
+    async def send_signal(self, selector: process_pb.ProcessSelector | None, sig: int) -> None:
         managed = self.find(selector)
         # The whole group: a command's children (bash -c pipelines) go with it.
-        self._killpg(managed.pid, sig)
+        self._killpg(managed.proc.pid, sig)
+        if sig == signal.SIGKILL:
+            # Answer once it is reaped, as envd does: a `kill -0 PID` right after must fail. The
+            # relay dies at once; the command, orphaned, is reaped by the sandbox's pid 1.
+            deadline = asyncio.get_running_loop().time() + KILL_REAP_SECONDS
+            while self.init.has_pid(managed.pid) and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.005)
 
     async def send_stdin(self, selector: process_pb.ProcessSelector | None, data: bytes) -> None:
         stdin = self.find(selector).proc.stdin
@@ -173,6 +249,3 @@ class ProcessTable:
         """End every open stream as E2B does when the sandbox goes away; processes are untouched."""
         for managed in self.running.values():
             managed.publish(ConnectError(Code.UNAVAILABLE, SANDBOX_GONE))
-
-    def process_groups(self) -> list[int]:
-        return list(self.running)

@@ -5,6 +5,7 @@ HTTP-agnostic: failures are `ApiError(status, message)`, rendered by control_api
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import secrets
@@ -12,12 +13,13 @@ import string
 import time
 from dataclasses import dataclass
 
+from remote_agents_local.e2b_local.cgroups import SandboxCgroups
 from remote_agents_local.e2b_local.config import DEFAULT_SANDBOX_TIMEOUT, Settings
-from remote_agents_local.e2b_local.freezer import CgroupFreezer, SignalFreezer
-from remote_agents_local.e2b_local.isolation import CommandWrapper, SandboxFiles
+from remote_agents_local.e2b_local.isolation import BoundaryConfig, SandboxFiles, SandboxInit
 from remote_agents_local.e2b_local.processes import ProcessTable
 from remote_agents_local.e2b_local.store import PAUSED, RUNNING, SandboxRecord, Store
 
+log = logging.getLogger("e2b_local")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _IDEMPOTENCY_KEY = re.compile(r"[a-z0-9-]{1,255}")
 
@@ -33,17 +35,28 @@ class ApiError(Exception):
 class Runtime:
     """What exists of a running or paused sandbox besides its record."""
     files: SandboxFiles
+    init: SandboxInit
     processes: ProcessTable
 
 
 class SandboxManager:
-    def __init__(self, settings: Settings, wrapper: CommandWrapper, freezer: CgroupFreezer | SignalFreezer) -> None:
+    def __init__(self, settings: Settings, boundary: BoundaryConfig, cgroups: SandboxCgroups) -> None:
         self.settings = settings
-        self.wrapper = wrapper
-        self.freezer = freezer
+        self.boundary = boundary
+        self.cgroups = cgroups
         self.store = Store(settings.state_dir / "sandboxes.json")
         self.sandbox_root = settings.state_dir / "sandboxes"
+        self.sandbox_root.mkdir(exist_ok=True, mode=0o700)
         self.runtimes: dict[str, Runtime] = {}
+        self.on_kill: list = []  # callbacks(sandbox_id) of what else holds a sandbox's resources (watchers)
+        self._report_orphans()
+
+    def _report_orphans(self) -> None:
+        """Sandbox directories without a record (a state file set aside, say) are kept and named."""
+        for directory in sorted(p for p in self.sandbox_root.iterdir() if p.is_dir()):
+            if directory.name not in self.store.sandboxes:
+                log.warning("sandbox directory %s has no record in %s (its files are kept; remove the "
+                            "directory once they are not needed)", directory, self.store.path.name)
 
     # -- lookups --------------------------------------------------------------------------
 
@@ -59,19 +72,16 @@ class SandboxManager:
         if runtime is None:
             record = self.get(sandbox_id)
             files = SandboxFiles(self.sandbox_root / sandbox_id)
-            files.create()
-            processes = ProcessTable(
-                files, self.wrapper,
-                cgroup_procs=lambda: self.freezer.join_path(sandbox_id),
-                env=lambda: self._base_env(record))
-            runtime = self.runtimes[sandbox_id] = Runtime(files, processes)
+            files.create(self.boundary)
+            init = SandboxInit(self.boundary, files, self.cgroups.create(sandbox_id), sandbox_id)
+            processes = ProcessTable(init, env=lambda: self._base_env(record))
+            runtime = self.runtimes[sandbox_id] = Runtime(files, init, processes)
         return runtime
 
     @staticmethod
     def _base_env(record: SandboxRecord) -> dict[str, str]:
         return {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "USER": "user",
             "LANG": "C.UTF-8",
             "E2B_SANDBOX": "true",
             "E2B_SANDBOX_ID": record.sandbox_id,
@@ -116,6 +126,7 @@ class SandboxManager:
             end_at=now + timeout,
             access_token=secrets.token_hex(16),
             auto_pause=bool(body.get("autoPause", False)),
+            auto_pause_memory=body.get("autoPauseMemory", True) is not False,
             metadata={str(k): str(v) for k, v in (body.get("metadata") or {}).items()},
             env_vars={str(k): str(v) for k, v in (body.get("envVars") or {}).items()},
         )
@@ -137,21 +148,29 @@ class SandboxManager:
             self.store.save()
             return record, False
         self._check_capacity()
-        runtime = self.runtime(sandbox_id)
-        self.freezer.thaw(sandbox_id, runtime.processes.process_groups())
+        self.runtime(sandbox_id)
+        self.cgroups.thaw(sandbox_id)
         record.state = RUNNING
         record.started_at = now  # a resume restarts the max-runtime clock, as on E2B
         record.end_at = now + seconds
         self.store.save()
         return record, True
 
-    def pause(self, sandbox_id: str) -> None:
+    async def pause(self, sandbox_id: str, keep_memory: bool = True) -> None:
+        """Freeze every process (a full pause), or, filesystem-only, end them all and keep the
+        files: the next use after resume starts a new init, i.e. boots the sandbox again."""
         record = self.get(sandbox_id)
         if record.state == PAUSED:
             raise ApiError(409, f"Sandbox {sandbox_id} is already paused")
         runtime = self.runtime(sandbox_id)
         runtime.processes.drop_streams()
-        self.freezer.freeze(sandbox_id, runtime.processes.process_groups())
+        if keep_memory:
+            self.cgroups.freeze(sandbox_id)
+        else:
+            del self.runtimes[sandbox_id]
+            self.cgroups.kill(sandbox_id)
+            await runtime.init.stop()
+            await asyncio.to_thread(self.cgroups.remove, sandbox_id)
         record.state = PAUSED
         self.store.save()
 
@@ -160,15 +179,19 @@ class SandboxManager:
         del self.store.sandboxes[sandbox_id]
         self.store.save()
         runtime = self.runtimes.pop(sandbox_id, None)
-        groups = []
+        for callback in self.on_kill:
+            callback(sandbox_id)
         if runtime is not None:
             runtime.processes.drop_streams()
-            groups = runtime.processes.process_groups()
-        self.freezer.kill_all(sandbox_id, groups)
-        files = SandboxFiles(self.sandbox_root / sandbox_id)
-        self.wrapper.release(files)
-        await asyncio.to_thread(self.freezer.remove, sandbox_id)
-        await asyncio.to_thread(files.destroy)
+            # The pid namespace dies with its init: nothing the sandbox started survives, whatever
+            # session, process group or cgroup it moved to. cgroup.kill also takes what is still
+            # entering (a command's helper joins the cgroups before the namespaces).
+            self.cgroups.kill(sandbox_id)
+            await runtime.init.stop()
+        else:
+            self.cgroups.kill(sandbox_id)
+        await asyncio.to_thread(self.cgroups.remove, sandbox_id)
+        await asyncio.to_thread(SandboxFiles(self.sandbox_root / sandbox_id).destroy)
 
     def set_timeout(self, sandbox_id: str, timeout: int) -> None:
         record = self.get(sandbox_id)
@@ -193,15 +216,15 @@ class SandboxManager:
         now = time.time()
         for record in [r for r in self.store.sandboxes.values() if r.state == RUNNING and r.end_at <= now]:
             if record.auto_pause:
-                self.pause(record.sandbox_id)
+                await self.pause(record.sandbox_id, keep_memory=record.auto_pause_memory)
             else:
                 await self.kill(record.sandbox_id)
 
     def shutdown(self) -> None:
         """Server exit: sandbox processes cannot outlive it (their pipes end here), records and files stay."""
         for sandbox_id, runtime in self.runtimes.items():
-            self.freezer.kill_all(sandbox_id, runtime.processes.process_groups())
-            self.freezer.remove(sandbox_id)
-            self.wrapper.release(runtime.files)
+            self.cgroups.kill(sandbox_id)
+            runtime.init.stop_now()
+            self.cgroups.remove(sandbox_id)
         self.runtimes.clear()
-        self.freezer.release()
+        self.cgroups.release()

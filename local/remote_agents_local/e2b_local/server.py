@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import socket
 import sys
 
@@ -12,9 +13,10 @@ import uvicorn
 
 from remote_agents_local.e2b_local import config
 from remote_agents_local.e2b_local.app import LocalE2BApp
+from remote_agents_local.e2b_local.cgroups import CgroupError, SandboxCgroups
 from remote_agents_local.e2b_local.faults import Faults
-from remote_agents_local.e2b_local.freezer import make_freezer
-from remote_agents_local.e2b_local.isolation import CommandWrapper, build_exec_helper, mount_namespaces_available
+from remote_agents_local.e2b_local.isolation import (BoundaryConfig, BoundaryError, build_exec_helper, find_bwrap,
+                                                     hidden_paths, write_identity_files)
 from remote_agents_local.e2b_local.sandboxes import SandboxManager
 
 log = logging.getLogger("e2b_local")
@@ -35,16 +37,26 @@ class _Server(uvicorn.Server):
 
 
 def build_app(settings: config.Settings) -> tuple[LocalE2BApp, SandboxManager]:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    wrapper = CommandWrapper(namespaces=mount_namespaces_available(), exec_helper=build_exec_helper(settings.state_dir))
+    if os.geteuid() != 0:
+        raise BoundaryError("e2b-local runs as root: it maps each sandbox's root and user to unprivileged "
+                            "host uids and sets cgroup limits (see docs/e2b-local.md)")
+    etc = settings.state_dir / "etc"
+    etc.mkdir(exist_ok=True, mode=0o700)
+    passwd, group = write_identity_files(etc)
+    etc.chmod(0o711)  # the two files are bind-mounted into sandboxes; the dir need not be listable
+    boundary = BoundaryConfig(helper=build_exec_helper(settings.state_dir), bwrap=find_bwrap(),
+                              uid_base=settings.uid_base,
+                              hidden=tuple(hidden_paths(settings.state_dir, settings.hide)),
+                              passwd=passwd, group=group)
     # One cgroup subtree per state dir, so two servers never touch each other's sandboxes.
     instance = hashlib.sha1(str(settings.state_dir).encode()).hexdigest()[:10]
-    freezer = make_freezer(instance)
-    freezer.reap_leftovers()
-    manager = SandboxManager(settings, wrapper, freezer)
-    entry = wrapper.exec_helper or "no helper: a shell joins the cgroup, nsenter the namespace"
-    log.info("state dir %s, isolation %s (commands enter through %s), pause via %s, %d sandboxes loaded",
-             settings.state_dir, wrapper.mode, entry, freezer.mode, len(manager.store.sandboxes))
+    cgroups = SandboxCgroups(instance, settings.pids_max, settings.memory_mb << 20)
+    cgroups.require_limits()
+    cgroups.reap_leftovers()
+    manager = SandboxManager(settings, boundary, cgroups)
+    log.info("state dir %s, sandboxes: bubblewrap %s + %s, uids %d+, hidden %s; cgroups: %s; %d sandboxes loaded",
+             settings.state_dir, boundary.bwrap, boundary.helper.name, settings.uid_base,
+             ", ".join(boundary.hidden) or "-", cgroups.mode, len(manager.store.sandboxes))
     return LocalE2BApp(manager, settings.api_key, Faults(settings)), manager
 
 
@@ -65,14 +77,28 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _quiet_dropped_calls(record: logging.LogRecord) -> bool:
+    """A call cut off because its sandbox went away (app._dropped_when_gone) is expected, not an
+    application error: one line instead of uvicorn's traceback."""
+    if record.exc_info and isinstance(record.exc_info[1], ConnectionAbortedError):
+        log.info("dropped a call in flight: %s", record.exc_info[1])
+        return False
+    return True
+
+
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.error").addFilter(_quiet_dropped_calls)
     try:
         settings = config.from_args(args)
     except config.ConfigError as error:
         print(f"e2b-local: {error}", file=sys.stderr)
         return 2
-    app, manager = build_app(settings)
+    try:
+        app, manager = build_app(settings)
+    except (BoundaryError, CgroupError) as error:
+        print(f"e2b-local: {error}", file=sys.stderr)
+        return 1
     # Bind first so that port 0 yields the real port before anything is printed.
     try:
         sock = listening_socket(settings.host, settings.port)

@@ -1,17 +1,22 @@
 """Sandbox records and their persistence as one JSON file in the state dir.
 
-Only metadata lives here (what the control plane reports); processes are runtime-only."""
+Only metadata lives here (what the control plane reports); processes are runtime-only. The file
+holds every access token and env value: 0600 in a 0700 dir, replaced atomically (write, fsync,
+rename, fsync the dir) so a crash leaves the old or the new file, never half of one."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
 RUNNING = "running"
 PAUSED = "paused"
+log = logging.getLogger("e2b_local")
 
 
 def iso(epoch: float) -> str:
@@ -27,8 +32,31 @@ class SandboxRecord:
     end_at: float
     access_token: str
     auto_pause: bool = False
+    auto_pause_memory: bool = True  # False: the timeout's pause is filesystem-only (processes end)
     metadata: dict[str, str] = field(default_factory=dict)
     env_vars: dict[str, str] = field(default_factory=dict)
+
+
+_FIELDS = {f.name for f in fields(SandboxRecord)}
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Atomically replace `path` (mode 0600) with `data`, durable once this returns."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 class Store:
@@ -39,9 +67,22 @@ class Store:
         self.sandboxes: dict[str, SandboxRecord] = {}
         self.idempotency: dict[str, str] = {}
         if path.exists():
-            data = json.loads(path.read_text())
-            self.sandboxes = {k: SandboxRecord(**v) for k, v in data.get("sandboxes", {}).items()}
-            self.idempotency = dict(data.get("idempotency", {}))
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.path.read_bytes())
+            sandboxes = {k: SandboxRecord(**{f: v for f, v in record.items() if f in _FIELDS})
+                         for k, record in data["sandboxes"].items()}
+            idempotency = {str(k): str(v) for k, v in dict(data.get("idempotency", {})).items()}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+            # A server that cannot start is worse than one that starts empty; the file is kept.
+            aside = self.path.with_name(f"{self.path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+            os.replace(self.path, aside)
+            log.error("state file %s is unreadable (%s: %s): set aside as %s; starting with no sandboxes",
+                      self.path, type(error).__name__, error, aside)
+            return
+        self.sandboxes, self.idempotency = sandboxes, idempotency
 
     def save(self) -> None:
         # Drop keys whose sandbox is gone so the index does not grow forever.
@@ -50,6 +91,4 @@ class Store:
             "sandboxes": {k: asdict(v) for k, v in self.sandboxes.items()},
             "idempotency": self.idempotency,
         }
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
