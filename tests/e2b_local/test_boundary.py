@@ -18,7 +18,7 @@ from e2b import CommandExitException, Sandbox
 from e2b.exceptions import InvalidArgumentException, NotFoundException, SandboxException
 
 from remote_agents_local.e2b_local import launcher
-from tests.e2b_local.helpers import MAX_UPLOAD_MB, PIDS_MAX, wait_for
+from tests.e2b_local.helpers import MAX_UPLOAD_MB, MEMORY_MB, PIDS_MAX, wait_for
 
 
 def run(box: Sandbox, command: str, user: str = "user", timeout: float = 30):
@@ -286,6 +286,7 @@ def test_a_bounded_fork_bomb_stops_at_pids_max_without_hurting_the_host_or_a_nei
 
 
 def test_memory_max_is_enforced(sandbox):
+    assert sandbox.get_info().memory_mb == MEMORY_MB  # what the sandbox reports is its limit
     code, output = run(sandbox, "python3 -c \"b = b'x' * (512 << 20); print(len(b))\"")
     assert code != 0 and "536870912" not in output
     assert sandbox.commands.run("python3 -c \"b = b'x' * (16 << 20); print(len(b))\"").stdout == "16777216\n"

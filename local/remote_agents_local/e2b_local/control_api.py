@@ -24,8 +24,9 @@ from remote_agents_local.e2b_local.store import PAUSED, RUNNING, SandboxRecord, 
 CLIENT_ID = "e2b-local"
 DEFAULT_PAGE = 100
 MAX_BODY = 1 << 20  # control-plane bodies are small JSON objects (metadata, envVars)
-# What every sandbox reports; nothing is enforced, the SDK just requires the fields.
-CPU_COUNT, MEMORY_MB, DISK_MB = 2, 512, 10240
+# What every sandbox reports besides its memory limit (--memory-mb, enforced); CPU and disk are
+# not limited, the SDK just requires the fields.
+CPU_COUNT, DISK_MB = 2, 10240
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -46,7 +47,7 @@ def sandbox_json(record: SandboxRecord) -> dict:
     }
 
 
-def listed_json(record: SandboxRecord) -> dict:
+def listed_json(record: SandboxRecord, memory_mb: int) -> dict:
     return {
         "templateID": record.template_id,
         "alias": record.template_id,
@@ -55,7 +56,7 @@ def listed_json(record: SandboxRecord) -> dict:
         "startedAt": iso(record.started_at),
         "endAt": iso(record.end_at),
         "cpuCount": CPU_COUNT,
-        "memoryMB": MEMORY_MB,
+        "memoryMB": memory_mb,
         "diskSizeMB": DISK_MB,
         "state": record.state,
         "envdVersion": ENVD_VERSION,
@@ -63,9 +64,9 @@ def listed_json(record: SandboxRecord) -> dict:
     }
 
 
-def detail_json(record: SandboxRecord) -> dict:
+def detail_json(record: SandboxRecord, memory_mb: int) -> dict:
     return {
-        **listed_json(record),
+        **listed_json(record, memory_mb),
         "envdAccessToken": record.access_token,
         "domain": None,
         "lifecycle": {"autoResume": False, "onTimeout": "pause" if record.auto_pause else "kill"},
@@ -162,7 +163,8 @@ class ControlApi:
         return Response(status_code=204)
 
     async def info(self, request: Request) -> Response:
-        return JSONResponse(detail_json(self.manager.get(request.path_params["sandbox_id"])))
+        return JSONResponse(detail_json(self.manager.get(request.path_params["sandbox_id"]),
+                                        self.manager.settings.memory_mb))
 
     async def timeout(self, request: Request) -> Response:
         body = await _json_body(request)
@@ -206,7 +208,7 @@ class ControlApi:
         offset = _page_offset(query.get("nextToken"))
         page = records[offset:offset + limit]
         headers = {"X-Next-Token": _page_token(offset + limit)} if offset + limit < len(records) else {}
-        return JSONResponse([listed_json(r) for r in page], headers=headers)
+        return JSONResponse([listed_json(r, self.manager.settings.memory_mb) for r in page], headers=headers)
 
     def app(self) -> Starlette:
         def route(path: str, op: str, handler: Handler, method: str) -> Route:
