@@ -46,12 +46,9 @@ def _cluster_down(args: argparse.Namespace) -> int:
 
 
 def _e2b_local(args: argparse.Namespace) -> int:
-    from remote_agents_local.e2b_local import sdk_stubs
+    from remote_agents_local.e2b_local.__main__ import main as e2b_local_main
 
-    sdk_stubs.register_bare_sdk_package()  # this process serves E2B; it never uses the client SDK
-    from remote_agents_local.e2b_local import server
-
-    return server.main(args)
+    return e2b_local_main(args.options)
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -184,16 +181,9 @@ def _add_cluster(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_e2b_local(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("e2b-local", help="a local E2B-compatible sandbox server (foreground)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=49982)
-    parser.add_argument("--api-key", default=None, help="key clients must send (default: e2b_local_dev_key)")
-    parser.add_argument("--state-dir", default=None)
-    parser.add_argument("--latency", action="append", default=[], metavar="OP=SECONDS")
-    parser.add_argument("--error-rate", action="append", default=[], metavar="OP=FRACTION")
-    parser.add_argument("--max-running", type=int, default=20, help="concurrently running sandboxes (429 above)")
-    parser.add_argument("--max-timeout", type=int, default=3600, help="maximum sandbox timeout in seconds")
-    parser.set_defaults(func=_e2b_local)
+    # Its options are the local distribution's own: main() hands them over unparsed, so the
+    # operator's CLI does not spell them again.
+    sub.add_parser("e2b-local", help="a local E2B-compatible sandbox server (foreground; --help lists its options)")
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -269,7 +259,10 @@ def main(argv: list[str] | None = None, prog: str = PROGRAMS[0]) -> int:
     import argcomplete
 
     argcomplete.autocomplete(parser)  # answers and exits when the shell asks for completions
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # e2b-local's options are its own: they go to it unparsed (see _add_e2b_local).
+    args = argparse.Namespace(command="e2b-local", func=_e2b_local, options=argv[1:]) \
+        if argv[:1] == ["e2b-local"] else parser.parse_args(argv)
     try:
         return args.func(args)
     except ModuleNotFoundError as error:
