@@ -101,21 +101,18 @@ def _add_operator(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("operator", help="run the operator (kubeconfig from the environment)")
     add_arguments(parser)
     parser.set_defaults(func=_operator)
-    crds = sub.add_parser("crds", help="write the CRDs generated from the typed models")
-    crds.add_argument("--dir", default="crds")
-    crds.add_argument("--check", action="store_true", help="fail if the files differ from their source")
-    crds.set_defaults(func=_crds)
     manifests = sub.add_parser("manifests", help="write the kustomize base from remote_agents.deploy")
     add_manifest_arguments(manifests)
     manifests.set_defaults(func=_manifests)
-    monitoring = sub.add_parser("monitoring", help="write the ServiceMonitor, PrometheusRule and Grafana dashboard")
-    monitoring.add_argument("--dir", default="manifests/monitoring")
-    monitoring.add_argument("--check", action="store_true", help="fail if the files differ from their source")
-    monitoring.set_defaults(func=_monitoring)
-    chart = sub.add_parser("chart", help="write the Helm chart's generated files (values, CRDs, RBAC)")
-    chart.add_argument("--dir", default="charts/remote-agents")
-    chart.add_argument("--check", action="store_true", help="fail if the files differ from their source")
-    chart.set_defaults(func=_chart)
+    for name, func, directory, text in (
+            ("crds", _crds, "crds", "write the CRDs generated from the typed models"),
+            ("monitoring", _monitoring, "manifests/monitoring",
+             "write the ServiceMonitor, PrometheusRule and Grafana dashboard"),
+            ("chart", _chart, "charts/remote-agents", "write the Helm chart's generated files (values, CRDs, RBAC)")):
+        generator = sub.add_parser(name, help=text)
+        generator.add_argument("--dir", default=directory)
+        generator.add_argument("--check", action="store_true", help="fail if the files differ from their source")
+        generator.set_defaults(func=func)
 
 
 class StepProgress:
