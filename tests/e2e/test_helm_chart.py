@@ -54,7 +54,9 @@ def test_install_and_upgrade_create_exactly_what_the_release_declares(kubectl, c
     try:
         first = declared(helm, release, namespace)
         assert {kind for kind, _, _ in first} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment",
-                                                  "PodDisruptionBudget", "Service", "Ingress"}
+                                                  "PodDisruptionBudget", "Service", "Ingress",
+                                                  "Role", "RoleBinding"}  # the Lease's, in the release namespace
+        assert ("Role", "ra-chart-operator-leader-election", namespace) in first
         assert in_cluster(kubectl, release) == first
         deployment = kubectl.get("deployment", "ra-chart-operator", namespace)
         assert deployment["spec"]["replicas"] == 2
@@ -84,8 +86,8 @@ def chart_operator(cluster, crds, kubectl, helm, e2b, namespace, tmp_path):
     release = "ra-scoped"
     helm.run("install", release, str(CHART), "-n", release, "--create-namespace", "--set", f"namePrefix={release}",
              "--set", f"watchNamespaces={{{namespace}}}")
-    kubeconfig = service_account_kubeconfig(kubectl, cluster.kubeconfig, tmp_path / "kubeconfig",
-                                            account=(release, f"{release}-operator"))
+    kubeconfig = service_account_kubeconfig(kubectl, cluster.kubeconfig, tmp_path / "kubeconfig", release,
+                                            f"{release}-operator")
     process = OperatorProcess(kubeconfig, e2b.env, tmp_path / "operator.log", *FAST_OPERATOR_ARGS, "-n", namespace,
                               "--leader-election", "--lease-namespace", release, "--lease-name",
                               f"{release}-operator").start()

@@ -47,8 +47,9 @@ def permissions(kubectl, operator_namespace: str, checks: list[tuple[str, ...]])
     return {check: can(*check) for check in checks}
 
 
-def service_account_kubeconfig(kubectl, admin_kubeconfig: str, target: Path, operator_namespace: str) -> str:
-    token = kubectl.run("create", "token", names.SERVICE_ACCOUNT, "-n", operator_namespace,
+def service_account_kubeconfig(kubectl, admin_kubeconfig: str, target: Path, operator_namespace: str,
+                               service_account: str = names.SERVICE_ACCOUNT) -> str:
+    token = kubectl.run("create", "token", service_account, "-n", operator_namespace,
                         "--duration=2h").stdout.strip()
     config = yaml.safe_load(Path(admin_kubeconfig).read_text())
     config["users"] = [{"name": "operator", "user": {"token": token}}]
