@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from remote_agents.controller.redaction import MARKER
 from tests.e2e.test_agent_pool import members, pool_manifest, wait_pool_ready
 from tests.e2e.test_agent_task import finished, task_manifest
 from tests.e2e.test_remote_agent import SECRET_VALUE, agent_manifest
@@ -34,7 +35,7 @@ def test_a_setup_step_that_exits_3_stalls_with_its_exit_code_and_redacted_output
     found = eventually(stalled, 120, what="the agent to be Stalled by its failed setup step")
     assert found["reason"] == "SetupFailed"
     assert found["message"].startswith("setup step 1 exited 3: ")
-    assert "the index refused token ***" in found["message"]  # the output, with the Secret's value blanked
+    assert f"the index refused token {MARKER}" in found["message"]  # the output, with the Secret's value blanked
 
     agent = kubectl.get("ra", "broken-setup", namespace)
     assert agent["status"]["phase"] == "Failed"
