@@ -144,14 +144,18 @@ async def test_a_push_the_list_does_not_arrive_for_is_refused_so_github_can_rede
         assert (redelivered.status, await redelivered.json()) == (200, {"matched": 1})
 
 
+def counting_task_loop(monkeypatch, fleet) -> tuple[TaskController, list[int], asyncio.Task]:
+    """A task controller whose rounds only count themselves, its loop running."""
+    controller = TaskController(FakeKube(), FakeGateway(), inputs=None, fleet=fleet, activity=None, emit=None,
+                                github_api_hosts=(), listed=asyncio.Event())
+    rounds: list[int] = []
+    monkeypatch.setattr(controller, "step", lambda: rounds.append(1))
+    return controller, rounds, asyncio.create_task(controller.run())
+
+
 async def test_task_rounds_start_only_once_agents_and_tasks_are_both_listed(monkeypatch):
     fleet = SimpleNamespace(listed=asyncio.Event())
-    controller = TaskController(FakeKube(), FakeGateway(), inputs=None, fleet=fleet, activity=None, emit=None,
-                                github_api_hosts=(),
-                                listed=asyncio.Event())
-    rounds = []
-    monkeypatch.setattr(controller, "step", lambda: rounds.append(1))
-    loop = asyncio.create_task(controller.run())
+    controller, rounds, loop = counting_task_loop(monkeypatch, fleet)
     try:
         controller.scheduler.wake()
         await settle()
@@ -170,12 +174,7 @@ async def test_task_rounds_wait_for_the_tasks_too(monkeypatch):
     # With agents but not tasks listed, an agent running a task looks idle (pause_idle) and free (dispatch).
     fleet = SimpleNamespace(listed=asyncio.Event())
     fleet.listed.set()
-    controller = TaskController(FakeKube(), FakeGateway(), inputs=None, fleet=fleet, activity=None, emit=None,
-                                github_api_hosts=(),
-                                listed=asyncio.Event())
-    rounds = []
-    monkeypatch.setattr(controller, "step", lambda: rounds.append(1))
-    loop = asyncio.create_task(controller.run())
+    controller, rounds, loop = counting_task_loop(monkeypatch, fleet)
     try:
         controller.scheduler.wake()
         await settle()

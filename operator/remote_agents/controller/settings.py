@@ -61,7 +61,7 @@ class OperatorSettings:
     def from_env(cls, **overrides) -> OperatorSettings:
         """The defaults above, then the environment (.env.example lists it), then `overrides` (flags;
         a repeatable flag not given, an empty tuple, leaves the environment's list)."""
-        gateway = _from_environment(GatewaySettings(), GATEWAY_ENVIRONMENT)
+        gateway = replace(GatewaySettings(), **_fields_from_environment(GatewaySettings(), GATEWAY_ENVIRONMENT))
         values = _fields_from_environment(cls(), OPERATOR_ENVIRONMENT)
         values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
         return cls(gateway=gateway, **values)
@@ -100,7 +100,3 @@ def _fields_from_environment(defaults: object, environment: dict[str, str]) -> d
         else:
             found[name] = text if default is None or isinstance(default, str) else type(default)(float(text))
     return found
-
-
-def _from_environment(defaults: GatewaySettings, environment: dict[str, str]) -> GatewaySettings:
-    return replace(defaults, **_fields_from_environment(defaults, environment))

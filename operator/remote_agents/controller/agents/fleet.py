@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
+from remote_agents.api.conditions import condition
 from remote_agents.api.names import AGENTS, POOL_LABEL, SANDBOX_CLUSTER_KEY, SANDBOX_NAME_KEY, SANDBOX_NAMESPACE_KEY
 from remote_agents.controller import metrics
 from remote_agents.controller.agents import decide
@@ -46,14 +47,13 @@ def view_of(body: Mapping[str, Any]) -> decide.AgentView:
                   own_api_key=key_secret is not None, e2b_key_secret=key_secret[0] if key_secret else None,
                   deleting=bool(meta.get("deletionTimestamp")), phase=status.get("phase"),
                   pool=(meta.get("labels") or {}).get(POOL_LABEL),
-                  stalled=any(c.get("type") == "Stalled" and c.get("status") == "True"
-                              for c in status.get("conditions") or []))
+                  stalled=condition(body, "Stalled").get("status") == "True")
     if spec is None:
         # Still an agent (never an orphan), but nothing about it can be judged: no drift, no
         # timeout refresh, no task starts or goes on (paused) until its spec parses again.
         return decide.AgentView(**common, paused=True, repo="", ref="", config_hash="", timeout_seconds=0,
                                 invalid_spec=problem)
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    ready = condition(body, "Ready")
     return decide.AgentView(
         **common, paused=spec.paused or bool(status.get("idlePaused")), repo=spec.source.repo,
         ref=spec.source.ref, config_hash=decide.config_hash(spec), timeout_seconds=spec.sandbox_timeout_seconds,

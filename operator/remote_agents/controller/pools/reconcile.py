@@ -14,6 +14,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from remote_agents.api.conditions import condition
 from remote_agents.api.models import AgentPoolSpec
 from remote_agents.api.names import AGENTS, API_VERSION, POOL_LABEL, POOLS, TEMPLATE_HASH_LABEL
 from remote_agents.controller import metrics
@@ -27,10 +28,8 @@ log = logging.getLogger(__name__)
 
 
 def _ready(agent: Mapping[str, Any]) -> bool:
-    conditions = (agent.get("status") or {}).get("conditions") or []
-    generation = agent["metadata"].get("generation")
-    return any(c.get("type") == "Ready" and c.get("status") == "True" and c.get("observedGeneration") == generation
-               for c in conditions)
+    ready = condition(agent, "Ready")
+    return ready.get("status") == "True" and ready.get("observedGeneration") == agent["metadata"].get("generation")
 
 
 def child_view(agent: Mapping[str, Any], running: int = 0) -> decide.Child:
