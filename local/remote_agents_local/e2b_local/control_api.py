@@ -120,7 +120,7 @@ class ControlApi:
         self.api_key = api_key
         self.faults = faults
         self.templates = TemplateApi(manager, TemplateRegistry(manager.settings.state_dir), api_key)
-        manager.on_kill.append(lambda _: self.templates.registry.collect(manager.store))
+        manager.on_kill.append(self.templates.sandbox_gone)
 
     def _endpoint(self, op: str, handler: Handler) -> Handler:
         """Auth, injected faults and ApiError rendering around one operation."""

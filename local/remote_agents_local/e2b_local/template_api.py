@@ -20,7 +20,7 @@ from remote_agents_local.e2b_local.config import ENVD_VERSION
 from remote_agents_local.e2b_local.sandboxes import ApiError, SandboxManager
 from remote_agents_local.e2b_local.template_build import Builder
 from remote_agents_local.e2b_local.templates import (FILES_HASH, WAITING, BuildRecord, TemplateRecord,
-                                                     TemplateRegistry, split_name)
+                                                     TemplateRegistry, remove, split_name)
 from remote_agents_local.e2b_local.store import iso
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -48,6 +48,7 @@ class TemplateApi:
         self.manager = manager
         self.registry = registry
         self.builder = Builder(manager, registry)
+        remove(registry.collect(manager.store))  # what builds cut short by a restart left
         self._upload_key = hashlib.sha256(f"e2b-local upload:{api_key}".encode()).digest()
 
     # -- build -------------------------------------------------------------------------------
@@ -208,7 +209,7 @@ class TemplateApi:
     async def delete(self, request: Request) -> Response:
         build_ids = self.registry.delete(request.path_params["template_id"])
         self.builder.cancel(build_ids)
-        await asyncio.to_thread(self.registry.collect, self.manager.store)
+        await asyncio.to_thread(remove, self.registry.collect(self.manager.store))
         return Response(status_code=204)
 
     # -- sandboxes -------------------------------------------------------------------------------
@@ -224,6 +225,12 @@ class TemplateApi:
         return {"template_id": template.template_id, "template_alias": template.names[0],
                 "layer": str(self.registry.layer(build.build_id)), "template_env": dict(build.env),
                 "workdir": build.workdir, "cpu_count": build.cpu_count, "memory_mb": build.memory_mb}, build
+
+    def sandbox_gone(self, _sandbox_id: str) -> None:
+        """A killed sandbox may have been the last user of a layer."""
+        freed = self.registry.collect(self.manager.store)
+        if freed:
+            asyncio.get_running_loop().run_in_executor(None, remove, freed)
 
     def routes(self, endpoint: Callable[[str, Handler], Handler], with_body) -> list[Route]:
         """`endpoint(op, handler)` adds auth and faults; `with_body(handler)` reads the JSON body."""

@@ -27,7 +27,7 @@ from e2b.envd.process import process_pb
 from remote_agents_local.e2b_local.isolation import DEFAULT_PATH, USERS, SandboxFiles, SandboxInit, resolve_user
 from remote_agents_local.e2b_local.processes import ProcessTable
 from remote_agents_local.e2b_local.sandboxes import ApiError, SandboxManager
-from remote_agents_local.e2b_local.templates import BUILDING, BuildRecord, TemplateRegistry
+from remote_agents_local.e2b_local.templates import BUILDING, BuildRecord, TemplateRegistry, remove
 
 log = logging.getLogger("e2b_local")
 
@@ -157,7 +157,7 @@ class Builder:
                     self.manager.cgroups.kill(name)
                     await init.stop()
                     await asyncio.to_thread(self.manager.cgroups.remove, name)
-                await asyncio.to_thread(self.registry.collect, self.manager.store)
+                await asyncio.to_thread(remove, self.registry.collect(self.manager.store))
 
     def _base(self, build: BuildRecord, spec: dict) -> BuildRecord | None:
         """The ready build this one starts from, or None for the host system."""

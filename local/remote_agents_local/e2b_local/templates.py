@@ -252,11 +252,22 @@ class TemplateRegistry:
         template.last_spawned_at = time.time()
         self.save()
 
-    def collect(self, sandboxes: Store) -> None:
-        """Free every layer no tag and no sandbox uses (and no build in progress writes)."""
+    def collect(self, sandboxes: Store) -> list[Path]:
+        """Set aside every layer no tag and no sandbox uses (nor a build in progress writes), and
+        what a previous server set aside; returns them for remove(). Decided and renamed on the
+        event loop, where sandboxes are created, so no new sandbox can start from one of them."""
         keep = {build_id for t in self.templates.values() for build_id in t.tags.values()}
         keep |= {b.build_id for b in self.builds.values() if b.status in (WAITING, BUILDING)}
         keep |= {Path(r.layer).name for r in sandboxes.sandboxes.values() if r.layer}
+        doomed = []
         for layer in self.layers.iterdir():
-            if layer.name not in keep:
-                shutil.rmtree(layer, ignore_errors=True)
+            if layer.name.startswith(".freed-"):
+                doomed.append(layer)
+            elif layer.name not in keep:
+                doomed.append(layer.rename(layer.with_name(f".freed-{layer.name}")))
+        return doomed
+
+
+def remove(layers: list[Path]) -> None:
+    for layer in layers:
+        shutil.rmtree(layer, ignore_errors=True)
