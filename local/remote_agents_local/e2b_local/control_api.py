@@ -141,12 +141,16 @@ class ControlApi:
     async def create(self, request: Request) -> Response:
         body = await _json_body(request)
         key = request.headers.get("idempotency-key")
-        if key is not None and self.manager.store.idempotency.get(key) in self.manager.store.sandboxes:
+        repeated = key is not None and self.manager.store.idempotency.get(key) in self.manager.store.sandboxes
+        template = body.get("templateID")
+        launch = self.templates.launch(template) if isinstance(template, str) and not repeated else None
+        if launch is None:
             return JSONResponse(sandbox_json(self.manager.create(body, key)), status_code=201)
-        launch = self.templates.launch(body["templateID"]) if isinstance(body.get("templateID"), str) else None
-        record = self.manager.create(body, key, launch[0] if launch else None)
-        if launch is not None and (launch[1].start_cmd or launch[1].ready_cmd):
-            await self._start_template(record, launch[1])
+        fields, built, build = launch
+        record = self.manager.create(body, key, fields)
+        self.templates.registry.spawned(built)
+        if build.start_cmd or build.ready_cmd:
+            await self._start_template(record, build)
         return JSONResponse(sandbox_json(record), status_code=201)
 
     async def _start_template(self, record: SandboxRecord, build: BuildRecord) -> None:

@@ -115,7 +115,7 @@ class TemplateApi:
 
     async def start_build(self, request: Request, body: dict) -> Response:
         build = self.registry.build(request.path_params["template_id"], request.path_params["build_id"])
-        if build.status != WAITING:
+        if build.status != WAITING or build.build_id in self.builder.tasks:
             raise ApiError(400, f"build '{build.build_id}' was already started (status {build.status})")
         steps = body.get("steps") or []
         if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
@@ -214,17 +214,16 @@ class TemplateApi:
 
     # -- sandboxes -------------------------------------------------------------------------------
 
-    def launch(self, reference: str) -> tuple[dict, BuildRecord] | None:
+    def launch(self, reference: str) -> tuple[dict, TemplateRecord, BuildRecord] | None:
         """The SandboxRecord fields of a sandbox of the built template `reference` names (None:
         no such template, the sandbox starts from the host system as before)."""
         found = self.registry.ready_build(reference)
         if found is None:
             return None
         template, build = found
-        self.registry.spawned(template)
         return {"template_id": template.template_id, "template_alias": template.names[0],
                 "layer": str(self.registry.layer(build.build_id)), "template_env": dict(build.env),
-                "workdir": build.workdir, "cpu_count": build.cpu_count, "memory_mb": build.memory_mb}, build
+                "workdir": build.workdir, "cpu_count": build.cpu_count, "memory_mb": build.memory_mb}, template, build
 
     def sandbox_gone(self, _sandbox_id: str) -> None:
         """A killed sandbox may have been the last user of a layer."""

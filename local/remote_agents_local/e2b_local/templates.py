@@ -120,8 +120,8 @@ class TemplateRegistry:
         if self.path.exists():
             self._load()
         for build in self.builds.values():
-            if build.status == BUILDING:
-                # Its steps ran in processes that died with the previous server.
+            if build.status in (WAITING, BUILDING):
+                # Its steps ran (or were queued) in the previous server, whose processes are gone.
                 build.status, build.finished_at = ERROR, time.time()
                 build.reason = {"message": "the e2b-local server restarted during the build; build it again"}
                 build.log(build.reason["message"], "error")
