@@ -209,7 +209,7 @@ class SandboxManager:
             r for r in self.store.sandboxes.values()
             if r.state in states
             and all(r.metadata.get(k) == v for k, v in metadata.items())
-            and (template is None or r.template_id == template)
+            and (template is None or template in (r.template_id, r.template_alias))
         ]
         records.sort(key=lambda r: (r.started_at, r.sandbox_id), reverse=(order == "desc"))
         return records

@@ -158,6 +158,8 @@ class Builder:
                     await init.stop()
                     await asyncio.to_thread(self.manager.cgroups.remove, name)
                 await asyncio.to_thread(remove, self.registry.collect(self.manager.store))
+                log.info("template %s build %s: %s%s", build.template_id, build.build_id, build.status,
+                         f" ({build.reason['message']})" if build.reason else "")
 
     def _base(self, build: BuildRecord, spec: dict) -> BuildRecord | None:
         """The ready build this one starts from, or None for the host system."""
