@@ -156,6 +156,16 @@ def test_tags_name_builds_and_the_template_memory_is_the_sandbox_limit(context: 
     Template.build(Template(file_context_path=str(context)).from_base_image().run_cmd("echo v2 > /home/user/v"),
                    name, tags=["v2"])
     assert {t.tag for t in Template.get_tags(name)} == {"v1", "v2", "default"}
+    assigned = Template.assign_tags(f"{name}:v1", "stable")
+    assert assigned.tags == ["stable"]
+    stable = Sandbox.create(f"{name}:stable", timeout=120)
+    try:
+        assert stable.files.read("/home/user/v") == "v1\n"
+    finally:
+        stable.kill()
+    Template.remove_tags(name, "stable")
+    with pytest.raises(Exception, match="no ready build tagged 'stable'"):
+        Sandbox.create(f"{name}:stable", timeout=60)
     v1, latest = Sandbox.create(f"{name}:v1", timeout=120), Sandbox.create(name, timeout=120)
     try:
         assert v1.files.read("/home/user/v") == "v1\n"
