@@ -204,11 +204,16 @@ def test_a_template_survives_a_restart_and_deleting_it_frees_its_layer(
         kept.files.write("/home/user/app/mine.txt", "mine")
     layer = state / "templates" / "layers" / info.build_id
     assert (state / "templates.json").stat().st_mode & 0o777 == 0o600
+    assert (state / "templates" / "logs" / f"{info.build_id}.json").stat().st_mode & 0o777 == 0o600
+    assert (state / "templates").stat().st_mode & 0o777 == 0o700
     with launcher.start(state) as server:
         for key, value in server.env.items():
             monkeypatch.setenv(key, value)
         box = Sandbox.create(name, timeout=120)
         assert box.commands.run("cat greeting.txt").stdout == "hello from the layer\n"
+        status = Template.get_build_status(info, logs_offset=0)
+        assert status.status.value == "ready"
+        assert "run-step-says-hi" in [entry.message for entry in status.log_entries]
         # The sandbox made before the restart still has its own writes over the layer.
         again = Sandbox.connect(kept.sandbox_id)
         assert again.commands.run("cat mine.txt greeting.txt").stdout == "minehello from the layer\n"
