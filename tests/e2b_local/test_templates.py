@@ -149,6 +149,25 @@ def test_a_template_based_on_another_and_its_start_command_and_ready_check(conte
         plain.kill()
 
 
+def test_the_templates_last_user_is_its_sandboxes_default_user(context: Path):
+    name = _name("root-user")
+    template = (Template(file_context_path=str(context)).from_base_image()
+                .run_cmd("whoami > /home/user/first")
+                .set_user("root")
+                .run_cmd("whoami > who && pwd >> who"))
+    Template.build(template, name)
+    box = Sandbox.create(name, timeout=120)
+    try:
+        assert box.commands.run("whoami; pwd").stdout == "root\n/root\n"
+        assert box.files.read("/root/who") == "root\n/root\n"  # the files API's default user too
+        assert box.files.read("/home/user/first") == "user\n"  # steps before USER ran as `user`
+        assert box.commands.run("whoami", user="user").stdout == "user\n"
+    finally:
+        box.kill()
+    with pytest.raises(BuildException, match="only the users root, user"):
+        Template.build(Template(file_context_path=str(context)).from_base_image().set_user("guest"), _name("guest"))
+
+
 def test_tags_name_builds_and_the_template_memory_is_the_sandbox_limit(context: Path):
     name = _name("tagged")
     small = Template(file_context_path=str(context)).from_template("base").run_cmd("echo v1 > /home/user/v")
