@@ -244,3 +244,15 @@ def test_a_template_survives_a_restart_and_deleting_it_frees_its_layer(
         box.kill()
         again.kill()
         assert not layer.exists()
+
+
+def test_an_unreadable_templates_file_is_set_aside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    state = tmp_path / "state"
+    with launcher.start(state):
+        pass
+    (state / "templates.json").write_bytes(b'{"templates": {"t": {"templ')
+    with launcher.start(state) as server:
+        for key, value in server.env.items():
+            monkeypatch.setenv(key, value)
+        assert not Template.exists("anything")  # started, with no templates
+    assert len(list(state.glob("templates.json.unreadable-*"))) == 1  # kept for whoever looks
