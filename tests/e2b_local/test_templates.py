@@ -97,6 +97,24 @@ def test_sandbox_writes_never_reach_the_template_or_each_other(context: Path, e2
         second.kill()
 
 
+def test_a_template_sandbox_cannot_uncover_or_name_its_layer(context: Path):
+    name = _name("sealed")
+    Template.build(Template(file_context_path=str(context)).from_base_image().run_cmd("echo x > ~/x"), name)
+    box = Sandbox.create(name, timeout=120)
+    try:
+        # root (no CAP_SYS_ADMIN) can neither take its overlays apart nor mount one of its own.
+        attempts = box.commands.run("umount /home; umount -l /tmp; mount -t overlay o -o lowerdir=/usr /mnt; "
+                                    "cat ~user/x", user="root")
+        assert attempts.stdout == "x\n"
+        assert "must be superuser" in attempts.stderr and "permission denied" in attempts.stderr
+        mounts = box.commands.run("cat /proc/self/mountinfo").stdout
+        overlays = {line.split()[4] for line in mounts.splitlines() if " - overlay e2b-layer " in line}
+        assert {"/home", "/root", "/tmp"} <= overlays
+        assert "templates/layers" not in mounts  # the layers' host paths are not named
+    finally:
+        box.kill()
+
+
 def test_a_failing_step_fails_the_build_with_its_log_and_reason(context: Path):
     template = (Template(file_context_path=str(context)).from_base_image()
                 .run_cmd("echo fine")
