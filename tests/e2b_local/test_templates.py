@@ -51,6 +51,8 @@ async def test_a_built_template_gives_its_sandboxes_files_env_and_workdir_and_st
     assert "run-step-says-hi" in messages
     assert any("[builder 2/6] RUN" in m for m in messages)
     assert await AsyncTemplate.exists(name)
+    assert await AsyncTemplate.exists("base")  # E2B's public base: the host system here
+    assert not await AsyncTemplate.exists(_name("never-built"))
     box = await AsyncSandbox.create(name, timeout=120)
     try:
         seen = await box.commands.run("pwd; cat greeting.txt nested/deep.txt ~/built.txt; echo $GREETING; tool")
