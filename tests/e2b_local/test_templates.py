@@ -99,6 +99,31 @@ def test_sandbox_writes_never_reach_the_template_or_each_other(context: Path, e2
         second.kill()
 
 
+def test_a_template_adds_to_the_hosts_root_without_changing_it(context: Path, e2b_server: launcher.LocalE2B):
+    """WORKDIR /app and a COPY into it: the template's own `/` holds what the host's lacks, each
+    sandbox writes over it alone, and the host's files stay out of reach."""
+    name = _name("app-root")
+    info = Template.build(Template(file_context_path=str(context)).from_base_image()
+                          .set_workdir("/app").copy("app", "/app/").run_cmd("echo by-user > made.txt"), name)
+    first, second = Sandbox.create(name, timeout=120), Sandbox.create(name, timeout=120)
+    try:
+        assert first.commands.run("pwd; stat -c %U .; cat made.txt greeting.txt").stdout == (
+            "/app\nuser\nby-user\nhello from the layer\n")
+        first.commands.run("echo mine > made.txt && echo new > new.txt")
+        assert first.commands.run("mkdir /added && echo root-may", user="root").stdout == "root-may\n"
+        denied = first.commands.run("mkdir /added-by-user; touch /usr/x /etc/x; cat /etc/shadow; true")
+        assert denied.stderr.count("Permission denied") == 4
+        assert first.commands.run("touch /usr/x /etc/x 2>&1 | grep -c 'Permission denied'", user="root").stdout == "2\n"
+        assert second.commands.run("cat made.txt; ls /app; ls -d /added 2>&1 || true").stdout == (
+            "by-user\ngreeting.txt\nmade.txt\nnested\nls: cannot access '/added': No such file or directory\n")
+        layer = e2b_server.log_path.parent / "templates" / "layers" / info.build_id
+        assert (layer / "rootfs/app/made.txt").read_text() == "by-user\n"
+        assert not Path("/app").exists() and not Path("/added").exists()  # the host's / is untouched
+    finally:
+        first.kill()
+        second.kill()
+
+
 def test_a_template_sandbox_cannot_uncover_or_name_its_layer(context: Path):
     name = _name("sealed")
     Template.build(Template(file_context_path=str(context)).from_base_image().run_cmd("echo x > ~/x"), name)
