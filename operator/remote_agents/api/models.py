@@ -342,7 +342,9 @@ class KeyToPath(ApiModel):
     """One key of a ConfigMap and the file it becomes."""
     key: str = Field(min_length=1, max_length=253, description="Key of the ConfigMap.")
     path: str = Field(min_length=1, max_length=1024, pattern=RELATIVE_PATH,
-                      description="Relative path of the file under copy.to.")
+                      description="Relative path of the file under copy.to.",
+                      json_schema_extra={"x-kubernetes-validations": [{
+                          "rule": "!self.contains('..')", "message": "items[].path must not contain '..'"}]})
 
 
 class ConfigMapFiles(ApiModel):
