@@ -131,7 +131,8 @@ def _pick_keeper(sandboxes: list[ObservedSandbox], recorded_id: str | None, want
 
 def outdated_template(sandbox: ObservedSandbox, template: TemplateState | None) -> bool:
     """The sandbox was made from older content of its E2BTemplate than the Ready build."""
-    return template is not None and template.usable and sandbox.metadata.get(SANDBOX_TEMPLATE_KEY) != template.content_hash
+    return template is not None and template.usable and \
+        sandbox.metadata.get(SANDBOX_TEMPLATE_KEY) != template.content_hash
 
 
 def plan_agent(*, uid: str, spec: RemoteAgentSpec, recorded_sandbox_id: str | None, recorded_revision: str | None,

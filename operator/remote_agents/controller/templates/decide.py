@@ -160,8 +160,8 @@ def outcome_of(progress: BuildProgress) -> tuple[str, Outcome]:
         return "Ready", Outcome(ready=True, reason="BuildSucceeded", message="the build is ready")
     if progress.state == "error":
         where = f" (step {progress.step})" if progress.step else ""
-        return "Failed", Outcome(False, "BuildFailed", f"the build failed{where}: {progress.reason or 'no reason given'}",
-                                 stalled=True)
+        why = progress.reason or "no reason given"
+        return "Failed", Outcome(False, "BuildFailed", f"the build failed{where}: {why}", stalled=True)
     return "Building", Outcome(False, "Building", "the template is being built", reconciling=True)
 
 
