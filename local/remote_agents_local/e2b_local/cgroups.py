@@ -124,8 +124,9 @@ class SandboxCgroups:
             raise CgroupError(f"no cgroup {', '.join(missing)} controller is available (neither v2 nor v1): "
                               f"sandboxes could not be paused or limited")
 
-    def create(self, sandbox_id: str) -> list[str]:
-        """The sandbox's cgroups with their limits; returns the cgroup.procs files to join."""
+    def create(self, sandbox_id: str, memory_bytes: int | None = None) -> list[str]:
+        """The sandbox's cgroups with their limits (memory: the server's unless its template sets
+        one); returns the cgroup.procs files to join."""
         procs = []
         for tree in self.trees:
             path = tree.base / sandbox_id
@@ -133,7 +134,7 @@ class SandboxCgroups:
             if tree == self.pids:
                 (path / "pids.max").write_text(str(self.pids_max))
             if tree == self.memory:
-                (path / ("memory.max" if tree.v2 else "memory.limit_in_bytes")).write_text(str(self.memory_bytes))
+                (path / ("memory.max" if tree.v2 else "memory.limit_in_bytes")).write_text(str(memory_bytes or self.memory_bytes))
             procs.append(str(path / "cgroup.procs"))
         return procs
 

@@ -18,7 +18,7 @@ API_KEY_ENV = "E2B_LOCAL_API_KEY"
 API_KEY_FILE_ENV = "E2B_LOCAL_API_KEY_FILE"
 API_KEY_FILE = "api-key"
 # Operations that accept --latency / --error-rate.
-OPERATIONS = ("create", "connect", "pause", "kill", "list", "info", "timeout", "envd")
+OPERATIONS = ("create", "connect", "pause", "kill", "list", "info", "timeout", "envd", "templates")
 # The envd version reported to clients: the SDK gates features on it (0.6.x passes all gates).
 ENVD_VERSION = "0.6.8"
 DEFAULT_SANDBOX_TIMEOUT = 300

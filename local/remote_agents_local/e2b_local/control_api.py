@@ -20,13 +20,19 @@ from remote_agents_local.e2b_local.config import ENVD_VERSION
 from remote_agents_local.e2b_local.faults import RETRY_AFTER_SECONDS, Faults
 from remote_agents_local.e2b_local.sandboxes import ApiError, SandboxManager
 from remote_agents_local.e2b_local.store import PAUSED, RUNNING, SandboxRecord, iso
+from remote_agents_local.e2b_local.template_api import TemplateApi
+from remote_agents_local.e2b_local.isolation import DEFAULT_PATH
+from remote_agents_local.e2b_local.template_build import start_template, wait_ready
+from remote_agents_local.e2b_local.templates import BuildRecord, TemplateRegistry
 
 CLIENT_ID = "e2b-local"
 DEFAULT_PAGE = 100
 MAX_BODY = 1 << 20  # control-plane bodies are small JSON objects (metadata, envVars)
-# What every sandbox reports besides its memory limit (--memory-mb, enforced); CPU and disk are
-# not limited, the SDK just requires the fields.
+# What every sandbox reports besides its memory limit (--memory-mb or its template's, enforced);
+# CPU (unless its template says) and disk are not limited, the SDK just requires the fields.
 CPU_COUNT, DISK_MB = 2, 10240
+# A sandbox's create answers once its template's ready check passed (within the SDK's 60 s default).
+CREATE_READY_TIMEOUT_SECONDS = 50
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -38,7 +44,7 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
 def sandbox_json(record: SandboxRecord) -> dict:
     return {
         "templateID": record.template_id,
-        "alias": record.template_id,
+        "alias": record.template_alias or record.template_id,
         "sandboxID": record.sandbox_id,
         "clientID": CLIENT_ID,
         "envdVersion": ENVD_VERSION,
@@ -50,13 +56,13 @@ def sandbox_json(record: SandboxRecord) -> dict:
 def listed_json(record: SandboxRecord, memory_mb: int) -> dict:
     return {
         "templateID": record.template_id,
-        "alias": record.template_id,
+        "alias": record.template_alias or record.template_id,
         "sandboxID": record.sandbox_id,
         "clientID": CLIENT_ID,
         "startedAt": iso(record.started_at),
         "endAt": iso(record.end_at),
-        "cpuCount": CPU_COUNT,
-        "memoryMB": memory_mb,
+        "cpuCount": record.cpu_count or CPU_COUNT,
+        "memoryMB": record.memory_mb or memory_mb,
         "diskSizeMB": DISK_MB,
         "state": record.state,
         "envdVersion": ENVD_VERSION,
@@ -113,6 +119,8 @@ class ControlApi:
         self.manager = manager
         self.api_key = api_key
         self.faults = faults
+        self.templates = TemplateApi(manager, TemplateRegistry(manager.settings.state_dir), api_key)
+        manager.on_kill.append(self.templates.sandbox_gone)
 
     def _endpoint(self, op: str, handler: Handler) -> Handler:
         """Auth, injected faults and ApiError rendering around one operation."""
@@ -132,8 +140,30 @@ class ControlApi:
 
     async def create(self, request: Request) -> Response:
         body = await _json_body(request)
-        record = self.manager.create(body, request.headers.get("idempotency-key"))
+        key = request.headers.get("idempotency-key")
+        repeated = key is not None and self.manager.store.idempotency.get(key) in self.manager.store.sandboxes
+        template = body.get("templateID")
+        launch = self.templates.launch(template) if isinstance(template, str) and not repeated else None
+        if launch is None:
+            return JSONResponse(sandbox_json(self.manager.create(body, key)), status_code=201)
+        fields, built, build = launch
+        record = self.manager.create(body, key, fields)
+        self.templates.registry.spawned(built)
+        if build.start_cmd or build.ready_cmd:
+            await self._start_template(record, build)
         return JSONResponse(sandbox_json(record), status_code=201)
+
+    async def _start_template(self, record: SandboxRecord, build: BuildRecord) -> None:
+        """The template's start command and ready check, as E2B runs them for a new sandbox."""
+        table = self.manager.runtime(record.sandbox_id).processes
+        envs = {"PATH": DEFAULT_PATH, **build.env}
+        if build.start_cmd:
+            await start_template(table, build.start_cmd, build.user, build.workdir, envs)
+        if build.ready_cmd and not await wait_ready(table, build.ready_cmd, build.user, build.workdir, envs,
+                                                    CREATE_READY_TIMEOUT_SECONDS):
+            await self.manager.kill(record.sandbox_id)
+            raise ApiError(500, f"the template's ready check ({build.ready_cmd}) did not pass within "
+                                f"{CREATE_READY_TIMEOUT_SECONDS} s of its start command")
 
     async def connect(self, request: Request) -> Response:
         body = await _json_body(request)
@@ -214,7 +244,13 @@ class ControlApi:
         def route(path: str, op: str, handler: Handler, method: str) -> Route:
             return Route(path, self._endpoint(op, handler), methods=[method])
 
+        def with_body(handler):
+            async def read(request: Request) -> Response:
+                return await handler(request, await _json_body(request))
+            return read
+
         return Starlette(routes=[
+            *self.templates.routes(self._endpoint, with_body),
             route("/sandboxes", "create", self.create, "POST"),
             route("/v2/sandboxes", "create", self.create, "POST"),
             route("/sandboxes", "list", self.list_v1, "GET"),

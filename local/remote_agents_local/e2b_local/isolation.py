@@ -116,6 +116,25 @@ def write_identity_files(directory: Path) -> tuple[Path, Path]:
     return paths
 
 
+# Every command's PATH unless the template, the sandbox or the command sets one (E2B's default).
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def write_profile(directory: Path) -> Path:
+    """/etc/profile as a sandbox sees it: the host's, keeping the PATH a command was started with.
+    Debian's resets PATH for every login shell (commands run as `bash -l -c`), so a template's or
+    a sandbox's PATH would be lost; E2B's Ubuntu-based images leave PATH alone."""
+    try:
+        host = Path("/etc/profile").read_text()
+    except OSError:
+        host = ""
+    path = directory / "profile"
+    path.write_text('__e2b_path="${PATH-}"\n' + host +
+                    '\nif [ -n "$__e2b_path" ]; then PATH="$__e2b_path"; export PATH; fi\nunset __e2b_path\n')
+    path.chmod(0o644)
+    return path
+
+
 @dataclass(frozen=True)
 class BoundaryConfig:
     """What every sandbox of one server shares."""
@@ -125,6 +144,7 @@ class BoundaryConfig:
     hidden: tuple[str, ...]
     passwd: Path
     group: Path
+    profile: Path | None = None
 
     def host_uid(self, sandbox_uid: int) -> int:
         return self.uid_base + sandbox_uid
@@ -134,16 +154,29 @@ class BoundaryConfig:
         return inside if 0 <= inside < ID_COUNT else None
 
 
-class SandboxFiles:
-    """The on-disk directories of one sandbox: its /home (holding user/), /root and /tmp."""
+# The trees a sandbox may write; everything else is the host's, read-only. A template's layer is
+# these three trees as its build left them.
+WRITABLE = ("home", "root", "tmp")
 
-    def __init__(self, root: Path) -> None:
+
+class SandboxFiles:
+    """The on-disk directories of one sandbox: its /home (holding user/), /root and /tmp.
+
+    With a template `layer`, each of the three is an overlay: the layer's tree (read-only, shared by
+    every sandbox of the template) under the sandbox's own directory, which takes every write."""
+
+    def __init__(self, root: Path, layer: Path | None = None) -> None:
         self.root = root
+        self.layer = layer
 
     def create(self, config: BoundaryConfig) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for sub, owner, mode in (("home", None, 0o755), ("home/user", 1000, 0o755), ("root", 0, 0o700),
-                                 ("tmp", 0, 0o1777)):
+        trees = [("home", None, 0o755), ("root", 0, 0o700), ("tmp", 0, 0o1777)]
+        if self.layer is None:
+            trees.append(("home/user", 1000, 0o755))
+        else:  # home/user comes from the layer; overlayfs needs a work dir per overlay
+            trees += [("work", None, 0o700), *((f"work/{name}", None, 0o700) for name in WRITABLE)]
+        for sub, owner, mode in trees:
             path = self.root / sub
             path.mkdir(exist_ok=True)
             if owner is not None:
@@ -185,8 +218,20 @@ class SandboxInit:
         /tmp/NAME before bubblewrap starts: bubblewrap runs as the sandbox's root (an
         unprivileged host uid), which may not traverse the 0700 state dir they live in."""
         root = self.files.root
-        return [f"home={root / 'home'}", f"root={root / 'root'}", f"tmp={root / 'tmp'}",
-                f"passwd={self.config.passwd}", f"group={self.config.group}"]
+        stages = [f"{name}={root / name}" for name in WRITABLE] if self.files.layer is None else []
+        stages += [f"passwd={self.config.passwd}", f"group={self.config.group}"]
+        return stages + ([f"profile={self.config.profile}"] if self.config.profile else [])
+
+    def _overlays(self) -> list[str]:
+        """With a template layer, /tmp/NAME is an overlay sandbox-exec mounts (as host root, before
+        the user namespace): the layer's tree read-only under the sandbox's own directory."""
+        if self.files.layer is None:
+            return []
+        root, layer = self.files.root, self.files.layer
+        overlays = [f"{name}={layer / name}:{root / name}:{root / 'work' / name}" for name in WRITABLE]
+        if any(":" in str(path) or "," in str(path) for path in (root, layer)):
+            raise BoundaryError(f"a state dir path with ':' or ',' cannot hold template sandboxes: {root}")
+        return overlays
 
     def _bwrap_args(self) -> list[str]:
         args = ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
@@ -195,6 +240,7 @@ class SandboxInit:
         # /tmp last: it covers the staged directories.
         args += ["--bind", "/tmp/home", "/home", "--bind", "/tmp/root", "/root",
                  "--ro-bind", "/tmp/passwd", "/etc/passwd", "--ro-bind", "/tmp/group", "/etc/group",
+                 *(["--ro-bind", "/tmp/profile", "/etc/profile"] if self.config.profile else []),
                  "--bind", "/tmp/tmp", "/tmp",
                  "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
                  "--hostname", "e2b", "--die-with-parent", "--cap-drop", "ALL", "--chdir", "/"]
@@ -220,6 +266,7 @@ class SandboxInit:
         os.close(boot_write)
         argv = [str(self.config.helper), *[a for p in self.cgroup_procs for a in ("--cgroup", p)],
                 *[a for stage in self._stages() for a in ("--stage", stage)],
+                *[a for overlay in self._overlays() for a in ("--overlay", overlay)],
                 "--map", f"{self.config.uid_base}:{ID_COUNT}", "--",
                 self.config.bwrap, *self._bwrap_args(),
                 "--perms", "0444", "--ro-bind-data", str(boot_read), "/proc/sys/kernel/random/boot_id", "--info-fd", str(info_write),

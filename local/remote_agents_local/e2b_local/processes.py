@@ -135,14 +135,15 @@ async def _read_line(fd: int) -> bytes:
 
 
 class ProcessTable:
-    def __init__(self, init: SandboxInit, env: Callable[[], dict[str, str]]) -> None:
+    def __init__(self, init: SandboxInit, env: Callable[[], dict[str, str]], workdir: str = "") -> None:
         self.init = init
         self._env = env
+        self.workdir = workdir  # default cwd (a template's WORKDIR), else the user's home
         self.running: dict[int, ManagedProcess] = {}
 
     async def start(self, config: process_pb.ProcessConfig, tag: str | None, stdin: bool,
                     deadline_seconds: float | None, uid: int, home: str, user: str) -> ManagedProcess:
-        cwd = sandbox_path(config.cwd, home) if config.has_field("cwd") and config.cwd else home
+        cwd = sandbox_path(config.cwd, home) if config.has_field("cwd") and config.cwd else (self.workdir or home)
         env = {**self._env(), "HOME": home, "USER": user, "LOGNAME": user, **dict(config.envs)}
         report_read, report_write = os.pipe()
         try:

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import secrets
 import string
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from remote_agents_local.e2b_local.cgroups import SandboxCgroups
 from remote_agents_local.e2b_local.config import DEFAULT_SANDBOX_TIMEOUT, Settings
-from remote_agents_local.e2b_local.isolation import BoundaryConfig, SandboxFiles, SandboxInit
+from remote_agents_local.e2b_local.isolation import DEFAULT_PATH, BoundaryConfig, SandboxFiles, SandboxInit
 from remote_agents_local.e2b_local.processes import ProcessTable
 from remote_agents_local.e2b_local.store import PAUSED, RUNNING, SandboxRecord, Store
 
@@ -71,20 +71,22 @@ class SandboxManager:
         runtime = self.runtimes.get(sandbox_id)
         if runtime is None:
             record = self.get(sandbox_id)
-            files = SandboxFiles(self.sandbox_root / sandbox_id)
+            files = SandboxFiles(self.sandbox_root / sandbox_id, Path(record.layer) if record.layer else None)
             files.create(self.boundary)
-            init = SandboxInit(self.boundary, files, self.cgroups.create(sandbox_id), sandbox_id)
-            processes = ProcessTable(init, env=lambda: self._base_env(record))
+            init = SandboxInit(self.boundary, files, self.cgroups.create(sandbox_id, record.memory_mb << 20),
+                               sandbox_id)
+            processes = ProcessTable(init, env=lambda: self._base_env(record), workdir=record.workdir)
             runtime = self.runtimes[sandbox_id] = Runtime(files, init, processes)
         return runtime
 
     @staticmethod
     def _base_env(record: SandboxRecord) -> dict[str, str]:
         return {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "PATH": DEFAULT_PATH,
             "LANG": "C.UTF-8",
             "E2B_SANDBOX": "true",
             "E2B_SANDBOX_ID": record.sandbox_id,
+            **record.template_env,
             **record.env_vars,
         }
 
@@ -105,7 +107,8 @@ class SandboxManager:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    def create(self, body: dict, idempotency_key: str | None) -> SandboxRecord:
+    def create(self, body: dict, idempotency_key: str | None, launch: dict | None = None) -> SandboxRecord:
+        """`launch`: the SandboxRecord fields of the built template the body names (templates.py)."""
         if idempotency_key is not None:
             if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
                 raise ApiError(400, "Idempotency-Key must be 1-255 characters of [a-z0-9-]")
@@ -120,7 +123,6 @@ class SandboxManager:
         now = time.time()
         record = SandboxRecord(
             sandbox_id="i" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(19)),
-            template_id=template,
             state=RUNNING,
             started_at=now,
             end_at=now + timeout,
@@ -129,6 +131,7 @@ class SandboxManager:
             auto_pause_memory=body.get("autoPauseMemory", True) is not False,
             metadata={str(k): str(v) for k, v in (body.get("metadata") or {}).items()},
             env_vars={str(k): str(v) for k, v in (body.get("envVars") or {}).items()},
+            **{"template_id": template, **(launch or {})},
         )
         self.store.sandboxes[record.sandbox_id] = record
         if idempotency_key is not None:
@@ -206,7 +209,7 @@ class SandboxManager:
             r for r in self.store.sandboxes.values()
             if r.state in states
             and all(r.metadata.get(k) == v for k, v in metadata.items())
-            and (template is None or r.template_id == template)
+            and (template is None or template in (r.template_id, r.template_alias))
         ]
         records.sort(key=lambda r: (r.started_at, r.sandbox_id), reverse=(order == "desc"))
         return records

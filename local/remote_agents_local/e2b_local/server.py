@@ -16,7 +16,7 @@ from remote_agents_local.e2b_local.app import LocalE2BApp
 from remote_agents_local.e2b_local.cgroups import CgroupError, SandboxCgroups
 from remote_agents_local.e2b_local.faults import Faults
 from remote_agents_local.e2b_local.isolation import (BoundaryConfig, BoundaryError, build_exec_helper, find_bwrap,
-                                                     hidden_paths, write_identity_files)
+                                                     hidden_paths, write_identity_files, write_profile)
 from remote_agents_local.e2b_local.sandboxes import SandboxManager
 
 log = logging.getLogger("e2b_local")
@@ -43,11 +43,12 @@ def build_app(settings: config.Settings) -> tuple[LocalE2BApp, SandboxManager]:
     etc = settings.state_dir / "etc"
     etc.mkdir(exist_ok=True, mode=0o700)
     passwd, group = write_identity_files(etc)
+    profile = write_profile(etc)
     etc.chmod(0o711)  # the two files are bind-mounted into sandboxes; the dir need not be listable
     boundary = BoundaryConfig(helper=build_exec_helper(settings.state_dir), bwrap=find_bwrap(),
                               uid_base=settings.uid_base,
                               hidden=tuple(hidden_paths(settings.state_dir, settings.hide)),
-                              passwd=passwd, group=group)
+                              passwd=passwd, group=group, profile=profile)
     # One cgroup subtree per state dir, so two servers never touch each other's sandboxes.
     instance = hashlib.sha1(str(settings.state_dir).encode()).hexdigest()[:10]
     cgroups = SandboxCgroups(instance, settings.pids_max, settings.memory_mb << 20)

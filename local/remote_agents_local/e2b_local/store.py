@@ -35,6 +35,13 @@ class SandboxRecord:
     auto_pause_memory: bool = True  # False: the timeout's pause is filesystem-only (processes end)
     metadata: dict[str, str] = field(default_factory=dict)
     env_vars: dict[str, str] = field(default_factory=dict)
+    # Of a sandbox created from a built template (templates.py): what it starts from.
+    template_alias: str = ""
+    layer: str = ""  # the build's layer dir, under the sandbox's own writes
+    template_env: dict[str, str] = field(default_factory=dict)
+    workdir: str = ""  # default cwd of commands (the template's WORKDIR)
+    cpu_count: int = 0  # 0: the server's defaults
+    memory_mb: int = 0
 
 
 _FIELDS = {f.name for f in fields(SandboxRecord)}
