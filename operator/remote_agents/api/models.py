@@ -341,7 +341,7 @@ class GitFiles(ApiModel):
 class KeyToPath(ApiModel):
     """One key of a ConfigMap and the file it becomes."""
     key: str = Field(min_length=1, max_length=253, description="Key of the ConfigMap.")
-    path: str = Field(min_length=1, max_length=1024, pattern=RELATIVE_PATH,
+    path: str = Field(min_length=1, max_length=256, pattern=RELATIVE_PATH,
                       description="Relative path of the file under copy.to.",
                       json_schema_extra={"x-kubernetes-validations": [{
                           "rule": "!self.contains('..')", "message": "items[].path must not contain '..'"}]})
@@ -350,7 +350,7 @@ class KeyToPath(ApiModel):
 class ConfigMapFiles(ApiModel):
     """Files from a ConfigMap of the template's namespace: each key a file, like a ConfigMap volume."""
     name: str = Field(min_length=1, max_length=253, description="Name of the ConfigMap.")
-    items: list[KeyToPath] | None = Field(None, max_length=256,
+    items: list[KeyToPath] | None = Field(None, max_length=64,
                                           description="The keys to copy and their paths (default: every key, "
                                                       "as a file of its name).")
 
@@ -386,7 +386,7 @@ class E2BTemplateSpec(ApiModel):
         "message": "readyCommand must be set when startCommand is", "fieldPath": ".readyCommand"}]})
     base: TemplateBase = Field(default_factory=TemplateBase, json_schema_extra={"default": {}},
                                description="What the build starts from (default: the E2B base image).")
-    steps: list[TemplateStep] = Field(default_factory=list, max_length=128, description="Build steps, in order.")
+    steps: list[TemplateStep] = Field(default_factory=list, max_length=64, description="Build steps, in order.")
     start_command: str | None = Field(None, min_length=1, max_length=16384,
                                       description="Command started in every sandbox of the template.")
     ready_command: str | None = Field(None, min_length=1, max_length=16384,
