@@ -149,6 +149,25 @@ def test_a_template_based_on_another_and_its_start_command_and_ready_check(conte
         plain.kill()
 
 
+def test_the_templates_last_user_is_its_sandboxes_default_user(context: Path):
+    name = _name("root-user")
+    template = (Template(file_context_path=str(context)).from_base_image()
+                .run_cmd("whoami > /home/user/first")
+                .set_user("root")
+                .run_cmd("whoami > who && pwd >> who"))
+    Template.build(template, name)
+    box = Sandbox.create(name, timeout=120)
+    try:
+        assert box.commands.run("whoami; pwd").stdout == "root\n/root\n"
+        assert box.files.read("/root/who") == "root\n/root\n"  # the files API's default user too
+        assert box.files.read("/home/user/first") == "user\n"  # steps before USER ran as `user`
+        assert box.commands.run("whoami", user="user").stdout == "user\n"
+    finally:
+        box.kill()
+    with pytest.raises(BuildException, match="only the users root, user"):
+        Template.build(Template(file_context_path=str(context)).from_base_image().set_user("guest"), _name("guest"))
+
+
 def test_tags_name_builds_and_the_template_memory_is_the_sandbox_limit(context: Path):
     name = _name("tagged")
     small = Template(file_context_path=str(context)).from_template("base").run_cmd("echo v1 > /home/user/v")
@@ -204,11 +223,16 @@ def test_a_template_survives_a_restart_and_deleting_it_frees_its_layer(
         kept.files.write("/home/user/app/mine.txt", "mine")
     layer = state / "templates" / "layers" / info.build_id
     assert (state / "templates.json").stat().st_mode & 0o777 == 0o600
+    assert (state / "templates" / "logs" / f"{info.build_id}.json").stat().st_mode & 0o777 == 0o600
+    assert (state / "templates").stat().st_mode & 0o777 == 0o700
     with launcher.start(state) as server:
         for key, value in server.env.items():
             monkeypatch.setenv(key, value)
         box = Sandbox.create(name, timeout=120)
         assert box.commands.run("cat greeting.txt").stdout == "hello from the layer\n"
+        status = Template.get_build_status(info, logs_offset=0)
+        assert status.status.value == "ready"
+        assert "run-step-says-hi" in [entry.message for entry in status.log_entries]
         # The sandbox made before the restart still has its own writes over the layer.
         again = Sandbox.connect(kept.sandbox_id)
         assert again.commands.run("cat mine.txt greeting.txt").stdout == "minehello from the layer\n"

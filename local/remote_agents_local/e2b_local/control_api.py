@@ -21,9 +21,8 @@ from remote_agents_local.e2b_local.faults import RETRY_AFTER_SECONDS, Faults
 from remote_agents_local.e2b_local.sandboxes import ApiError, SandboxManager
 from remote_agents_local.e2b_local.store import PAUSED, RUNNING, SandboxRecord, iso
 from remote_agents_local.e2b_local.template_api import TemplateApi
-from remote_agents_local.e2b_local.isolation import DEFAULT_PATH
-from remote_agents_local.e2b_local.template_build import start_template, wait_ready
-from remote_agents_local.e2b_local.templates import BuildRecord, TemplateRegistry
+from remote_agents_local.e2b_local.template_build import start_and_wait
+from remote_agents_local.e2b_local.templates import TemplateRegistry
 
 CLIENT_ID = "e2b-local"
 DEFAULT_PAGE = 100
@@ -149,21 +148,14 @@ class ControlApi:
         fields, built, build = launch
         record = self.manager.create(body, key, fields)
         self.templates.registry.spawned(built)
-        if build.start_cmd or build.ready_cmd:
-            await self._start_template(record, build)
-        return JSONResponse(sandbox_json(record), status_code=201)
-
-    async def _start_template(self, record: SandboxRecord, build: BuildRecord) -> None:
-        """The template's start command and ready check, as E2B runs them for a new sandbox."""
+        # The template's start command and ready check run for every new sandbox, as on E2B (the
+        # sandbox's own env already holds the template's).
         table = self.manager.runtime(record.sandbox_id).processes
-        envs = {"PATH": DEFAULT_PATH, **build.env}
-        if build.start_cmd:
-            await start_template(table, build.start_cmd, build.user, build.workdir, envs)
-        if build.ready_cmd and not await wait_ready(table, build.ready_cmd, build.user, build.workdir, envs,
-                                                    CREATE_READY_TIMEOUT_SECONDS):
+        if not await start_and_wait(table, build, {}, CREATE_READY_TIMEOUT_SECONDS):
             await self.manager.kill(record.sandbox_id)
             raise ApiError(500, f"the template's ready check ({build.ready_cmd}) did not pass within "
                                 f"{CREATE_READY_TIMEOUT_SECONDS} s of its start command")
+        return JSONResponse(sandbox_json(record), status_code=201)
 
     async def connect(self, request: Request) -> Response:
         body = await _json_body(request)

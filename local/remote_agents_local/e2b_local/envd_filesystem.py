@@ -91,7 +91,8 @@ class FilesystemService(Filesystem):
 
     async def _call(self, ctx: RequestContext, function: Callable, *paths: str):
         """function(fs, config, *absolute paths) as the call's user, inside the call's sandbox."""
-        _, uid, home = call_user(user_from_basic(ctx.request_headers.get("authorization")))
+        _, uid, home = call_user(self.manager.user_of(ctx.request_headers[SANDBOX_HEADER],
+                                                      user_from_basic(ctx.request_headers.get("authorization"))))
         runtime = self.manager.runtime(ctx.request_headers[SANDBOX_HEADER])
         try:
             await runtime.init.ensure()
@@ -107,7 +108,8 @@ class FilesystemService(Filesystem):
 
     async def _watch(self, ctx: RequestContext, path: str, recursive: bool, include_entry: bool) -> _Watch:
         """A started watcher on `path` (and its subdirectories when recursive), as the call's user."""
-        _, uid, home = call_user(user_from_basic(ctx.request_headers.get("authorization")))
+        _, uid, home = call_user(self.manager.user_of(ctx.request_headers[SANDBOX_HEADER],
+                                                      user_from_basic(ctx.request_headers.get("authorization"))))
         sandbox_id = ctx.request_headers[SANDBOX_HEADER]
         runtime = self.manager.runtime(sandbox_id)
         try:

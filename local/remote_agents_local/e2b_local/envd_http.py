@@ -193,7 +193,8 @@ class EnvdHttp:
         """The sandbox's filesystem, the calling user (`username` query parameter, as the SDK
         sends it) and that user's home."""
         try:
-            _, uid, home = resolve_user(request.query_params.get("username"))
+            _, uid, home = resolve_user(self.manager.user_of(request.headers[SANDBOX_HEADER],
+                                                             request.query_params.get("username")))
         except KeyError:
             return _error(400, f"user '{request.query_params.get('username')}' does not exist in the sandbox")
         runtime = self.manager.runtime(request.headers[SANDBOX_HEADER])

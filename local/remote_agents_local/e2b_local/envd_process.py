@@ -62,7 +62,8 @@ class ProcessService(Process):
         if request.process is None or not request.process.cmd:
             raise ConnectError(Code.INVALID_ARGUMENT, "process.cmd is required")
         timeout_ms = ctx.timeout_ms
-        user, uid, home = call_user(user_from_basic(ctx.request_headers.get("authorization")))
+        user, uid, home = call_user(self.manager.user_of(ctx.request_headers[SANDBOX_HEADER],
+                                                         user_from_basic(ctx.request_headers.get("authorization"))))
         managed = await self._table(ctx).start(
             request.process,
             tag=request.tag if request.has_field("tag") else None,

@@ -66,6 +66,12 @@ class SandboxManager:
             raise ApiError(404, f"sandbox \"{sandbox_id}\" doesn't exist or you don't have access to it")
         return record
 
+    def user_of(self, sandbox_id: str, name: str | None) -> str | None:
+        """The user a call names, else its sandbox's default: its template's last USER (as on E2B),
+        else None (`user`)."""
+        record = self.store.sandboxes.get(sandbox_id)
+        return name or (record.default_user if record is not None and record.default_user else None)
+
     def runtime(self, sandbox_id: str) -> Runtime:
         """The sandbox's runtime, rebuilt on demand (e.g. for sandboxes loaded after a restart)."""
         runtime = self.runtimes.get(sandbox_id)

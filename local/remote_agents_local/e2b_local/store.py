@@ -40,6 +40,7 @@ class SandboxRecord:
     layer: str = ""  # the build's layer dir, under the sandbox's own writes
     template_env: dict[str, str] = field(default_factory=dict)
     workdir: str = ""  # default cwd of commands (the template's WORKDIR)
+    default_user: str = ""  # the template's last USER; "" = `user`
     cpu_count: int = 0  # 0: the server's defaults
     memory_mb: int = 0
 

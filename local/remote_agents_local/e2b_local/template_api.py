@@ -223,7 +223,7 @@ class TemplateApi:
         template, build = found
         return {"template_id": template.template_id, "template_alias": template.names[0],
                 "layer": str(self.registry.layer(build.build_id)), "template_env": dict(build.env),
-                "workdir": build.workdir, "cpu_count": build.cpu_count, "memory_mb": build.memory_mb}, template, build
+                "workdir": build.workdir, "default_user": build.user, "cpu_count": build.cpu_count, "memory_mb": build.memory_mb}, template, build
 
     def sandbox_gone(self, _sandbox_id: str) -> None:
         """A killed sandbox may have been the last user of a layer."""

@@ -94,9 +94,12 @@ async def wait_ready(table: ProcessTable, ready_cmd: str, user: str, cwd: str, e
     return False
 
 
-def start_template(table: ProcessTable, start_cmd: str, user: str, cwd: str, envs: dict[str, str]):
-    """The template's start command, as a background process of the sandbox (E2B's too)."""
-    return run_command(table, start_cmd, user, cwd, envs, tag="start-cmd", background=True)
+async def start_and_wait(table: ProcessTable, build: BuildRecord, envs: dict[str, str], timeout: float) -> bool:
+    """The template's start command, as a background process of the sandbox (as on E2B), then its
+    ready check until it passes (True) or `timeout` passes (False)."""
+    if build.start_cmd:
+        await run_command(table, build.start_cmd, build.user, build.workdir, envs, tag="start-cmd", background=True)
+    return not build.ready_cmd or await wait_ready(table, build.ready_cmd, build.user, build.workdir, envs, timeout)
 
 
 class Builder:
@@ -146,8 +149,6 @@ class Builder:
                 else:
                     build.log("Build finished: the template is ready", step="finalize")
                     self.registry.finish(build, None)
-            except asyncio.CancelledError:
-                raise
             except Exception as error:  # a bug or host failure ends this build, never the server
                 log.exception("template build %s failed", build.build_id)
                 build.log(f"e2b-local failed to build: {error}", "error")
@@ -280,15 +281,10 @@ class Builder:
     async def _finalize(self, build: BuildRecord, table: ProcessTable) -> None:
         """E2B starts the template's start command at the end of the build and waits for its ready
         check; a template whose check never passes fails here rather than in every sandbox."""
-        envs = self._envs(build)
-        if build.start_cmd:
-            build.log(f"Running start command: {build.start_cmd}", step="finalize")
-            await start_template(table, build.start_cmd, build.user, build.workdir, envs)
-        if build.ready_cmd:
-            build.log(f"Waiting for the ready check: {build.ready_cmd}", step="finalize")
-            if not await wait_ready(table, build.ready_cmd, build.user, build.workdir, envs, READY_TIMEOUT_SECONDS):
-                raise StepFailed("finalize", f"the ready check ({build.ready_cmd}) did not pass within "
-                                             f"{READY_TIMEOUT_SECONDS} s of the start command")
+        build.log(f"Start command: {build.start_cmd or '-'}; ready check: {build.ready_cmd or '-'}", step="finalize")
+        if not await start_and_wait(table, build, self._envs(build), READY_TIMEOUT_SECONDS):
+            raise StepFailed("finalize", f"the ready check ({build.ready_cmd}) did not pass within "
+                                         f"{READY_TIMEOUT_SECONDS} s of the start command")
 
 
 def _unpack(archive: Path, staging: Path, src: str, owner_uid: int, cap: int) -> list[tuple[str, bool]]:

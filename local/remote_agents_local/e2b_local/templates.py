@@ -5,7 +5,8 @@ build; every ready build also becomes the `default` tag (what a bare name resolv
 layer is `STATE/templates/layers/<build id>/{home,root,tmp}`: the trees its steps wrote, which every
 sandbox of it mounts read-only under its own writes. A layer lives while a tag points at its build
 or a sandbox starts from it; `collect()` frees the others. Records are `STATE/templates.json`
-(0600), replaced atomically like sandboxes.json."""
+(0600), replaced atomically like sandboxes.json; a finished build's log is its own file
+`STATE/templates/logs/<build id>.json`, written once, so that the records stay small."""
 
 from __future__ import annotations
 
@@ -113,7 +114,8 @@ class TemplateRegistry:
         self.root = state_dir / "templates"
         self.layers = self.root / "layers"
         self.files = self.root / "files"
-        for directory in (self.root, self.layers, self.files):
+        self.logs = self.root / "logs"
+        for directory in (self.root, self.layers, self.files, self.logs):
             directory.mkdir(exist_ok=True, mode=0o700)
         self.templates: dict[str, TemplateRecord] = {}
         self.builds: dict[str, BuildRecord] = {}
@@ -125,6 +127,7 @@ class TemplateRegistry:
                 build.status, build.finished_at = ERROR, time.time()
                 build.reason = {"message": "the e2b-local server restarted during the build; build it again"}
                 build.log(build.reason["message"], "error")
+                self._write_log(build)
         self.save()
 
     def _load(self) -> None:
@@ -140,12 +143,23 @@ class TemplateRegistry:
             log.error("state file %s is unreadable (%s: %s): set aside as %s; starting with no templates",
                       self.path, type(error).__name__, error, aside)
             return
+        for build in builds.values():
+            try:
+                build.logs = json.loads(self._log_path(build.build_id).read_bytes())
+            except (OSError, ValueError):
+                build.logs = []  # in progress when the server stopped, or lost: no log to show
         self.templates, self.builds = templates, builds
 
     def save(self) -> None:
         data = {"templates": {k: asdict(v) for k, v in self.templates.items()},
-                "builds": {k: asdict(v) for k, v in self.builds.items()}}
+                "builds": {k: {f: getattr(v, f) for f in _BUILD_FIELDS - {"logs"}} for k, v in self.builds.items()}}
         write_private(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
+
+    def _log_path(self, build_id: str) -> Path:
+        return self.logs / f"{build_id}.json"
+
+    def _write_log(self, build: BuildRecord) -> None:
+        write_private(self._log_path(build.build_id), json.dumps(build.logs).encode())
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -214,6 +228,8 @@ class TemplateRegistry:
                 template.tags[tag] = build.build_id
                 template.tag_times[tag] = build.finished_at
             template.updated_at = build.finished_at
+        if build.build_id in self.builds:
+            self._write_log(build)
         self.save()
 
     def assign_tags(self, target: str, tags: list[str]) -> BuildRecord:
@@ -244,6 +260,7 @@ class TemplateRegistry:
         del self.templates[template.template_id]
         for build_id in template.builds:
             self.builds.pop(build_id, None)
+            self._log_path(build_id).unlink(missing_ok=True)
         self.save()
         return template.builds
 
