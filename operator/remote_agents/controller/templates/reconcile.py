@@ -90,6 +90,8 @@ class TemplateReconciler:
     async def reconcile(self, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
         async with self._locks.setdefault(meta["uid"], asyncio.Lock()):
+            # Read afresh: a build's follower writes status outside the handler, after Kopf's copy.
+            body = await self.kube.get(TEMPLATES, meta["namespace"], meta["name"]) or body
             try:
                 spec = E2BTemplateSpec.model_validate(body["spec"])
             except ValidationError as error:
