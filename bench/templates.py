@@ -48,7 +48,7 @@ def time_to_ready(stack: harness.Stack, name: str, agents: int, timeout: float) 
     def all_ready(rows: list[harness.AgentRow]) -> bool:
         mine = [row for row in rows if row.name.startswith(f"{name}-")]
         return len(mine) == agents and all(row.converged for row in mine)
-    return stack.wait_agents(all_ready, timeout, f"{agents} Ready agents of {name}", interval=1) - started
+    return stack.wait_agents(all_ready, timeout, f"{agents} Ready agents of {name}") - started
 
 
 def scale_to_zero(stack: harness.Stack, name: str) -> None:

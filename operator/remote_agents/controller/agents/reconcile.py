@@ -239,8 +239,8 @@ class AgentReconciler:
         if current is None:
             if template is not None and not template.usable:
                 # The template's watch brings the agent back when it has a Ready build.
-                reason, message = template.problem
-                await status.write(_working("TemplateNotReady", f"waiting for the template: {message}"),
+                why = template.problem[1] if template.problem else "it has no Ready build yet"
+                await status.write(_working("TemplateNotReady", f"waiting for the template: {why}"),
                                    template_condition, phase="Pending")
                 return
             await status.write(_working("RefNotResolved", "waiting for the ref to resolve"), phase="Pending")
