@@ -5,7 +5,7 @@ in one run: from an E2BTemplate with Bun and the dependencies baked in, and from
     python bench/templates.py [--agents N]
 
 Both against the ideal: N / creates_per_second + create latency + one checkout (timed on a
-sandbox of the template). Goals: the template path within 1.2x of the ideal, and at least 3x faster
+sandbox of the template); and, as a control, a pool with neither template nor setup. Goals: the template path within 1.2x of the ideal, and at least 3x faster
 than the setup path. The template's build is timed too, but outside the template path (it is paid
 once, before any agent). The operator runs with REMOTE_AGENTS_E2B_CREATES_PER_SECOND=5.
 """
@@ -102,6 +102,13 @@ def main() -> None:
         template_s = time_to_ready(stack, "from-template", agents, 120 + agents * 10)
         scale_to_zero(stack, "from-template")
 
+        # The control: the same pool with neither template nor setup (Ready, though it could not
+        # answer), so what the operator adds at this size is told apart from what templates add.
+        stack.apply(pool("bare", stack.namespace, agent_spec(repo.url)))
+        harness.log(f"bare path (control): 0 -> {agents}")
+        bare_s = time_to_ready(stack, "bare", agents, 120 + agents * 10)
+        scale_to_zero(stack, "bare")
+
         setup = [INSTALL_BUN, INSTALL_DEPENDENCIES]
         stack.apply(pool("from-setup", stack.namespace, agent_spec(
             repo.url, setup=setup, env=[{"name": k, "value": v} for k, v in INSTALL_ENV.items()])))
@@ -112,7 +119,7 @@ def main() -> None:
     ideal = agents / CREATES_PER_SECOND + CREATE_LATENCY + checkout_s
     figures = {"agents": agents, "creates_per_second": CREATES_PER_SECOND, "template_build_s": build_s,
                "checkout_s": checkout_s, "ideal_s": ideal, "template_path_s": template_s, "setup_path_s": setup_s,
-               "template_vs_ideal": template_s / ideal, "setup_vs_template": setup_s / template_s}
+               "bare_path_s": bare_s, "template_vs_ideal": template_s / ideal, "bare_vs_ideal": bare_s / ideal, "setup_vs_template": setup_s / template_s}
     harness.report("templates", figures, [
         harness.Target("template path / ideal", template_s / ideal, TARGET_RATIO, "x"),
         harness.Target("setup path / template path", setup_s / template_s, TARGET_SPEEDUP, "x",
