@@ -70,6 +70,7 @@ class Operator:
         # E2BTemplates: a change of their Ready build reaches the agents and pools naming them.
         self.template_watch = ObjectWatch(kube, TEMPLATES, settings.namespaces, self.template_changed)
         self.template_users = TemplateUsers()
+        self.template_bodies: dict[tuple[str, str], dict[str, Any]] = {}  # the watch's latest of each
         inputs = AgentInputs(kube)
         self.agents = AgentReconciler(self.gateway, kube, inputs, settings, cluster_id, events, sightings, refs)
         self.fleet = Fleet(self.gateway, kube, settings, cluster_id, sightings, refs, listed=self.agent_watch.synced)
@@ -77,8 +78,10 @@ class Operator:
         self.tasks = TaskController(kube, self.gateway, inputs, self.fleet, activity, events,
                                     settings.github_api_hosts, listed=self.task_watch.synced)
         self.agents.running_counts = self.tasks.running_counts
+        self.agents.template_of = self.template_of
         self.pools = PoolReconciler(kube, events, running_counts=self.tasks.running_counts,
-                                    tasks_listed=self.task_watch.synced, template_users=self.template_users)
+                                    tasks_listed=self.task_watch.synced, template_users=self.template_users,
+                                    template_of=self.template_of)
         self.templates = TemplateReconciler(builds if builds is not None else TemplateBuilds(self.gateway), kube,
                                             inputs, settings, cluster_id, events, refs)
         self._background: list[asyncio.Task] = []
@@ -98,7 +101,19 @@ class Operator:
     def task_changed(self, event_type: str | None, body: dict[str, Any]) -> None:
         self.tasks.observe(event_type, body)
 
+    async def template_of(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """An E2BTemplate as the watch saw it last (None: there is none); asked of the API until
+        the watch's first list is in."""
+        if self.template_watch.synced.is_set():
+            return self.template_bodies.get((namespace, name))
+        return await self.kube.get(TEMPLATES, namespace, name)
+
     def template_changed(self, event_type: str | None, body: dict[str, Any]) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if event_type == "DELETED":
+            self.template_bodies.pop(key, None)
+        else:
+            self.template_bodies[key] = body
         users = self.template_users.template_changed(event_type, body)
         if users is None:
             return

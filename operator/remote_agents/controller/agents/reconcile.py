@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from remote_agents.api.models import RemoteAgentSpec
@@ -107,6 +107,9 @@ class AgentReconciler:
         self._locks: dict[str, asyncio.Lock] = {}
         # Tasks running now by (namespace, agent): main.py hands over the task controller's count.
         self.running_counts: Callable[[], Counter] = Counter
+        # An E2BTemplate by (namespace, name): main.py hands over the template watch's view.
+        self.template_of: Callable[[str, str], Awaitable[dict | None]] = \
+            lambda namespace, name: kube.get(TEMPLATES, namespace, name)
 
     def lock(self, uid: str) -> asyncio.Lock:
         """One lock per object: handlers, the health loop and task dispatch never overlap on it."""
@@ -128,7 +131,7 @@ class AgentReconciler:
         if spec.template_ref is None:
             return None
         meta = body["metadata"]
-        found = await self.kube.get(TEMPLATES, meta["namespace"], spec.template_ref.name)
+        found = await self.template_of(meta["namespace"], spec.template_ref.name)
         standalone = POOL_LABEL not in (meta.get("labels") or {})  # a pool rolls its agents itself
         idle = not self.running_counts().get((meta["namespace"], meta["name"])) and \
             not (body.get("status") or {}).get("activeTasks")

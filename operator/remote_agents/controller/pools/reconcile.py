@@ -97,8 +97,10 @@ class Coalescer:
 
 class PoolReconciler:
     def __init__(self, kube: Kube, emit: EventSink, running_counts: Callable[[], Counter],
-                 tasks_listed: asyncio.Event, template_users: TemplateUsers | None = None):
+                 tasks_listed: asyncio.Event, template_users: TemplateUsers | None = None,
+                 template_of: Callable[[str, str], Awaitable[dict | None]] | None = None):
         self.kube = kube
+        self.template_of = template_of or (lambda namespace, template: kube.get(TEMPLATES, namespace, template))
         self.template_users = template_users or TemplateUsers()  # told which E2BTemplate each pool names
         self.emit = emit
         self.running_counts = running_counts  # tasks running now, by (namespace, agent)
@@ -155,7 +157,7 @@ class PoolReconciler:
         self.template_users.pool_seen(namespace, name, ref.name if ref else None)
         if ref is None:
             return None
-        template = await self.kube.get(TEMPLATES, namespace, ref.name)
+        template = await self.template_of(namespace, ref.name)
         return ((template or {}).get("status") or {}).get("readyContentHash")
 
     async def _write_status(self, pool: Mapping[str, Any], spec: AgentPoolSpec, children: list[decide.Child],
