@@ -51,6 +51,12 @@ def _e2b_local(args: argparse.Namespace) -> int:
     return e2b_local_main(args.options)
 
 
+def _llm_standin(args: argparse.Namespace) -> int:
+    from remote_agents_local.llm_standin.server import main as llm_standin_main
+
+    return llm_standin_main(args.options)
+
+
 def _operator(args: argparse.Namespace) -> int:
     from remote_agents.controller import main as operator_main
 
@@ -181,6 +187,12 @@ def _add_e2b_local(sub: argparse._SubParsersAction) -> None:
     # Its options are the local distribution's own: main() hands them over unparsed, so the
     # operator's CLI does not spell them again.
     sub.add_parser("e2b-local", help="a local E2B-compatible sandbox server (foreground; --help lists its options)")
+    sub.add_parser("llm-standin", help="a scripted local stand-in for the OpenAI API (foreground; --help lists "
+                                       "its options)")
+
+
+# Commands of the local distribution whose options are their own: main() hands them over unparsed.
+PASSTHROUGH = {"e2b-local": _e2b_local, "llm-standin": _llm_standin}
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -257,9 +269,9 @@ def main(argv: list[str] | None = None, prog: str = PROGRAMS[0]) -> int:
 
     argcomplete.autocomplete(parser)  # answers and exits when the shell asks for completions
     argv = sys.argv[1:] if argv is None else argv
-    # e2b-local's options are its own: they go to it unparsed (see _add_e2b_local).
-    args = argparse.Namespace(command="e2b-local", func=_e2b_local, options=argv[1:]) \
-        if argv[:1] == ["e2b-local"] else parser.parse_args(argv)
+    # e2b-local's and llm-standin's options are their own: they go to them unparsed (see _add_e2b_local).
+    args = argparse.Namespace(command=argv[0], func=PASSTHROUGH[argv[0]], options=argv[1:]) \
+        if argv[:1] and argv[0] in PASSTHROUGH else parser.parse_args(argv)
     try:
         return args.func(args)
     except ModuleNotFoundError as error:

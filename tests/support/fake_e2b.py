@@ -22,6 +22,12 @@ Inside a sandbox there is no shell, but a small scripted model of what the opera
 An in-sandbox call (files, commands) on a paused sandbox resumes it, as the gateway's connect does
 (a handle it still holds from before the pause is not modelled). Timeouts do not expire by
 themselves; no rate limits, no retries (the gateway's own concern).
+
+Template builds (`FakeTemplateBuilds`, behind clients/e2b_templates.py's TemplateBuilds, at
+`gateway.templates`): a name keeps one template id; each build starts "building" and ends when
+the test says (`finish`, `fail`), or at its first look when its recipe runs a command listed in
+`failing`. The files a build copies are read from its context when it starts; a sandbox created
+from a template id starts with the files of its latest ready build, at their destinations.
 """
 
 from __future__ import annotations
@@ -33,11 +39,14 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from remote_agents.api.names import SANDBOX_UID_KEY
 from remote_agents.controller.clients.e2b import SandboxGone
+from remote_agents.controller.clients.e2b_templates import BuildRef
 from remote_agents.controller.sandboxes import CommandOutcome, E2BAccount, ObservedSandbox, SandboxAddress
+from remote_agents.controller.templates.decide import BuildProgress, CopyFiles, Recipe, RunCommand
 from tests.support.faults import Faults
 
 HEAD_FILE = ".git/HEAD"
@@ -154,8 +163,86 @@ class FakeSandbox:
                    for home in (p.removesuffix("/" + HEAD_FILE) for p in self.files if p.endswith("/" + HEAD_FILE)))
 
 
+@dataclass
+class FakeBuild:
+    template_id: str
+    build_id: str
+    name: str
+    recipe: Recipe
+    api_key: str | None
+    files: dict[str, str]  # path in the template -> text
+    state: str = "building"  # building | ready | error
+    log: list[str] = field(default_factory=list)
+    reason: str | None = None
+    step: str | None = None
+
+
+class FakeTemplateBuilds:
+    def __init__(self) -> None:
+        self.builds: list[FakeBuild] = []  # in start order
+        self.failing: set[str] = set()  # a build running a command containing one of these fails
+        self.faults = Faults()
+        self._ids: dict[str, str] = {}  # name -> template id
+
+    # ---- what tests use to set up and look -----------------------------------------------------
+    def fail(self, operation: str, error: BaseException, **options: Any) -> None:
+        """See Faults.add; `operation` is start or progress."""
+        self.faults.add(operation, error, **options)
+
+    def latest(self) -> FakeBuild:
+        return self.builds[-1]
+
+    def finish(self, build_id: str | None = None) -> FakeBuild:
+        build = self._build(build_id)
+        build.state = "ready"
+        build.log.append("build ready")
+        return build
+
+    def break_build(self, build_id: str | None = None, reason: str = "step failed", step: str = "1") -> FakeBuild:
+        build = self._build(build_id)
+        build.state, build.reason, build.step = "error", reason, step
+        build.log.append(f"error: {reason}")
+        return build
+
+    def files_of(self, template_id: str) -> dict[str, str]:
+        """The files sandboxes of `template_id` start with: its latest ready build's."""
+        ready = [b for b in self.builds if b.template_id == template_id and b.state == "ready"]
+        return dict(ready[-1].files) if ready else {}
+
+    # ---- the TemplateBuilds interface ----------------------------------------------------------
+    async def start(self, recipe: Recipe, name: str, context: Path, account: E2BAccount) -> BuildRef:
+        self.faults.check("start", after=False, name=name)
+        files: dict[str, str] = {}
+        for instruction in recipe.instructions:
+            if isinstance(instruction, CopyFiles):
+                source = context / instruction.source
+                found = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+                for path in found:
+                    relative = path.name if path == source else path.relative_to(source).as_posix()
+                    files[f"{instruction.destination.rstrip('/')}/{relative}"] = path.read_text()
+        template_id = self._ids.setdefault(name, f"tpl-{len(self._ids) + 1}")
+        build = FakeBuild(template_id, f"build-{len(self.builds) + 1}", name, recipe, account.api_key, files,
+                          log=[f"building {name}"])
+        self.builds.append(build)
+        return BuildRef(template_id, build.build_id)
+
+    async def progress(self, build: BuildRef, logs_offset: int, account: E2BAccount) -> BuildProgress:
+        self.faults.check("progress", after=False, build_id=build.build_id)
+        found = self._build(build.build_id)
+        failing = [i for i, step in enumerate(found.recipe.instructions)
+                   if isinstance(step, RunCommand) and any(text in step.command for text in self.failing)]
+        if found.state == "building" and failing:
+            self.break_build(found.build_id, f"command exited 1: {found.recipe.instructions[failing[0]].command}",
+                             str(failing[0] + 1))
+        return BuildProgress(found.state, found.log[logs_offset:], found.reason, found.step)
+
+    def _build(self, build_id: str | None) -> FakeBuild:
+        return next(b for b in reversed(self.builds) if build_id in (None, b.build_id))
+
+
 class FakeSandboxGateway:
     def __init__(self) -> None:
+        self.templates = FakeTemplateBuilds()
         self.sandboxes: dict[str, FakeSandbox] = {}  # alive ones (running or paused)
         self.gone: dict[str, FakeSandbox] = {}  # killed or lost
         self.killed: list[str] = []  # what kill calls removed, in order
@@ -218,6 +305,7 @@ class FakeSandboxGateway:
             sandbox = self.sandboxes[existing]
         else:
             sandbox = self.add(metadata, api_key=account.api_key, template=template, timeout_seconds=timeout_seconds)
+            sandbox.files.update(self.templates.files_of(template))
             self._keys[(account.api_key, idempotency_key)] = sandbox.sandbox_id
         self.faults.check("create", after=True, metadata=metadata)
         return SandboxAddress(sandbox.sandbox_id, account)

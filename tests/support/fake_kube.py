@@ -163,6 +163,10 @@ class FakeKube:
         found = self.objects.get(("configmaps", namespace, name))
         return (found.get("data") or {}).get(key) if found else None
 
+    async def configmap_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        found = self.objects.get(("configmaps", namespace, name))
+        return dict(found.get("data") or {}) if found else None
+
     async def apply_configmap(self, namespace: str, name: str, data: dict[str, str], owner: dict[str, str]) -> None:
         self.faults.check("apply_configmap", after=False, namespace=namespace, name=name)
         self._store("configmaps", {  # created, or replaced whole (PUT)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from remote_agents.api.names import AGENTS, API_VERSION, FINALIZER, POOLS, TASKS
+from remote_agents.api.names import AGENTS, API_VERSION, FINALIZER, POOLS, TASKS, TEMPLATES
 from remote_agents.controller.main import Operator
 from remote_agents.controller.settings import OperatorSettings
 from tests.support.fake_e2b import FakeSandboxGateway
@@ -81,11 +81,13 @@ class World:
         self.operator = self._start_operator()
 
     def _start_operator(self) -> Operator:
-        operator = Operator(self.settings, self.kube, CLUSTER, gateway=self.e2b, emit=self.events)
+        operator = Operator(self.settings, self.kube, CLUSTER, gateway=self.e2b, emit=self.events,
+                            builds=self.e2b.templates)
         # The fake API's streams stand in for the operator's watches (never started): they feed
         # what those would feed, and say when their first list is in.
         self._unwatch = [self.kube.watch(plural, watch.deliver, watch.synced)
-                         for plural, watch in ((AGENTS, operator.agent_watch), (TASKS, operator.task_watch))]
+                         for plural, watch in ((AGENTS, operator.agent_watch), (TASKS, operator.task_watch),
+                                               (TEMPLATES, operator.template_watch))]
         return operator
 
     async def restart(self) -> None:

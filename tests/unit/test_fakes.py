@@ -9,12 +9,14 @@ import inspect
 import pytest
 
 from remote_agents.controller.clients.e2b import SandboxGateway
+from remote_agents.controller.clients.e2b_templates import TemplateBuilds
 from remote_agents.controller.clients.kube import Kube
-from tests.support.fake_e2b import FakeSandboxGateway
+from tests.support.fake_e2b import FakeSandboxGateway, FakeTemplateBuilds
 from tests.support.fake_kube import FakeKube
 
 # The blocking list-and-watch calls of clients/watch.py: the fake's `watch` feeds the operator instead.
-NOT_MODELLED = {Kube: {"get_json", "stream_json"}, SandboxGateway: set()}
+# The gateway's seam for the other E2B adapters (template builds): their fakes stand in whole.
+NOT_MODELLED = {Kube: {"get_json", "stream_json"}, SandboxGateway: {"call"}, TemplateBuilds: set()}
 
 
 def public_methods(cls: type) -> dict[str, object]:
@@ -22,8 +24,9 @@ def public_methods(cls: type) -> dict[str, object]:
             if callable(member) and not name.startswith("_")}
 
 
-@pytest.mark.parametrize("real, fake", [(Kube, FakeKube), (SandboxGateway, FakeSandboxGateway)],
-                         ids=["kube", "e2b"])
+@pytest.mark.parametrize("real, fake", [(Kube, FakeKube), (SandboxGateway, FakeSandboxGateway),
+                                        (TemplateBuilds, FakeTemplateBuilds)],
+                         ids=["kube", "e2b", "e2b-templates"])
 def test_a_fake_has_every_method_of_its_real_client(real, fake):
     for name, method in public_methods(real).items():
         if name in NOT_MODELLED[real]:

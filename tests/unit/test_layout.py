@@ -12,7 +12,8 @@ CONTROLLER = PACKAGE / "controller"
 PURE = ["api/models.py", "api/names.py", "api/schema.py", "api/timestamps.py", "controller/status.py",
         "controller/sandboxes.py", "controller/redaction.py", "controller/retry.py", "controller/agents/decide.py",
         "controller/pools/decide.py", "controller/tasks/decide.py", "controller/tasks/index.py",
-        "controller/tasks/runner.py", "controller/sources/repos.py"]
+        "controller/tasks/runner.py", "controller/sources/repos.py", "controller/templates/decide.py",
+        "controller/templates/users.py"]
 CLIENT_LIBRARIES = {"kopf", "kubernetes", "e2b", "aiohttp", "github"}
 OUR_CLIENTS = "remote_agents.controller.clients"
 
@@ -39,9 +40,9 @@ def test_pure_modules_import_no_client_and_no_kopf(module):
                 if name.split(".")[0] in CLIENT_LIBRARIES or name.startswith(OUR_CLIENTS)]
 
 
-@pytest.mark.parametrize("kind", ["agents", "pools", "tasks"])
+@pytest.mark.parametrize("kind", ["agents", "pools", "tasks", "templates"])
 def test_no_kind_imports_another_kinds_reconciler(kind):
-    others = {"agents", "pools", "tasks"} - {kind}
+    others = {"agents", "pools", "tasks", "templates"} - {kind}
     reconcilers = {f"remote_agents.controller.{other}.{module}" for other in others
                    for module in ("reconcile", "controller", "dispatch", "runs")}
     offending = {(path.name, name) for path in sources(CONTROLLER / kind) for name in imports(path)
@@ -54,5 +55,5 @@ def test_only_the_e2b_client_imports_the_e2b_sdk_and_only_main_and_handlers_impo
                  if any(name.split(".")[0] == "e2b" for name in imports(path))}
     kopf_users = {path.relative_to(PACKAGE).as_posix() for path in sources(PACKAGE)
                   if any(name.split(".")[0] == "kopf" for name in imports(path))}
-    assert e2b_users == {"controller/clients/e2b.py"}
+    assert e2b_users == {"controller/clients/e2b.py", "controller/clients/e2b_templates.py"}
     assert kopf_users == {"controller/main.py", "controller/handlers.py"}

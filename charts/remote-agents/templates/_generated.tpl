@@ -6,6 +6,7 @@
   - remoteagents
   - agentpools
   - agenttasks
+  - e2btemplates
   verbs:
   - get
   - list
@@ -19,6 +20,7 @@
   - remoteagents/status
   - agentpools/status
   - agenttasks/status
+  - e2btemplates/status
   verbs:
   - patch
 - apiGroups:
@@ -98,6 +100,7 @@
   - remoteagents
   - agentpools
   - agenttasks
+  - e2btemplates
   verbs:
   - get
   - list
@@ -111,6 +114,7 @@
   - remoteagents/status
   - agentpools/status
   - agenttasks/status
+  - e2btemplates/status
   verbs:
   - patch
 - apiGroups:

@@ -116,6 +116,16 @@ def definitions() -> list[dict[str, Any]]:
             _wide("Published", "string", ".status.githubUrl"),
             _message_column(),
         ]),
+        _crd("E2BTemplate", names.TEMPLATES, "e2bt", models.E2BTemplate, [
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Template ID", "type": "string", "jsonPath": ".status.templateID"},
+            _ready_column(),
+            _reason_column(),
+            _age_column(),
+            _wide("Build", "string", ".status.buildID"),
+            _wide("Content", "string", ".status.contentHash"),
+            _message_column(),
+        ]),
     ]
 
 

@@ -12,6 +12,7 @@ from pydantic.alias_generators import to_camel
 # The longest E2B lets a sandbox run continuously (Pro plan); Hobby accounts are capped at 1 h.
 MAX_SANDBOX_SECONDS = 24 * 3600
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
+DEFAULT_TEMPLATE = "base"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # kubectl explain and the OpenAPI tooling read these; timestamps are validated by the API server.
 DATE_TIME = {"format": "date-time"}
@@ -62,6 +63,11 @@ class Source(ApiModel):
         None, description="Token for a private repository (used for ls-remote and the in-sandbox clone).")
 
 
+class LocalObjectReference(ApiModel):
+    """An object of the same namespace, by name."""
+    name: str = Field(min_length=1, max_length=253, description="Name of the object.")
+
+
 class QuerySpec(ApiModel):
     """How the agent answers a query (an AgentTask)."""
     command: str = Field("", max_length=4096,
@@ -76,8 +82,15 @@ class RemoteAgentSpec(ApiModel):
         "rule": "self.idlePauseSeconds == 0 || self.idlePauseSeconds < self.sandboxTimeoutSeconds",
         "message": "idlePauseSeconds must be less than sandboxTimeoutSeconds",
         "fieldPath": ".idlePauseSeconds",
+    }, {
+        "rule": f"!has(self.templateRef) || self.template == '{DEFAULT_TEMPLATE}'",
+        "message": "templateRef and a template other than the default are exclusive: set one of them",
+        "fieldPath": ".templateRef",
     }]})
-    template: str = Field("base", min_length=1, max_length=255, description="E2B template id or alias.")
+    template: str = Field(DEFAULT_TEMPLATE, min_length=1, max_length=255, description="E2B template id or alias.")
+    template_ref: LocalObjectReference | None = Field(
+        None, description="An E2BTemplate of this namespace to create the sandbox from, once its build is Ready "
+                          "(instead of a literal template).")
     source: Source
     setup: list[Annotated[str, Field(description="A shell command.")]] = Field(default_factory=list, max_length=64,
                              description="Commands run in order in the working directory after each checkout.")
@@ -190,11 +203,6 @@ class AgentPool(ApiModel):
     status: AgentPoolStatus = Field(default_factory=AgentPoolStatus)
 
 
-class LocalObjectReference(ApiModel):
-    """An object of the same namespace, by name."""
-    name: str = Field(min_length=1, max_length=253, description="Name of the object.")
-
-
 class PullRequestTarget(ApiModel):
     """A pull request that adds the output as a file on a new branch."""
     base: str = Field("main", min_length=1, max_length=255, description="Branch the pull request merges into.")
@@ -290,3 +298,124 @@ class AgentTask(ApiModel):
     """One query run on a RemoteAgent or on an agent of an AgentPool; its output lands in status (and GitHub)."""
     spec: AgentTaskSpec
     status: AgentTaskStatus = Field(default_factory=AgentTaskStatus, json_schema_extra={"default": {}})
+
+
+def exactly_one_of_all(*fields: str) -> dict[str, str]:
+    """A CEL rule that one and only one of several optional fields is set; the fields by their JSON names."""
+    count = " + ".join(f"(has(self.{name}) ? 1 : 0)" for name in fields)
+    return {"rule": f"{count} == 1", "message": f"exactly one of {', '.join(fields)} must be set"}
+
+
+ABSOLUTE_PATH = r"^/.*$"
+RELATIVE_PATH = r"^[^/].*$"
+
+
+class TemplateBase(ApiModel):
+    """What the template starts from: an E2B template, a container image, or (neither) the E2B base image."""
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
+        "rule": "!(has(self.fromTemplate) && has(self.fromImage))",
+        "message": "base: at most one of fromTemplate and fromImage may be set"}]})
+    from_template: str | None = Field(None, min_length=1, max_length=255,
+                                      description="An existing E2B template id or name to build on.")
+    from_image: str | None = Field(None, min_length=1, max_length=1024,
+                                   description="A public container image to build on (e.g. e2bdev/base).")
+
+
+class RunStep(ApiModel):
+    """A shell command run in the build (like a Dockerfile RUN)."""
+    command: str = Field(min_length=1, max_length=16384, description="The shell command.")
+    user: str | None = Field(None, min_length=1, max_length=64, description="User to run it as (default: the image's).")
+
+
+class GitFiles(ApiModel):
+    """Files from a git repository, checked out by the operator at the commit the ref resolves to."""
+    repo: str = Field(min_length=1, max_length=2048,
+                      description="Any URL git can clone (https, git://, file://), or owner/name for GitHub.")
+    ref: str = Field("main", min_length=1, max_length=255, description="Branch, tag or full commit SHA.")
+    path: str = Field("", max_length=1024, pattern=r"^$|^[^/].*$",
+                      description="File or directory of the repository to copy (default: all of it).")
+    credentials_secret_ref: SecretKeySelector | None = Field(
+        None, description="Token for a private repository (used by the operator only, never in the build).")
+
+
+class KeyToPath(ApiModel):
+    """One key of a ConfigMap and the file it becomes."""
+    key: str = Field(min_length=1, max_length=253, description="Key of the ConfigMap.")
+    path: str = Field(min_length=1, max_length=256, pattern=RELATIVE_PATH,
+                      description="Relative path of the file under copy.to.",
+                      json_schema_extra={"x-kubernetes-validations": [{
+                          "rule": "!self.contains('..')", "message": "items[].path must not contain '..'"}]})
+
+
+class ConfigMapFiles(ApiModel):
+    """Files from a ConfigMap of the template's namespace: each key a file, like a ConfigMap volume."""
+    name: str = Field(min_length=1, max_length=253, description="Name of the ConfigMap.")
+    items: list[KeyToPath] | None = Field(None, max_length=64,
+                                          description="The keys to copy and their paths (default: every key, "
+                                                      "as a file of its name).")
+
+
+class CopyStep(ApiModel):
+    """Files copied into the template: from git or from a ConfigMap."""
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
+        **exactly_one_of("git", "configMapRef"), "message": "copy: exactly one of git and configMapRef must be set"}]})
+    git: GitFiles | None = Field(None, description="Copy files of a git repository.")
+    config_map_ref: ConfigMapFiles | None = Field(None, description="Copy the keys of a ConfigMap as files.")
+    to: str = Field(min_length=1, max_length=1024, pattern=ABSOLUTE_PATH,
+                    description="Absolute path in the template the files land under.")
+    user: str | None = Field(None, min_length=1, max_length=64, description="Owner of the copied files (user[:group]).")
+
+
+class TemplateStep(ApiModel):
+    """One build step: exactly one of run, copy, env and workdir."""
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
+        **exactly_one_of_all("run", "copy", "env", "workdir"),
+        "message": "each of steps: exactly one of run, copy, env and workdir must be set"}]})
+    run: RunStep | None = Field(None, description="Run a shell command.")
+    copy_: CopyStep | None = Field(None, alias="copy", description="Copy files from git or a ConfigMap.")
+    env: dict[str, Annotated[str, Field(max_length=32768, description="A literal value (never a secret).")]] | None = \
+        Field(None, description="Environment variables of the following steps (literal values only).")
+    workdir: str | None = Field(None, min_length=1, max_length=1024, pattern=ABSOLUTE_PATH,
+                                description="Working directory of the following steps.")
+
+
+class E2BTemplateSpec(ApiModel):
+    """An E2B template as code: a base, build steps, and how its sandboxes start; built by the operator."""
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
+        "rule": "!has(self.startCommand) || has(self.readyCommand)",
+        "message": "readyCommand must be set when startCommand is", "fieldPath": ".readyCommand"}]})
+    base: TemplateBase = Field(default_factory=TemplateBase, json_schema_extra={"default": {}},
+                               description="What the build starts from (default: the E2B base image).")
+    steps: list[TemplateStep] = Field(default_factory=list, max_length=64, description="Build steps, in order.")
+    start_command: str | None = Field(None, min_length=1, max_length=16384,
+                                      description="Command started in every sandbox of the template.")
+    ready_command: str | None = Field(None, min_length=1, max_length=16384,
+                                      description="Ready check: the build waits until it exits 0.")
+    cpu_count: int = Field(2, ge=1, le=64, description="vCPUs of the template's sandboxes.")
+    memory_mb: int = Field(1024, ge=128, le=65536, alias="memoryMB", description="Memory of its sandboxes, in MiB.")
+    e2b_api_key_secret_ref: SecretKeySelector | None = Field(
+        None, alias="e2bApiKeySecretRef", description="E2B API key of the account to build in; default: the "
+                                                      "operator's E2B_API_KEY.")
+
+
+TemplatePhase = Literal["Pending", "Building", "Ready", "Failed"]
+
+
+class E2BTemplateStatus(ApiModel):
+    """The observed template, written by the operator."""
+    observed_generation: int = observed_generation_field()
+    phase: TemplatePhase | None = Field(None, description="Of the latest build: Pending, Building, Ready or Failed.")
+    template_id: str | None = Field(None, alias="templateID", description="The E2B template id sandboxes start from.")
+    build_id: str | None = Field(None, alias="buildID", description="The latest build's E2B id.")
+    content_hash: str | None = Field(None, description="Hash of everything that went into the latest build "
+                                                       "(steps, resolved git commits, ConfigMap contents).")
+    ready_content_hash: str | None = Field(None, description="contentHash of the last Ready build: the one new "
+                                                             "sandboxes get, and agents roll to.")
+    build_log: str | None = Field(None, description="The tail of the latest build's log.")
+    conditions: list[Condition] = conditions_field()
+
+
+class E2BTemplate(ApiModel):
+    """An E2B sandbox template declared as code; RemoteAgents name it in spec.templateRef."""
+    spec: E2BTemplateSpec
+    status: E2BTemplateStatus = Field(default_factory=E2BTemplateStatus)

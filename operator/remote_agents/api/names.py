@@ -14,6 +14,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 AGENTS = "remoteagents"
 POOLS = "agentpools"
 TASKS = "agenttasks"
+TEMPLATES = "e2btemplates"
 
 FINALIZER = f"{GROUP}/finalizer"
 # On a Secret that agents use as their E2B key, while any does (like kubernetes.io/pvc-protection):
@@ -37,3 +38,5 @@ SANDBOX_CLUSTER_KEY = f"{GROUP}/cluster"
 SANDBOX_NAMESPACE_KEY = f"{GROUP}/namespace"
 SANDBOX_NAME_KEY = f"{GROUP}/name"
 SANDBOX_CONFIG_KEY = f"{GROUP}/config-hash"
+# The E2BTemplate content (status.readyContentHash) a sandbox was created from.
+SANDBOX_TEMPLATE_KEY = f"{GROUP}/template-content"

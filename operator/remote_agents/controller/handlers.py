@@ -9,9 +9,11 @@ from typing import Any
 
 import kopf
 
-from remote_agents.api.names import AGENTS, GROUP, POOLS, VERSION
+from remote_agents.api.names import AGENTS, GROUP, POOLS, TEMPLATES, VERSION
 from remote_agents.controller import metrics
 from remote_agents.controller.retry import RetryLater
+
+TEMPLATE_RECHECK_SECONDS = 60.0
 
 
 async def _run(kind: str, step: Awaitable[None]) -> None:
@@ -45,6 +47,15 @@ async def delete_agent(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -
 @kopf.on.update(GROUP, VERSION, POOLS)
 async def reconcile_pool(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     await _run("AgentPool", memo.operator.pools.reconcile(namespace, name))
+
+
+@kopf.on.resume(GROUP, VERSION, TEMPLATES)
+@kopf.on.create(GROUP, VERSION, TEMPLATES)
+@kopf.on.update(GROUP, VERSION, TEMPLATES)
+# Again now and then: a moved branch of a git copy step is new content.
+@kopf.timer(GROUP, VERSION, TEMPLATES, interval=TEMPLATE_RECHECK_SECONDS, initial_delay=TEMPLATE_RECHECK_SECONDS)
+async def reconcile_template(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _run("E2BTemplate", memo.operator.templates.reconcile(body))
 
 
 @kopf.on.cleanup()

@@ -24,7 +24,7 @@ from typing import Any
 import kopf
 import kubernetes
 
-from remote_agents.api.names import AGENTS, FINALIZER, GROUP, POOL_LABEL, TASKS
+from remote_agents.api.names import AGENTS, FINALIZER, GROUP, POOL_LABEL, TASKS, TEMPLATES
 from remote_agents.controller import metrics
 from remote_agents.controller.agents.fleet import Fleet
 from remote_agents.controller.agents.idle import AgentActivity
@@ -32,6 +32,7 @@ from remote_agents.controller.agents.inputs import AgentInputs
 from remote_agents.controller.agents.reconcile import AgentReconciler
 from remote_agents.controller.agents.sightings import Sightings
 from remote_agents.controller.clients.e2b import SandboxGateway
+from remote_agents.controller.clients.e2b_templates import TemplateBuilds
 from remote_agents.controller.clients.events import EventRecorder, EventSink
 from remote_agents.controller.clients.kube import API_THREADS, Kube, load_config
 from remote_agents.controller.clients.lease import LeaderElector
@@ -41,6 +42,8 @@ from remote_agents.controller.settings import LeaderElectionSettings, OperatorSe
 from remote_agents.controller.sources import webhook
 from remote_agents.controller.sources.refs import RefResolver
 from remote_agents.controller.tasks.controller import TaskController
+from remote_agents.controller.templates.reconcile import TemplateReconciler
+from remote_agents.controller.templates.users import TemplateUsers
 
 log = logging.getLogger(__name__)
 LOST_LEASE_EXIT = 3  # the exit status of a leader that lost its Lease
@@ -49,8 +52,9 @@ SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/names
 
 class Operator:
     def __init__(self, settings: OperatorSettings, kube: Kube, cluster_id: str,
-                 gateway: SandboxGateway | None = None, emit: EventSink | None = None):
-        """`gateway` and `emit` are built from the settings and `kube` unless given (tests give fakes)."""
+                 gateway: SandboxGateway | None = None, emit: EventSink | None = None,
+                 builds: TemplateBuilds | None = None):
+        """`gateway`, `emit` and `builds` are built from the settings and `kube` unless given (tests give fakes)."""
         self.settings = settings
         self.kube = kube
         self.gateway = gateway if gateway is not None else SandboxGateway(
@@ -63,21 +67,32 @@ class Operator:
         # event and waits for it, as nothing may be taken for absent before the view is whole.
         self.agent_watch = ObjectWatch(kube, AGENTS, settings.namespaces, self.agent_changed)
         self.task_watch = ObjectWatch(kube, TASKS, settings.namespaces, self.task_changed)
+        # E2BTemplates: a change of their Ready build reaches the agents and pools naming them.
+        self.template_watch = ObjectWatch(kube, TEMPLATES, settings.namespaces, self.template_changed)
+        self.template_users = TemplateUsers()
+        self.template_bodies: dict[tuple[str, str], dict[str, Any]] = {}  # the watch's latest of each
         inputs = AgentInputs(kube)
         self.agents = AgentReconciler(self.gateway, kube, inputs, settings, cluster_id, events, sightings, refs)
         self.fleet = Fleet(self.gateway, kube, settings, cluster_id, sightings, refs, listed=self.agent_watch.synced)
         activity = AgentActivity(kube, self.fleet, events)
         self.tasks = TaskController(kube, self.gateway, inputs, self.fleet, activity, events,
                                     settings.github_api_hosts, listed=self.task_watch.synced)
+        self.agents.running_counts = self.tasks.running_counts
+        self.agents.template_of = self.template_of
         self.pools = PoolReconciler(kube, events, running_counts=self.tasks.running_counts,
-                                    tasks_listed=self.task_watch.synced)
+                                    tasks_listed=self.task_watch.synced, template_users=self.template_users,
+                                    template_of=self.template_of)
+        self.templates = TemplateReconciler(builds if builds is not None else TemplateBuilds(self.gateway), kube,
+                                            inputs, settings, cluster_id, events, refs)
         self._background: list[asyncio.Task] = []
+        self._pokes: set[asyncio.Task] = set()  # request_reconcile of a template's agents, under way
         self._servers: list[Any] = []
         self.leading = False  # nothing is reconciled, dispatched, swept or paused before start()
         self.stop_requested = asyncio.Event()  # Kopf's stop flag; set by a signal or by stop()
 
     def agent_changed(self, event_type: str | None, body: dict[str, Any]) -> None:
         self.fleet.observe(event_type, body)
+        self.template_users.agent_changed(event_type, body)
         self.tasks.agent_changed()
         pool = (body["metadata"].get("labels") or {}).get(POOL_LABEL)
         if pool:
@@ -85,6 +100,31 @@ class Operator:
 
     def task_changed(self, event_type: str | None, body: dict[str, Any]) -> None:
         self.tasks.observe(event_type, body)
+
+    async def template_of(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """An E2BTemplate as the watch saw it last (None: there is none); asked of the API until
+        the watch's first list is in."""
+        if self.template_watch.synced.is_set():
+            return self.template_bodies.get((namespace, name))
+        return await self.kube.get(TEMPLATES, namespace, name)
+
+    def template_changed(self, event_type: str | None, body: dict[str, Any]) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if event_type == "DELETED":
+            self.template_bodies.pop(key, None)
+        else:
+            self.template_bodies[key] = body
+        users = self.template_users.template_changed(event_type, body)
+        if users is None:
+            return
+        namespace = body["metadata"]["namespace"]
+        agents, pools = users
+        for pool in pools:
+            self.pools.poke(namespace, pool)
+        for agent in agents:
+            self._pokes.add(asyncio.get_running_loop().create_task(
+                self.kube.request_reconcile(AGENTS, namespace, agent), name=f"poke-{agent}"))
+        self._pokes = {poke for poke in self._pokes if not poke.done()}
 
     async def serve_http(self) -> None:
         """The webhook and metrics endpoints, up from the start: a standby answers them too (it
@@ -106,6 +146,7 @@ class Operator:
         loop = asyncio.get_running_loop()
         self.agent_watch.start(loop)
         self.task_watch.start(loop)
+        self.template_watch.start(loop)
         self._background = [loop.create_task(self.fleet.run(), name="fleet-checks"),
                             loop.create_task(self.tasks.run(), name="task-loop")]
 
@@ -115,6 +156,8 @@ class Operator:
         metrics.LEADER.set(0)
         self.agent_watch.stop()
         self.task_watch.stop()
+        self.template_watch.stop()
+        await self.templates.stop()
         for task in self._background:
             task.cancel()
 

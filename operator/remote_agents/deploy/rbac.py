@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from remote_agents.api.names import AGENTS, GROUP, LEADER_LEASE, ORPHANS_CONFIGMAP, POOLS, TASKS
+from remote_agents.api.names import AGENTS, GROUP, LEADER_LEASE, ORPHANS_CONFIGMAP, POOLS, TASKS, TEMPLATES
 from remote_agents.deploy import names
 
-_OWN_KINDS = [AGENTS, POOLS, TASKS]
+_OWN_KINDS = [AGENTS, POOLS, TASKS, TEMPLATES]
 RBAC_API = "rbac.authorization.k8s.io/v1"
 
 
@@ -41,7 +41,7 @@ def namespace_rules() -> list[dict[str, Any]]:
         # key's protection finalizer (names.KEY_PROTECTION_FINALIZER).
         _rule("", ["secrets"], ["get", "patch"]),
         # A task's output ConfigMap (created, replaced when a finish is repeated, read to publish),
-        # and the record of sandboxes left running by deletionPolicy Orphan (listed by the sweeper).
+        # the ConfigMaps E2BTemplates copy files from (read), and the record of sandboxes left running by deletionPolicy Orphan (listed by the sweeper).
         _rule("", ["configmaps"], ["get", "list", "create", "update"]),
         _rule("", ["configmaps"], ["patch"], [ORPHANS_CONFIGMAP]),
         # Events on our objects (the operator's and Kopf's, both through the core API).

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from remote_agents.api.models import RemoteAgentSpec
-from remote_agents.api.names import SANDBOX_CONFIG_KEY, SANDBOX_NAMESPACE_KEY
+from remote_agents.api.names import SANDBOX_CONFIG_KEY, SANDBOX_NAMESPACE_KEY, SANDBOX_TEMPLATE_KEY
 from remote_agents.controller.sandboxes import ObservedSandbox
 
 AGENT_HOME = "/home/user/agent"
@@ -22,7 +22,7 @@ AGENT_HOME = "/home/user/agent"
 @dataclass(frozen=True)
 class Kill:
     sandbox_id: str
-    reason: str  # Duplicate | ConfigChanged | Deleted
+    reason: str  # Duplicate | ConfigChanged | TemplateChanged | Deleted
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,34 @@ class AgentPlan:
     keep: str | None = None  # the sandbox that stays (None when one is about to be created)
 
 
+@dataclass(frozen=True)
+class TemplateState:
+    """The E2BTemplate an agent's spec.templateRef names, as the reconciler found it."""
+
+    template_id: str | None  # what to create sandboxes from; None: no Ready build (yet, or any more)
+    content_hash: str | None  # of that Ready build
+    may_replace: bool  # a sandbox of older content may be replaced now (standalone, running no task)
+    problem: tuple[str, str] | None = None  # (reason, message) when the template is not Ready
+
+    @property
+    def usable(self) -> bool:
+        return self.template_id is not None and self.content_hash is not None
+
+
+def template_state(template: dict | None, name: str, may_replace: bool) -> TemplateState:
+    """What an E2BTemplate object (None: it does not exist) offers the agents naming it."""
+    if template is None:
+        return TemplateState(None, None, may_replace, ("TemplateNotFound", f"E2BTemplate {name} does not exist"))
+    status = template.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    problem = None
+    if ready.get("status") != "True":
+        problem = ("TemplateNotReady", f"E2BTemplate {name} is not Ready: "
+                                       f"{ready.get('message') or status.get('phase') or 'not built yet'}")
+    content = status.get("readyContentHash")
+    return TemplateState(status.get("templateID") if content else None, content, may_replace, problem)
+
+
 def parse_spec(raw_spec: object) -> tuple[RemoteAgentSpec | None, str | None]:
     """The spec, or why it cannot be parsed (naming each field), for an object the API server
     stored under an older or looser schema than this operator's model."""
@@ -69,12 +97,15 @@ def parse_spec(raw_spec: object) -> tuple[RemoteAgentSpec | None, str | None]:
 
 def config_hash(spec: RemoteAgentSpec) -> str:
     """Hash of the spec fields a running sandbox cannot take in place (template, env, credentials).
-    It references Secrets by name only: no secret value ever goes into it."""
+    It references Secrets by name only: no secret value ever goes into it. The content of an
+    E2BTemplate is compared on its own (SANDBOX_TEMPLATE_KEY): only its Ready build replaces a sandbox."""
     relevant = {
         "template": spec.template,
         "env": [variable.model_dump(by_alias=True, exclude_none=True) for variable in spec.env],
         "e2bKey": spec.e2b_api_key_secret_ref.model_dump(by_alias=True) if spec.e2b_api_key_secret_ref else None,
     }
+    if spec.template_ref:  # only then: the hashes of agents without one stay as they were
+        relevant["templateRef"] = spec.template_ref.name
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -98,18 +129,31 @@ def _pick_keeper(sandboxes: list[ObservedSandbox], recorded_id: str | None, want
     return sorted(sandboxes, key=lambda s: (s.metadata.get(SANDBOX_CONFIG_KEY) != wanted_hash, s.started_at))[0]
 
 
+def outdated_template(sandbox: ObservedSandbox, template: TemplateState | None) -> bool:
+    """The sandbox was made from older content of its E2BTemplate than the Ready build."""
+    return template is not None and template.usable and \
+        sandbox.metadata.get(SANDBOX_TEMPLATE_KEY) != template.content_hash
+
+
 def plan_agent(*, uid: str, spec: RemoteAgentSpec, recorded_sandbox_id: str | None, recorded_revision: str | None,
-               sandboxes: list[ObservedSandbox], target_revision: str | None, idle_paused: bool = False) -> AgentPlan:
+               sandboxes: list[ObservedSandbox], target_revision: str | None, idle_paused: bool = False,
+               template: TemplateState | None = None) -> AgentPlan:
     """Plan for a live (not deleting) agent. `sandboxes` are all E2B sandboxes tagged with `uid`.
-    `idle_paused`: the operator paused it for idleness; it stays paused like `spec.paused`."""
+    `idle_paused`: the operator paused it for idleness; it stays paused like `spec.paused`.
+    `template`: its E2BTemplate (spec.templateRef), without whose Ready build nothing is created;
+    a sandbox of older content is replaced only when `template.may_replace`."""
     paused = spec.paused or idle_paused
     wanted_hash = config_hash(spec)
     actions: list[Action] = []
     keeper = _pick_keeper(sandboxes, recorded_sandbox_id, wanted_hash) if sandboxes else None
     actions += [Kill(s.sandbox_id, "Duplicate") for s in sandboxes if keeper and s.sandbox_id != keeper.sandbox_id]
 
-    if keeper is not None and keeper.metadata.get(SANDBOX_CONFIG_KEY) != wanted_hash:
+    can_create = template is None or template.usable  # never kill what cannot be replaced
+    if keeper is not None and keeper.metadata.get(SANDBOX_CONFIG_KEY) != wanted_hash and can_create:
         actions.append(Kill(keeper.sandbox_id, "ConfigChanged"))
+        previous, keeper = keeper.sandbox_id, None
+    elif keeper is not None and outdated_template(keeper, template) and template.may_replace:
+        actions.append(Kill(keeper.sandbox_id, "TemplateChanged"))
         previous, keeper = keeper.sandbox_id, None
     else:
         previous = recorded_sandbox_id
@@ -117,7 +161,7 @@ def plan_agent(*, uid: str, spec: RemoteAgentSpec, recorded_sandbox_id: str | No
     revision = target_revision or (recorded_revision if keeper is not None else None)
     if keeper is None:
         lost = recorded_sandbox_id if not sandboxes else None
-        if target_revision is None:
+        if target_revision is None or not can_create:
             return AgentPlan(actions=actions, keep=None)
         actions.append(Create(idempotency_key(uid, previous), replaces_lost=lost))
         actions.append(Checkout(target_revision))

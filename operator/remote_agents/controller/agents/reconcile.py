@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from remote_agents.api.models import RemoteAgentSpec
 from remote_agents.api.names import (
-    AGENTS, SANDBOX_CLUSTER_KEY, SANDBOX_CONFIG_KEY, SANDBOX_NAME_KEY, SANDBOX_NAMESPACE_KEY, SANDBOX_UID_KEY,
+    AGENTS, POOL_LABEL, SANDBOX_CLUSTER_KEY, SANDBOX_CONFIG_KEY, SANDBOX_NAME_KEY, SANDBOX_NAMESPACE_KEY,
+    SANDBOX_TEMPLATE_KEY, SANDBOX_UID_KEY, TEMPLATES,
 )
 from remote_agents.controller import metrics
 from remote_agents.controller.agents import decide
@@ -43,6 +45,28 @@ class StepFailed(Exception):
         self.reason = reason
 
 
+def _template_condition(template: decide.TemplateState | None, kept: ObservedSandbox | None,
+                        pooled: bool) -> tuple[tuple[str, bool, str], ...]:
+    """The TemplateReady condition of an agent with a templateRef: its template has a Ready build
+    and the agent's sandbox is of it."""
+    if template is None:
+        return ()
+    if template.problem:
+        return (("TemplateReady", False, template.problem[0]),)
+    if kept is not None and decide.outdated_template(kept, template):
+        return (("TemplateReady", False, "TemplateOutdated" if pooled else "TemplateUpdatePending"),)
+    return (("TemplateReady", True, "TemplateReady"),)
+
+
+def _template_note(template: decide.TemplateState, reason: str) -> str:
+    """Why the sandbox is kept as it is although its template is not what it was made from."""
+    if reason == "TemplateOutdated":
+        return "its template has a new build; the pool replaces the agent by its update strategy"
+    if reason == "TemplateUpdatePending":
+        return "its template has a new build; the sandbox is replaced once no task runs on it"
+    return f"{template.problem[1]}; the sandbox is kept as it is"
+
+
 class StatusWriter:
     """Writes the status subresource only when something visible changed (no churn)."""
 
@@ -54,10 +78,11 @@ class StatusWriter:
         self.current: dict[str, Any] = dict(body.get("status") or {})
         self.redact = redact
 
-    async def write(self, outcome: Outcome, **fields: Any) -> None:
+    async def write(self, outcome: Outcome, extra: tuple[tuple[str, bool, str], ...] = (), **fields: Any) -> None:
         outcome = Outcome(outcome.ready, outcome.reason, self.redact(outcome.message), outcome.reconciling,
                           outcome.stalled)
-        desired = status_update(self.current, outcome, self.generation, message=outcome.message or None, **fields)
+        desired = status_update(self.current, outcome, self.generation, extra, message=outcome.message or None,
+                                **fields)
         if desired is None:
             return
         await self.kube.patch_status(AGENTS, self.namespace, self.name, desired)
@@ -80,6 +105,11 @@ class AgentReconciler:
         self.emit = emit
         self.sightings = sightings
         self._locks: dict[str, asyncio.Lock] = {}
+        # Tasks running now by (namespace, agent): main.py hands over the task controller's count.
+        self.running_counts: Callable[[], Counter] = Counter
+        # An E2BTemplate by (namespace, name): main.py hands over the template watch's view.
+        self.template_of: Callable[[str, str], Awaitable[dict | None]] = \
+            lambda namespace, name: kube.get(TEMPLATES, namespace, name)
 
     def lock(self, uid: str) -> asyncio.Lock:
         """One lock per object: handlers, the health loop and task dispatch never overlap on it."""
@@ -88,11 +118,24 @@ class AgentReconciler:
     def forget(self, uid: str) -> None:
         self._locks.pop(uid, None)
 
-    def _metadata(self, body: Mapping[str, Any], spec: RemoteAgentSpec) -> dict[str, str]:
+    def _metadata(self, body: Mapping[str, Any], spec: RemoteAgentSpec,
+                  template: decide.TemplateState | None) -> dict[str, str]:
         meta = body["metadata"]
-        return {SANDBOX_UID_KEY: meta["uid"], SANDBOX_CLUSTER_KEY: self.cluster_id,
+        tags = {SANDBOX_UID_KEY: meta["uid"], SANDBOX_CLUSTER_KEY: self.cluster_id,
                 SANDBOX_NAMESPACE_KEY: meta["namespace"], SANDBOX_NAME_KEY: meta["name"],
                 SANDBOX_CONFIG_KEY: decide.config_hash(spec)}
+        return {**tags, SANDBOX_TEMPLATE_KEY: template.content_hash} if template else tags
+
+    async def _template(self, body: Mapping[str, Any], spec: RemoteAgentSpec) -> decide.TemplateState | None:
+        """The E2BTemplate of spec.templateRef, as it is now (None: the agent names none)."""
+        if spec.template_ref is None:
+            return None
+        meta = body["metadata"]
+        found = await self.template_of(meta["namespace"], spec.template_ref.name)
+        standalone = POOL_LABEL not in (meta.get("labels") or {})  # a pool rolls its agents itself
+        idle = not self.running_counts().get((meta["namespace"], meta["name"])) and \
+            not (body.get("status") or {}).get("activeTasks")
+        return decide.template_state(found, spec.template_ref.name, may_replace=standalone and idle)
 
     async def reconcile(self, body: Mapping[str, Any]) -> None:
         spec, problem = decide.parse_spec(body["spec"])
@@ -141,16 +184,21 @@ class AgentReconciler:
         uid = body["metadata"]["uid"]
         inputs = await self.inputs.resolve(body["metadata"]["namespace"], spec, redact)
         target = await self.refs.resolve(spec.source.repo, spec.source.ref, inputs.git_token)
+        template = await self._template(body, spec)
+
         def plan_with(sandboxes: list[ObservedSandbox]) -> decide.AgentPlan:
             return decide.plan_agent(uid=uid, spec=spec, recorded_sandbox_id=status.current.get("sandboxID"),
                                      recorded_revision=status.current.get("revision"), sandboxes=sandboxes,
-                                     target_revision=target, idle_paused=bool(status.current.get("idlePaused")))
+                                     target_revision=target, idle_paused=bool(status.current.get("idlePaused")),
+                                     template=template)
 
         seen = None if inputs.account.is_own else await self.sightings.look(uid)  # own-key agents are not in the fleet list
         plan = plan_with(seen) if seen is not None else None
         if plan is None or any(isinstance(a, (decide.Create, decide.Kill)) for a in plan.actions):
             self.sightings.forget(uid)  # creating or killing: decide on a fresh look only
-            plan = plan_with(await self.gateway.list({SANDBOX_UID_KEY: uid}, inputs.account))
+            seen = await self.gateway.list({SANDBOX_UID_KEY: uid}, inputs.account)
+            plan = plan_with(seen)
+        kept = next((s for s in seen if s.sandbox_id == plan.keep), None)
         current = SandboxAddress(plan.keep, inputs.account) if plan.keep else None
         created = False
         if any(not isinstance(a, decide.Checkout) for a in plan.actions):
@@ -167,8 +215,9 @@ class AgentReconciler:
                         self.emit(body, "Warning", "SandboxLost", f"sandbox {lost} is gone; recreating it from git")
                     await status.write(_working("Creating", "creating the sandbox"), phase="Creating")
                     current = await self.gateway.create(
-                        template=spec.template, timeout_seconds=spec.sandbox_timeout_seconds,
-                        metadata=self._metadata(body, spec), idempotency_key=key, account=inputs.account)
+                        template=template.template_id if template else spec.template,
+                        timeout_seconds=spec.sandbox_timeout_seconds,
+                        metadata=self._metadata(body, spec, template), idempotency_key=key, account=inputs.account)
                     created = True
                     self.emit(body, "Normal", "SandboxCreated", f"created sandbox {current.sandbox_id}")
                     await status.write(_working("SettingUp", "checking out the code"), phase="SettingUp",
@@ -189,7 +238,14 @@ class AgentReconciler:
                                        sandboxID=current.sandbox_id,
                                        revision=revision, shortRevision=revision[:12],
                                        workdir=decide.workdir(spec))
+        template_condition = _template_condition(template, kept, POOL_LABEL in (body["metadata"].get("labels") or {}))
         if current is None:
+            if template is not None and not template.usable:
+                # The template's watch brings the agent back when it has a Ready build.
+                why = template.problem[1] if template.problem else "it has no Ready build yet"
+                await status.write(_working("TemplateNotReady", f"waiting for the template: {why}"),
+                                   template_condition, phase="Pending")
+                return
             await status.write(_working("RefNotResolved", "waiting for the ref to resolve"), phase="Pending")
             return
         if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.current.get("conditions") or []) \
@@ -201,9 +257,15 @@ class AgentReconciler:
             phase, reason, message = "Paused", "IdlePaused", "sandbox is paused while idle; the next task resumes it"
         else:
             phase, reason, message = "Ready", "Ready", "sandbox is running"
-        await status.write(Outcome(ready=True, reason=reason, message=message), phase=phase,
+        if template_condition and template_condition[0][1] is False:
+            message += f"; {_template_note(template, template_condition[0][2])}"
+        await status.write(Outcome(ready=True, reason=reason, message=message), template_condition, phase=phase,
                            sandboxID=current.sandbox_id,
                            workdir=decide.workdir(spec))
+        if template_condition and template_condition[0][2] == "TemplateUpdatePending":
+            # A standalone agent takes its template's new build once no task runs on it.
+            raise RetryLater("waiting for the running tasks to end before taking the new template",
+                             self.settings.retry_delay_seconds)
 
     async def _checkout(self, sandbox: SandboxAddress, spec: RemoteAgentSpec, revision: str, inputs: ResolvedInputs,
                         redact: Redactor) -> None:

@@ -28,6 +28,11 @@ T = TypeVar("T")
 HANDLE_TTL_SECONDS = 120
 
 
+def api_options(account: E2BAccount) -> dict:
+    """The SDK's options that direct a call to `account` (none: the SDK reads E2B_API_KEY)."""
+    return {"api_key": account.api_key} if account.api_key else {}
+
+
 class E2BError(Exception):
     """Base of what the gateway raises; `reason` is a stable word for conditions and Events."""
 
@@ -72,9 +77,7 @@ class SandboxGateway:
         self._observe = observe or (lambda operation, outcome, seconds: None)
         self._handles: dict[str, tuple[float, AsyncSandbox]] = {}
 
-    @staticmethod
-    def _opts(account: E2BAccount) -> dict:
-        return {"api_key": account.api_key} if account.api_key else {}
+    _opts = staticmethod(api_options)
 
     async def _call(self, operation: str, make_call: Callable[[], Awaitable[T]]) -> T:
         bucket = self.creates_bucket if operation == "create" else self.calls_bucket
@@ -115,6 +118,11 @@ class SandboxGateway:
             log.info("E2B %s failed (%s), retrying in %.1fs", operation, type(failure).__name__, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    async def call(self, operation: str, make_call: Callable[[], Awaitable[T]]) -> T:
+        """One E2B API call under the gateway's bounds, retries and error translation, for the other
+        E2B adapters here in clients/ (template builds)."""
+        return await self._call(operation, make_call)
 
     async def list(self, metadata: dict[str, str], account: E2BAccount) -> list[ObservedSandbox]:
         """All running and paused sandboxes of `account` whose metadata includes `metadata`, every page,

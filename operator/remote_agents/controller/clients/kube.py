@@ -154,6 +154,11 @@ class Kube:
         config_map = await self._unless_gone(asyncio.to_thread(self.core.read_namespaced_config_map, name, namespace))
         return (config_map.data or {}).get(key) if config_map else None
 
+    async def configmap_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A ConfigMap's data, or None when it does not exist."""
+        config_map = await self._unless_gone(asyncio.to_thread(self.core.read_namespaced_config_map, name, namespace))
+        return dict(config_map.data or {}) if config_map else None
+
     async def apply_configmap(self, namespace: str, name: str, data: dict[str, str], owner: dict[str, str]) -> None:
         """Create the ConfigMap, or replace its data; owned by `owner` so it goes with it."""
         body = {"apiVersion": "v1", "kind": "ConfigMap", "data": data,

@@ -36,14 +36,18 @@ class PoolPlan:
     waiting_for_busy: int = 0  # extra agents kept because they are running tasks
 
 
-def template_hash(spec: AgentPoolSpec) -> str:
+def template_hash(spec: AgentPoolSpec, template_content: str | None = None) -> str:
     """Identity of the agents' shape. Leaves out what each agent applies in place: the code ref
-    and pausing (the pool's `paused` or the template's)."""
+    and pausing (the pool's `paused` or the template's). `template_content`: the contentHash of
+    the Ready build of the E2BTemplate the agents name (spec.templateRef), so a rebuild rolls them."""
     agent = spec.template.spec.model_dump(by_alias=True, mode="json")
     agent["source"].pop("ref")
     agent.pop("paused")
+    if agent["templateRef"] is None:
+        del agent["templateRef"]  # hashed as before it existed: pools without one do not roll
     labels = spec.template.metadata.model_dump(mode="json")
-    return hashlib.sha256(json.dumps([agent, labels], sort_keys=True).encode()).hexdigest()[:10]
+    shape = [agent, labels] + ([template_content] if template_content else [])
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def desired_paused(spec: AgentPoolSpec) -> bool:
@@ -79,9 +83,12 @@ def _removal_order(children: list[Child]) -> list[Child]:
     return sorted(by_newest, key=lambda c: (c.ready, c.active_tasks > 0))
 
 
-def plan_pool(pool: str, spec: AgentPoolSpec, children: list[Child]) -> PoolPlan:
+def plan_pool(pool: str, spec: AgentPoolSpec, children: list[Child], template_content: str | None = None) -> PoolPlan:
+    """`template_content`: see template_hash; while an E2BTemplate the agents name has no Ready
+    build, nothing is rolled out (its agents could not be replaced)."""
     plan = PoolPlan()
-    current_hash = template_hash(spec)
+    current_hash = template_hash(spec, template_content)
+    holding = spec.template.spec.template_ref is not None and template_content is None
     live = [c for c in children if not c.deleting]
     # Scale down.
     excess = len(live) - spec.replicas
@@ -97,7 +104,7 @@ def plan_pool(pool: str, spec: AgentPoolSpec, children: list[Child]) -> PoolPlan
     kept = [c for c in live if c.name not in plan.delete]
 
     # Roll out a new template: replace outdated agents within the unavailability budget.
-    outdated = [c for c in kept if c.template_hash != current_hash]
+    outdated = [] if holding else [c for c in kept if c.template_hash != current_hash]
     if spec.update_strategy.type == "Recreate":
         replace = outdated
     else:
@@ -125,9 +132,10 @@ def plan_pool(pool: str, spec: AgentPoolSpec, children: list[Child]) -> PoolPlan
     return plan
 
 
-def pool_status(pool: str, spec: AgentPoolSpec, children: list[Child]) -> dict[str, Any]:
+def pool_status(pool: str, spec: AgentPoolSpec, children: list[Child],
+                template_content: str | None = None) -> dict[str, Any]:
     live = [c for c in children if not c.deleting]
-    current_hash = template_hash(spec)
+    current_hash = template_hash(spec, template_content)
     return {
         "replicas": len(live),
         "readyReplicas": sum(1 for c in live if c.ready),

@@ -16,13 +16,14 @@ from kubernetes.client.exceptions import ApiException
 
 from remote_agents.api.conditions import condition
 from remote_agents.api.models import AgentPoolSpec
-from remote_agents.api.names import AGENTS, API_VERSION, POOL_LABEL, POOLS, TEMPLATE_HASH_LABEL
+from remote_agents.api.names import AGENTS, API_VERSION, POOL_LABEL, POOLS, TEMPLATE_HASH_LABEL, TEMPLATES
 from remote_agents.controller import metrics
 from remote_agents.controller.clients.events import EventSink
 from remote_agents.controller.clients.kube import Kube
 from remote_agents.controller.pools import decide
 from remote_agents.controller.retry import RetryLater
 from remote_agents.controller.status import Outcome, status_update
+from remote_agents.controller.templates.users import TemplateUsers
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ def child_view(agent: Mapping[str, Any], running: int = 0) -> decide.Child:
     )
 
 
-def child_manifest(pool: Mapping[str, Any], spec: AgentPoolSpec, name: str) -> dict[str, Any]:
+def child_manifest(pool: Mapping[str, Any], spec: AgentPoolSpec, name: str,
+                   template_content: str | None = None) -> dict[str, Any]:
     meta = pool["metadata"]
     template = spec.template
     agent_spec = template.spec.model_dump(by_alias=True, mode="json", exclude_none=True)
@@ -54,7 +56,7 @@ def child_manifest(pool: Mapping[str, Any], spec: AgentPoolSpec, name: str) -> d
         "metadata": {
             "name": name, "namespace": meta["namespace"],
             "labels": {**template.metadata.labels, POOL_LABEL: meta["name"],
-                       TEMPLATE_HASH_LABEL: decide.template_hash(spec)},
+                       TEMPLATE_HASH_LABEL: decide.template_hash(spec, template_content)},
             "annotations": dict(template.metadata.annotations),
             "ownerReferences": [{"apiVersion": API_VERSION, "kind": "AgentPool", "name": meta["name"],
                                  "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}],
@@ -95,8 +97,11 @@ class Coalescer:
 
 class PoolReconciler:
     def __init__(self, kube: Kube, emit: EventSink, running_counts: Callable[[], Counter],
-                 tasks_listed: asyncio.Event):
+                 tasks_listed: asyncio.Event, template_users: TemplateUsers | None = None,
+                 template_of: Callable[[str, str], Awaitable[dict | None]] | None = None):
         self.kube = kube
+        self.template_of = template_of or (lambda namespace, template: kube.get(TEMPLATES, namespace, template))
+        self.template_users = template_users or TemplateUsers()  # told which E2BTemplate each pool names
         self.emit = emit
         self.running_counts = running_counts  # tasks running now, by (namespace, agent)
         self.tasks_listed = tasks_listed  # set once running_counts has seen every task
@@ -113,6 +118,7 @@ class PoolReconciler:
         async with self._locks.setdefault((namespace, name), asyncio.Lock()):
             pool = await self.kube.get(POOLS, namespace, name)
             if pool is None or pool["metadata"].get("deletionTimestamp"):
+                self.template_users.pool_seen(namespace, name, None)
                 metrics.forget_pool(namespace, name)
                 return  # the garbage collector removes the agents; their finalizers kill the sandboxes
             await self._reconcile(pool)
@@ -121,34 +127,46 @@ class PoolReconciler:
         meta = pool["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         spec = AgentPoolSpec.model_validate(pool["spec"])
+        template_content = await self._template_content(namespace, name, spec)
         agents = await self.kube.list(AGENTS, namespace, f"{POOL_LABEL}={name}")
         owned = [a for a in agents if any(ref.get("uid") == meta["uid"]
                                           for ref in a["metadata"].get("ownerReferences") or [])]
         running = self.running_counts()
         children = [child_view(a, running.get((namespace, a["metadata"]["name"]), 0)) for a in owned]
-        plan = decide.plan_pool(name, spec, children)
+        plan = decide.plan_pool(name, spec, children, template_content)
         try:
             for child in plan.delete:
                 await self.kube.delete(AGENTS, namespace, child)
                 self.emit(pool, "Normal", "AgentDeleted", f"deleted agent {child}")
             for child in plan.create:
-                if await self.kube.create(AGENTS, namespace, child_manifest(pool, spec, child)):
+                if await self.kube.create(AGENTS, namespace, child_manifest(pool, spec, child, template_content)):
                     self.emit(pool, "Normal", "AgentCreated", f"created agent {child}")
             for child, patch in plan.patch.items():
                 await self.kube.patch(AGENTS, namespace, child, {"spec": patch})
         except ApiException as error:
             if error.status in (400, 422):
-                await self._write_status(pool, spec, children, plan, stalled=f"agents rejected: {error.reason}")
+                await self._write_status(pool, spec, children, plan, template_content,
+                                         stalled=f"agents rejected: {error.reason}")
                 raise RetryLater(f"agent manifest rejected: {error.reason}", 300) from None
             raise
-        await self._write_status(pool, spec, children, plan)
+        await self._write_status(pool, spec, children, plan, template_content)
+
+    async def _template_content(self, namespace: str, name: str, spec: AgentPoolSpec) -> str | None:
+        """The contentHash of the Ready build of the E2BTemplate the agents name, if they name one."""
+        ref = spec.template.spec.template_ref
+        self.template_users.pool_seen(namespace, name, ref.name if ref else None)
+        if ref is None:
+            return None
+        template = await self.template_of(namespace, ref.name)
+        return ((template or {}).get("status") or {}).get("readyContentHash")
 
     async def _write_status(self, pool: Mapping[str, Any], spec: AgentPoolSpec, children: list[decide.Child],
-                            plan: decide.PoolPlan, stalled: str | None = None) -> None:
+                            plan: decide.PoolPlan, template_content: str | None,
+                            stalled: str | None = None) -> None:
         meta = pool["metadata"]
         generation = meta.get("generation", 0)
         current = dict(pool.get("status") or {})
-        counts = decide.pool_status(meta["name"], spec, children)
+        counts = decide.pool_status(meta["name"], spec, children, template_content)
         metrics.set_pool(meta["namespace"], meta["name"], desired=spec.replicas, ready=counts["readyReplicas"])
         acting = bool(plan.create or plan.delete or plan.patch)
         settled = (counts["replicas"] == spec.replicas and counts["readyReplicas"] == spec.replicas

@@ -1,14 +1,17 @@
-"""Git on the operator's side (resolving a ref to a commit) and the script that checks the
-code out inside a sandbox. A token for a private repository travels only in the environment of
+"""Git on the operator's side (resolving a ref to a commit, exporting a commit's files) and the
+script that checks the code out inside a sandbox. A token for a private repository travels only in the environment of
 the git process (GIT_CONFIG_* as an http.extraHeader), never in a URL, a config file or argv."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import os
 import re
 import shlex
+import tarfile
+import tempfile
 
 SHA_PATTERN = re.compile(r"^[0-9a-f]{40}$")
 GITHUB_SHORTHAND = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -73,3 +76,31 @@ def checkout_script(repo: str, revision: str, home: str) -> str:
         f"git checkout -q --force --detach {revision}\n"
         "git clean -q -ffdx -e node_modules\n"
     )
+
+
+async def _git(args: list[str], cwd: str, token: str | None, timeout_seconds: float) -> bytes:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", **auth_env(token)}
+    process = await asyncio.create_subprocess_exec("git", *args, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.PIPE)
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_seconds)
+    except asyncio.TimeoutError:
+        process.kill()
+        raise GitUnavailable(f"git {args[0]} timed out after {timeout_seconds}s") from None
+    if process.returncode != 0:
+        message = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["unknown error"]
+        raise GitUnavailable(f"git {args[0]} failed: {message[0]}")
+    return stdout
+
+
+async def export(repo: str, revision: str, path: str, destination: str, token: str | None = None,
+                 timeout_seconds: float = 120) -> None:
+    """The files of commit `revision` (those under `path`, or all) written below `destination`, at
+    their paths in the repository, without any git metadata: for an E2BTemplate's copy step."""
+    with tempfile.TemporaryDirectory(prefix="export-") as scratch:
+        await _git(["init", "-q"], scratch, None, timeout_seconds)
+        await _git(["fetch", "-q", "--depth", "1", "--", clone_url(repo), revision], scratch, token, timeout_seconds)
+        archive = await _git(["archive", "--format=tar", revision, "--", *([path] if path else [])], scratch, None,
+                             timeout_seconds)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(destination, filter="data")
