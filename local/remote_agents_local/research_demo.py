@@ -5,6 +5,7 @@ RemoteAgent, which installs Bun from npm and its locked dependencies in setup.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -53,8 +54,17 @@ def start_standins(root: Path) -> tuple[dict[str, int], str, str]:
     return pids, f"http://127.0.0.1:{llm_port}", f"http://127.0.0.1:{market_port}"
 
 
+def node_ca_env() -> dict[str, str]:
+    """The host's extra CA bundle for Node (NODE_EXTRA_CA_CERTS, e.g. a TLS-inspecting proxy's), when it
+    has one: e2b-local's sandboxes share the host's network but start with a clean environment, and npm
+    and bun in them must trust the registry as the host does."""
+    path = os.environ.get("NODE_EXTRA_CA_CERTS")
+    return {"NODE_EXTRA_CA_CERTS": path} if path else {}
+
+
 def manifest(namespace: str, repo_url: str, llm_url: str, market_url: str) -> str:
-    env = {"OPENAI_API_KEY": "sk-standin", "OPENAI_BASE_URL": f"{llm_url}/v1", "MARKET_DATA_URL": market_url}
+    env = {"OPENAI_API_KEY": "sk-standin", "OPENAI_BASE_URL": f"{llm_url}/v1", "MARKET_DATA_URL": market_url,
+           **node_ca_env()}
     return json.dumps({
         "apiVersion": "remoteagents.io/v1alpha1", "kind": "RemoteAgent",
         "metadata": {"name": NAME, "namespace": namespace},

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from remote_agents_local import bun
+from remote_agents_local import bun, research_demo
 from tests.support import standins
 
-DEMO_AGENT = Path(__file__).resolve().parents[2] / "agents" / "research-demo"
+DEMO_AGENT = research_demo.AGENTS_DIR / research_demo.NAME
 
 
 @pytest.fixture(scope="session")
