@@ -66,9 +66,15 @@ export function serveResident(ask: Ask, port = Number(process.env.AGENT_SERVER_P
           inSessionOrder(request.session ?? null, async (done) => {
             try {
               for await (const line of answer(request)) controller.enqueue(encoder.encode(`${JSON.stringify(line)}\n`));
+            } catch {
+              // The client went away (a cancelled task): stop answering; the session moves on.
             } finally {
-              controller.close();
               done();
+              try {
+                controller.close();
+              } catch {
+                // already closed by the client's disconnect
+              }
             }
           });
         },
