@@ -4,6 +4,7 @@ the Agent is created headless with memory off, each Dexter event worth a line is
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
@@ -60,8 +61,16 @@ def test_resident_keeps_one_agent_and_history_per_session(bun_binary, tmp_path):
         assert ask("s1", "q2")[-1]["text"] == f"agent 1 {CONFIG} turns 1: q2"  # same Agent, history grew
         assert ask("s2", "q1")[-1]["text"] == f"agent 2 {CONFIG} turns 0: q1"
         assert ask("s1", "fail")[-1] == {"event": "error", "message": "Dexter broke"}
+
+        # A client that goes away mid-answer (a cancelled task) does not hold up its session's next query.
+        hung = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        hung.request("POST", "/query", body=json.dumps({"task": "t", "session": "s1", "query": "hang"}))
+        reply = hung.getresponse()
+        assert json.loads(reply.readline()) == {"event": "progress", "text": "thinking: planning the research"}
+        hung.close()
+        assert ask("s1", "q3")[-1]["text"] == f"agent 1 {CONFIG} turns 2: q3"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
-            assert json.load(response) == {"pid": server.pid, "answered": 3}
+            assert json.load(response) == {"pid": server.pid, "answered": 4}
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -10,6 +10,7 @@ export class Agent {
 
   async *run(query: string, history?: { turns(): number }) {
     yield { type: "thinking", message: "planning\nthe research" };
+    if (query === "hang") await new Promise(() => {}); // a research step that never ends
     yield { type: "tool_start", tool: "get_financials", args: { ticker: "AAPL" } };
     yield { type: "stream_progress", charDelta: 12, mode: "responding" };
     yield { type: "tool_end", tool: "get_financials", args: { ticker: "AAPL" }, result: "{}", duration: 7 };
