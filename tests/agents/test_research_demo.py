@@ -26,8 +26,11 @@ def test_one_shot_answers_after_exactly_one_tool_call(demo_agent, bun_binary, ll
                          env=agent_env(llm, market, AGENT_QUERY=QUESTION), timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout == f"{ANSWER}\n"
-    # One progress line per event on stderr, the tool's among them.
-    assert 'tool get_price {"ticker":"ACME"}' in run.stderr.splitlines()
+    # One progress line per event on stderr, and nothing else (no client reaching for the internet).
+    assert run.stderr.splitlines() == [
+        "thinking (step 1)", 'tool get_price {"ticker":"ACME"}',
+        'tool get_price returned {"ticker": "ACME", "close": 123.45, "currency": "USD", "date": "2026-11-30"}',
+        "thinking (step 2)"]
     asked = llm.requests()
     assert [request["api"] for request in asked] == ["responses", "responses"] and all(r["stream"] for r in asked)
     assert asked[0]["reply"] == {"toolCall": "get_price", "arguments": json.dumps({"ticker": "ACME"})}
