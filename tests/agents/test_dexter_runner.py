@@ -11,6 +11,8 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from remote_agents_local import processes, research_demo
 
 FAKE_DEXTER = Path(__file__).parent / "fake_dexter"
@@ -31,11 +33,13 @@ def test_one_shot_prints_progress_lines_and_the_done_answer(bun_binary):
                                        "tool get_financials done in 7 ms"]
 
 
-def test_one_shot_failure_exits_1(bun_binary):
+@pytest.mark.parametrize(("query", "reason"), [("fail", "Dexter broke"),
+                                               ("no key", "the OpenAI API key is invalid")])  # Dexter's "Error: " answer
+def test_one_shot_failure_exits_1(bun_binary, query, reason):
     run = subprocess.run([str(bun_binary), "run", str(RUNNER / "run-query.ts")], cwd=FAKE_DEXTER, capture_output=True,
-                         text=True, env=dexter_env(AGENT_QUERY="fail", DEXTER_MODEL="gpt-x"), timeout=60)
+                         text=True, env=dexter_env(AGENT_QUERY=query, DEXTER_MODEL="gpt-x"), timeout=60)
     assert (run.returncode, run.stdout) == (1, "")
-    assert run.stderr.splitlines()[-1] == "error: Dexter broke"
+    assert run.stderr.splitlines()[-1] == f"error: {reason}"
 
 
 def test_resident_keeps_one_agent_and_history_per_session(bun_binary, tmp_path):

@@ -15,6 +15,10 @@ export class Agent {
     yield { type: "stream_progress", charDelta: 12, mode: "responding" };
     yield { type: "tool_end", tool: "get_financials", args: { ticker: "AAPL" }, result: "{}", duration: 7 };
     if (query === "fail") throw new Error("Dexter broke");
+    if (query === "no key") {
+      yield { type: "done", answer: "Error: the OpenAI API key is invalid", toolCalls: [], iterations: 1, totalTime: 1 };
+      return;
+    }
     const config = JSON.stringify(this.config);
     yield { type: "done", answer: `agent ${this.number} ${config} turns ${history?.turns() ?? "none"}: ${query}`,
             toolCalls: [], iterations: 2, totalTime: 5 };
