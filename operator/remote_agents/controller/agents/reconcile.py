@@ -19,6 +19,7 @@ from remote_agents.api.names import (
 from remote_agents.controller import metrics
 from remote_agents.controller.agents import decide
 from remote_agents.controller.agents.inputs import AgentInputs, ResolvedInputs
+from remote_agents.controller.agents.resident import ResidentServers, ServerNotReady
 from remote_agents.controller.agents.sightings import Sightings
 from remote_agents.controller.clients.e2b import E2BAuthFailed, E2BError, E2BRejected, SandboxGateway, SandboxGone
 from remote_agents.controller.clients.events import EventSink
@@ -79,6 +80,7 @@ class AgentReconciler:
         self.cluster_id = cluster_id
         self.emit = emit
         self.sightings = sightings
+        self.servers = ResidentServers(gateway, kube, emit)
         self._locks: dict[str, asyncio.Lock] = {}
 
     def lock(self, uid: str) -> asyncio.Lock:
@@ -87,6 +89,7 @@ class AgentReconciler:
 
     def forget(self, uid: str) -> None:
         self._locks.pop(uid, None)
+        self.servers.forget(uid)
 
     def _metadata(self, body: Mapping[str, Any], spec: RemoteAgentSpec) -> dict[str, str]:
         meta = body["metadata"]
@@ -117,6 +120,9 @@ class AgentReconciler:
                                  self.settings.retry_delay_seconds)
             except StepFailed as error:
                 await self._fail(status, Outcome(False, error.reason, str(error), stalled=True), body,
+                                 self.settings.stalled_retry_delay_seconds, phase="Failed")
+            except ServerNotReady as error:
+                await self._fail(status, Outcome(False, "ServerNotReady", redact(str(error)), stalled=True), body,
                                  self.settings.stalled_retry_delay_seconds, phase="Failed")
             except (E2BAuthFailed, E2BRejected) as error:
                 await self._fail(status, Outcome(False, error.reason, str(error), stalled=True), body,
@@ -201,9 +207,13 @@ class AgentReconciler:
             phase, reason, message = "Paused", "IdlePaused", "sandbox is paused while idle; the next task resumes it"
         else:
             phase, reason, message = "Ready", "Ready", "sandbox is running"
+        server = {}
+        if spec.server and phase == "Ready":
+            server["server"] = await self.servers.ensure(
+                body, spec, current, inputs.env, status.current.get("revision"), status.current.get("server") or {})
         await status.write(Outcome(ready=True, reason=reason, message=message), phase=phase,
                            sandboxID=current.sandbox_id,
-                           workdir=decide.workdir(spec))
+                           workdir=decide.workdir(spec), **server)
 
     async def _checkout(self, sandbox: SandboxAddress, spec: RemoteAgentSpec, revision: str, inputs: ResolvedInputs,
                         redact: Redactor) -> None:
