@@ -70,7 +70,11 @@ class Operator:
         self.tasks = TaskController(kube, self.gateway, inputs, self.fleet, activity, events,
                                     settings.github_api_hosts, listed=self.task_watch.synced)
         self.pools = PoolReconciler(kube, events, running_counts=self.tasks.running_counts,
-                                    tasks_listed=self.task_watch.synced)
+                                    tasks_listed=self.task_watch.synced,
+                                    session_holdings=self.tasks.sessions.holdings)
+        # Resident processes are upgraded only between tasks, and say which sessions a death lost.
+        self.agents.servers.running_tasks = lambda namespace, name: self.tasks.running_counts().get((namespace, name), 0)
+        self.agents.servers.sessions_held = self.tasks.sessions.held_by
         self._background: list[asyncio.Task] = []
         self._servers: list[Any] = []
         self.leading = False  # nothing is reconciled, dispatched, swept or paused before start()
