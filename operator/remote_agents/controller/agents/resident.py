@@ -2,16 +2,16 @@
 probed from inside the sandbox at each reconcile, restarted when it died (saying which sessions'
 memory went with it), and restarted on a code update only when no task runs on the agent.
 
-The operator keeps the process's start stream open while it runs: its end (the process died, or
-the sandbox paused and the stream broke) requests a reconcile, which looks again. After an
-operator restart the reconcile on resume attaches to the recorded pid.
+The operator keeps the process's start stream open while it runs: when it ends (the process died,
+or the sandbox paused and the stream broke) and the process does not answer, a reconcile is
+requested, which starts it again. After an operator restart the reconcile on resume attaches to
+the recorded pid.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,7 +28,6 @@ from remote_agents.controller.sandboxes import SandboxAddress
 log = logging.getLogger(__name__)
 PROBE_SECONDS = 30  # one health probe (no waiting) may take this long as a command
 LOG_TAIL_CHARS = 2000
-TRUSTED_STREAM_SECONDS = 1.0
 LOST_SESSIONS_LISTED = 64  # status.server.lostSessions keeps this many names
 
 
@@ -64,13 +63,13 @@ class ResidentServers:
         pid = await self._probe(sandbox, server.port, 0)
         if pid is not None and pid == recorded.get("pid"):
             if recorded.get("revision") == revision or self.running_tasks(meta["namespace"], meta["name"]):
-                self._watch(body, sandbox, pid)
+                self._watch(body, sandbox, server.port, pid)
                 return recorded  # (an upgrade waits for the tasks: their end requests a reconcile)
             await self.gateway.run(sandbox, resident.stop_command(pid), envs={}, cwd=None, timeout_seconds=30)
             why, lost = "CodeUpdated", self.sessions_held(meta["namespace"], meta["name"])
         elif pid is not None:
             # Running but not recorded (the operator stopped between starting it and writing status).
-            self._watch(body, sandbox, pid)
+            self._watch(body, sandbox, server.port, pid)
             return {**recorded, "pid": pid, "sandboxID": sandbox.sandbox_id, "revision": revision, "startedAt": recorded.get("startedAt")
                     or now_rfc3339()}
         elif recorded.get("pid"):
@@ -91,7 +90,7 @@ class ResidentServers:
                       f"restarted the resident process on {str(revision)[:12]} as pid {new_pid}{said}")
         else:
             self.emit(body, "Normal", "ServerStarted", f"started the resident process as pid {new_pid}")
-        self._watch(body, sandbox, new_pid, handle)
+        self._watch(body, sandbox, server.port, new_pid, handle)
         return {"pid": new_pid, "sandboxID": sandbox.sandbox_id, "restarts": restarts, "startedAt": now_rfc3339(), "revision": revision,
                 "lostSessions": lost[:LOST_SESSIONS_LISTED] if why != "Started" else []}
 
@@ -116,10 +115,11 @@ class ResidentServers:
                                  f"{server.ready_timeout_seconds}s; its log ends: {tail.stdout}")
         return pid, handle
 
-    def _watch(self, body: Mapping[str, Any], sandbox: SandboxAddress, pid: int, handle: Any = None) -> None:
-        """Hold the process's stream (the start call's, or attached by pid); when it ends, ask for
-        a reconcile, which looks again. A stream that ends at once (a process envd cannot follow)
-        is not trusted: the reconciles of pauses, code updates and restarts still probe."""
+    def _watch(self, body: Mapping[str, Any], sandbox: SandboxAddress, port: int, pid: int,
+               handle: Any = None) -> None:
+        """Hold the process's stream (the start call's, or attached by pid); when it ends and the
+        process no longer answers, ask for a reconcile, which starts it again. (A stream that broke
+        while the process lives, e.g. on a pause, is not followed again until a reconcile finds it.)"""
         meta = body["metadata"]
         watched = self._watchers.get(meta["uid"])
         if watched and watched[0] == pid and not watched[1].done():
@@ -127,22 +127,18 @@ class ResidentServers:
         self.forget(meta["uid"])
 
         async def watch(handle: Any) -> None:
-            if handle is None:
-                try:
-                    handle = await self.gateway.attach(sandbox, pid)
-                except E2BError as error:
-                    log.info("cannot attach to resident process %s of %s/%s: %s", pid, meta["namespace"],
-                             meta["name"], error)
-                    return
-            attached = time.monotonic()
+            where = f"resident process {pid} of {meta['namespace']}/{meta['name']}"
             try:
+                if handle is None:
+                    handle = await self.gateway.attach(sandbox, pid)
                 await handle.wait()
-            except Exception:  # exited non-zero, or the stream broke (a pause): the reconcile looks
-                pass
-            if time.monotonic() - attached < TRUSTED_STREAM_SECONDS:
-                log.info("resident process %s of %s/%s: its stream ended at once; not followed", pid,
-                         meta["namespace"], meta["name"])
-                return
-            log.info("resident process %s of %s/%s: stream ended", pid, meta["namespace"], meta["name"])
+            except Exception as error:  # exited non-zero, or the stream broke (a pause)
+                log.info("%s: stream ended (%s)", where, type(error).__name__)
+            try:
+                if await self._probe(sandbox, port, 0) == pid:
+                    return
+            except E2BError:
+                pass  # (paused or gone: the reconcile tells)
+            log.info("%s is not running; requesting a reconcile", where)
             await self.kube.request_reconcile(AGENTS, meta["namespace"], meta["name"])
         self._watchers[meta["uid"]] = (pid, asyncio.get_running_loop().create_task(watch(handle)))
