@@ -135,3 +135,28 @@ def test_a_resident_process_that_dies_is_restarted_and_reported(kubectl, namespa
 
     after = answer(session.ask("what is the stop loss?"))
     assert after["pid"] == server["pid"] and after["facts"] == []  # a new process: the memory really is gone
+
+
+def test_a_code_update_restarts_the_resident_process_only_between_tasks(kubectl, namespace, orchestrator,
+                                                                         resident_repo, e2b_client):
+    agent = create_agent(kubectl, namespace, "quant", resident_repo)
+    before = agent["status"]["server"]
+    busy = orchestrator.submit_task("wait for /tmp/release", agent="quant", timeout=300)
+    eventually(lambda: kubectl.get("agenttask", busy, namespace)["status"].get("phase") == "Running", 60,
+               what="the long task running")
+
+    commit = resident_repo.commit({"notes.txt": "v2\n"}, "v2")
+    updated = eventually(lambda: (a := kubectl.get("remoteagent", "quant", namespace))["status"].get("revision")
+                         == commit and a, 90, what="the new commit checked out")
+    # Checked out while the task runs, but the process that serves it is left alone.
+    assert updated["status"]["server"]["pid"] == before["pid"]
+    assert updated["status"]["server"]["revision"] == before["revision"] != commit
+    queued = orchestrator.submit_task("hello", agent="quant", timeout=300)  # waits for the upgrade
+
+    e2b_client.connect(agent["status"]["sandboxID"]).commands.run("touch /tmp/release")
+    first, second = orchestrator.wait_tasks([busy, queued], 300)
+    assert answer(first)["pid"] == before["pid"]
+    server = kubectl.get("remoteagent", "quant", namespace)["status"]["server"]
+    assert server["revision"] == commit and server["pid"] != before["pid"] and server["restarts"] == 0
+    assert answer(second)["pid"] == server["pid"]  # the next task went to the upgraded process
+    assert events(kubectl, namespace, "ServerUpgraded")

@@ -1,12 +1,14 @@
 """A tiny resident agent for the tests (docs/resident-protocol.md), committed into test repos
 and run by python3 inside e2b-local sandboxes. It keeps everything in memory: a counter of the
 queries it answered and, per session, the facts it was told. "remember X" stores X in the
-session; any other query is answered with what the session was told. Every answer is a JSON
+session; "wait for PATH" answers once PATH exists in the sandbox (a task that runs until the
+test lets it end); any other query is answered with what the session was told. Every answer is a JSON
 object carrying the process's pid and counter, so tests can tell one process from another."""
 
 import json
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 state = {"count": 0, "sessions": {}}
@@ -38,6 +40,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         query, session = request["query"], request["session"] or ""
+        if query.startswith("wait for "):
+            while not os.path.exists(query.removeprefix("wait for ")):
+                time.sleep(0.1)
         with lock:
             state["count"] += 1
             facts = state["sessions"].setdefault(session, [])

@@ -73,7 +73,7 @@ class Operator:
                                     tasks_listed=self.task_watch.synced,
                                     session_holdings=self.tasks.sessions.holdings)
         # Resident processes are upgraded only between tasks, and say which sessions a death lost.
-        self.agents.servers.running_tasks = lambda namespace, name: self.tasks.running_counts().get((namespace, name), 0)
+        self.agents.servers.running_tasks = lambda namespace, name: self.tasks.running_counts()[(namespace, name)]
         self.agents.servers.sessions_held = self.tasks.sessions.held_by
         self._background: list[asyncio.Task] = []
         self._servers: list[Any] = []

@@ -65,13 +65,14 @@ class ResidentServers:
             if recorded.get("revision") == revision or self.running_tasks(meta["namespace"], meta["name"]):
                 self._watch(body, sandbox, server.port, pid)
                 return recorded  # (an upgrade waits for the tasks: their end requests a reconcile)
+            self.forget(meta["uid"])  # (its end is ours, not news)
             await self.gateway.run(sandbox, resident.stop_command(pid), envs={}, cwd=None, timeout_seconds=30)
             why, lost = "CodeUpdated", self.sessions_held(meta["namespace"], meta["name"])
         elif pid is not None:
             # Running but not recorded (the operator stopped between starting it and writing status).
             self._watch(body, sandbox, server.port, pid)
-            return {**recorded, "pid": pid, "sandboxID": sandbox.sandbox_id, "revision": revision, "startedAt": recorded.get("startedAt")
-                    or now_rfc3339()}
+            return {**recorded, "pid": pid, "sandboxID": sandbox.sandbox_id, "revision": revision,
+                    "startedAt": recorded.get("startedAt") or now_rfc3339()}
         elif recorded.get("pid"):
             why, lost = "Died", self.sessions_held(meta["namespace"], meta["name"])
         else:
@@ -91,7 +92,8 @@ class ResidentServers:
         else:
             self.emit(body, "Normal", "ServerStarted", f"started the resident process as pid {new_pid}")
         self._watch(body, sandbox, server.port, new_pid, handle)
-        return {"pid": new_pid, "sandboxID": sandbox.sandbox_id, "restarts": restarts, "startedAt": now_rfc3339(), "revision": revision,
+        return {"pid": new_pid, "sandboxID": sandbox.sandbox_id, "restarts": restarts, "startedAt": now_rfc3339(),
+                "revision": revision,
                 "lostSessions": lost[:LOST_SESSIONS_LISTED] if why != "Started" else []}
 
     async def _probe(self, sandbox: SandboxAddress, port: int, wait_seconds: float) -> int | None:

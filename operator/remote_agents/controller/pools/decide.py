@@ -112,7 +112,7 @@ def plan_pool(pool: str, spec: AgentPoolSpec, children: list[Child]) -> PoolPlan
     else:
         ready = sum(1 for c in kept if c.ready)
         budget = max_unavailable(spec) - max(0, spec.replicas - ready)
-        replace = sorted(outdated, key=lambda c: (c.ready, c.created))[:max(0, budget)]
+        replace = sorted(outdated, key=lambda c: (c.ready, c.busy, c.created))[:max(0, budget)]  # idle ones first
     plan.delete += [c.name for c in replace if not c.busy or spec.update_strategy.type == "Recreate"]
     kept = [c for c in kept if c.name not in plan.delete]
     plan.lost_sessions = {c.name: c.active_sessions for c in live if c.name in plan.delete and c.active_sessions}
