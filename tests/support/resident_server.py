@@ -3,7 +3,8 @@ and run by python3 inside e2b-local sandboxes. It keeps everything in memory: a 
 queries it answered and, per session, the facts it was told. "remember X" stores X in the
 session; "wait for PATH" answers once PATH exists in the sandbox (a task that runs until the
 test lets it end); any other query is answered with what the session was told. Every answer is a JSON
-object carrying the process's pid and counter, so tests can tell one process from another."""
+object carrying the process's pid and counter, so tests can tell one process from another, and
+the seconds it took (the agent's own time, for bench/sessions.py)."""
 
 import json
 import os
@@ -38,6 +39,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path != "/query":
             self.send_error(404)
             return
+        began = time.monotonic()
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         query, session = request["query"], request["session"] or ""
         if query.startswith("wait for "):
@@ -49,7 +51,7 @@ class Handler(BaseHTTPRequestHandler):
             if query.startswith("remember "):
                 facts.append(query.removeprefix("remember "))
             answer = {"pid": os.getpid(), "count": state["count"], "session": session, "task": request["task"],
-                      "facts": list(facts)}
+                      "facts": list(facts), "took_s": time.monotonic() - began}
         lines = [{"event": "progress", "text": f"thinking about {query!r}"},
                  {"event": "answer", "text": json.dumps(answer)}]
         self._send("application/x-ndjson", "".join(json.dumps(line) + "\n" for line in lines).encode())
