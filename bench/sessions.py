@@ -29,7 +29,7 @@ from remote_agents.client import RemoteAgentOrchestrator
 from tests.e2e.test_sessions import SERVER_SOURCE
 
 LIVE_TARGET_S, IDLE_TARGET_S = 0.050, 0.150
-RESUMED = re.compile(r"POST /sandboxes/(\S+)/connect -> 201 \((\d+) ms\)")
+RESUMED = re.compile(r"POST /(?:v2/)?sandboxes/(\S+)/connect -> 201 \((\d+) ms\)")  # 201: it was resumed
 
 
 class Finished:
@@ -44,15 +44,18 @@ class Finished:
 
     def _watch(self) -> None:
         custom = self.orchestrator.custom
-        while True:
-            for event in watch.Watch().stream(custom.list_namespaced_custom_object, GROUP, VERSION,
-                                              self.orchestrator.namespace, TASKS):
-                task = event["object"]
-                if (task.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-                    with self.changed:
-                        self.at.setdefault(task["metadata"]["name"], time.monotonic())
-                        self.tasks[task["metadata"]["name"]] = task
-                        self.changed.notify_all()
+        while True:  # a watch the server ends lists again: no finished task is missed
+            try:
+                for event in watch.Watch().stream(custom.list_namespaced_custom_object, GROUP, VERSION,
+                                                  self.orchestrator.namespace, TASKS):
+                    task = event["object"]
+                    if (task.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                        with self.changed:
+                            self.at.setdefault(task["metadata"]["name"], time.monotonic())
+                            self.tasks[task["metadata"]["name"]] = task
+                            self.changed.notify_all()
+            except Exception:  # (the stack going down, or a broken stream)
+                time.sleep(0.5)
 
     def wait(self, name: str, timeout: float) -> tuple[float, dict]:
         with self.changed:

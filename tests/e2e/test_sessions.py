@@ -5,6 +5,9 @@ once never cross, and a resident process that dies is started again and reported
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -160,3 +163,18 @@ def test_a_code_update_restarts_the_resident_process_only_between_tasks(kubectl,
     assert server["revision"] == commit and server["pid"] != before["pid"] and server["restarts"] == 0
     assert answer(second)["pid"] == server["pid"]  # the next task went to the upgraded process
     assert events(kubectl, namespace, "ServerUpgraded")
+
+
+def test_remote_agents_query_continues_a_session(cluster, kubectl, namespace, operator, resident_repo):
+    create_agent(kubectl, namespace, "desk", resident_repo)
+
+    def query(question: str) -> dict:
+        done = subprocess.run([str(Path(sys.executable).parent / "remote-agents"), "query", "-n", namespace,
+                               "--agent", "desk", "--session", "morning", question], capture_output=True, text=True,
+                              timeout=180, env={**os.environ, "KUBECONFIG": cluster.kubeconfig})
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+    first = query("remember the call is at nine")
+    second = query("when is the call?")
+    assert second["session"] == "morning" and second["facts"] == ["the call is at nine"]
+    assert second["pid"] == first["pid"]
