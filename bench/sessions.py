@@ -84,7 +84,7 @@ def main() -> None:
         repo = stack.git.create("resident", {"server.py": SERVER_SOURCE})
         stack.apply(json.dumps({"apiVersion": "remoteagents.io/v1alpha1", "kind": "RemoteAgent",
                                 "metadata": {"name": "resident", "namespace": stack.namespace},
-                                "spec": {"source": {"repo": repo.url}, "server": {"command": "python3 server.py"}}}))
+                                "spec": {"source": {"repo": repo.url}, "server": {"command": "python3 server.py", "port": 0}}}))
         stack.wait_agents(lambda rows: any(r.converged for r in rows), 180, "the resident agent")
         orchestrator = RemoteAgentOrchestrator(namespace=stack.namespace, kubeconfig=stack.cluster.kubeconfig)
         finished = Finished(orchestrator)
@@ -108,8 +108,9 @@ def main() -> None:
             seconds, answer = ask(orchestrator, finished, "idle", turn, f"remember idle fact {turn}")
             with open(stack.e2b.log_path, errors="replace") as log_file:
                 log_file.seek(log_size)
-                resumed = [int(m[2]) / 1000 for m in RESUMED.finditer(log_file.read())]
-            assert len(resumed) == 1, f"expected one resume, saw {resumed}"
+                logged = log_file.read()
+            resumed = [int(m[2]) / 1000 for m in RESUMED.finditer(logged)]
+            assert len(resumed) == 1, f"expected one resume, saw {resumed} in:\n{logged[-3000:]}"
             resumes.append(resumed[0])
             idle.append(seconds - resumed[0] - answer["took_s"])
             pids.add(answer["pid"])

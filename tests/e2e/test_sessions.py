@@ -16,7 +16,8 @@ from remote_agents.client import RemoteAgentOrchestrator
 from tests.support.kubectl import eventually
 
 SERVER_SOURCE = (Path(__file__).resolve().parents[1] / "support" / "resident_server.py").read_text()
-RESIDENT = {"server": {"command": "python3 server.py", "readyTimeoutSeconds": 60}}
+# Port 0: one per agent, as e2b-local's sandboxes share the machine's network (E2B's do not).
+RESIDENT = {"server": {"command": "python3 server.py", "port": 0, "readyTimeoutSeconds": 60}}
 
 
 @pytest.fixture
@@ -108,7 +109,7 @@ def test_twenty_sessions_on_five_agents_never_cross(kubectl, namespace, orchestr
                  for s in sessions]
         for session, result in zip(sessions, orchestrator.wait_tasks(names, 300)):
             session.history.append(result)
-    agents_used = set()
+    agents_used, pid_of = set(), {}
     for session in sessions:
         answers = [answer(turn) for turn in session.history]
         assert len({turn["agent"] for turn in session.history}) == 1, session.name  # exactly one agent
@@ -118,7 +119,13 @@ def test_twenty_sessions_on_five_agents_never_cross(kubectl, namespace, orchestr
         assert [a["facts"] for a in answers] == [[f"{session.name} fact {i}" for i in range(n + 1)]
                                                  for n in range(3)]
         agents_used.add(session.agent)
+        assert pid_of.setdefault(session.agent, answers[0]["pid"]) == answers[0]["pid"]  # one process per agent
     assert len(agents_used) == 5  # the first questions spread over the pool
+    servers = {a["metadata"]["name"]: a["status"]["server"]["pid"] for a in kubectl.items("remoteagents", namespace)}
+    assert servers == pid_of  # each answer came from its own agent's recorded process
+    for agent in agents_used:  # ... and each process counted exactly the questions its agent was given
+        counts = sorted(answer(t)["count"] for s in sessions for t in s.history if t["agent"] == agent)
+        assert counts == list(range(1, len(counts) + 1)), agent
 
 
 def test_a_resident_process_that_dies_is_restarted_and_reported(kubectl, namespace, orchestrator, resident_repo,

@@ -75,7 +75,11 @@ class ServerSpec(ApiModel):
     command: str = Field(min_length=1, max_length=4096,
                          description="Shell command started after setup in the working directory; it serves "
                                      "the resident protocol on 127.0.0.1:$AGENT_SERVER_PORT.")
-    port: int = Field(8765, ge=1024, le=65535, description="Port the process listens on inside the sandbox.")
+    port: int = Field(8765, description="Port the process listens on inside the sandbox; 0: one derived from the "
+                                        "agent's uid (for sandboxes that share a network, like e2b-local's).",
+                      json_schema_extra={"x-kubernetes-validations": [{
+                          "rule": "self == 0 || (self >= 1024 && self <= 65535)",
+                          "message": "server.port must be 0 or between 1024 and 65535"}]})
     ready_timeout_seconds: int = Field(60, ge=1, le=3600,
                                        description="How long it may take to answer GET /healthz after its start.")
 

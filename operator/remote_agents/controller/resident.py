@@ -11,6 +11,7 @@ once GET /healthz answers 200, or exits 1 after SECONDS.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 
 SERVER_LOG = "/home/user/.remote-agents/server.log"
@@ -26,7 +27,9 @@ if sys.argv[1:2] == ["health"]:
         try:
             c = connect(); c.request("GET", "/healthz"); r = c.getresponse(); body = r.read()
             if r.status == 200:
-                print(int(json.loads(body)["pid"])); sys.exit(0)
+                pid = int(json.loads(body)["pid"])
+                os.kill(pid, 0)  # ours: a process of this sandbox (not a neighbour's on a shared network)
+                print(pid); sys.exit(0)
         except (OSError, ValueError, KeyError, TypeError):
             pass
         if time.monotonic() >= deadline:
@@ -56,6 +59,13 @@ print("the resident server ended the stream without an answer or an error", file
 '''
 # The task's command (the runner evals it); `exec`: signalling the run's group reaches the client.
 CLIENT_COMMAND = 'exec python3 -c "$AGENT_RESIDENT_CLIENT"'
+
+
+def port_of(port: int, agent_uid: str) -> int:
+    """The port the agent's process serves: spec.server.port, or for 0 one derived from the uid."""
+    if port:
+        return port
+    return 20000 + int(hashlib.sha256(agent_uid.encode()).hexdigest()[:8], 16) % 40000
 
 
 def client_env(port: int, task: str | None = None, session: str | None = None) -> dict[str, str]:

@@ -183,6 +183,7 @@ class AgentView:
     e2b_key_secret: str | None = None  # the Secret holding its own E2B key (protected while referenced)
     invalid_spec: str | None = None  # why its spec cannot be parsed: tracked, never judged by the fleet
     server_outdated: bool = False  # its resident process runs older code: it takes no task until restarted
+    sessions: int = 0  # status.sessions as written
 
 
 def server_outdated(spec: RemoteAgentSpec, status: dict) -> bool:

@@ -42,7 +42,7 @@ class TaskController:
         self.activity = activity
         self.fleet = fleet
         self.runs = Runs(self.book, self.scheduler, kube, gateway, inputs, fleet, activity, emit)
-        self.sessions = SessionLedger(self.book, kube)
+        self.sessions = SessionLedger(self.book, kube, fleet)
         self.dispatcher = Dispatcher(self.book, self.scheduler, fleet, activity, self.runs, self.sessions)
         self.housekeeping = Housekeeping(self.book, kube, emit, github_api_hosts)
         self._next_full_poll = 0.0

@@ -72,7 +72,7 @@ class Runs:
         command, extra = view.spec.query.command, {}
         if view.spec.server:  # resident: the run is the small client asking the agent's process
             command = resident.CLIENT_COMMAND
-            extra = resident.client_env(view.spec.server.port, meta["name"], spec.session)
+            extra = resident.client_env(resident.port_of(view.spec.server.port, view.uid), meta["name"], spec.session)
         try:
             inputs = await self.inputs.resolve(meta["namespace"], view.spec, redact)
             handle = await self.gateway.start_background(

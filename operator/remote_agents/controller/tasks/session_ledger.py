@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from remote_agents.api.names import AGENTS
+from remote_agents.controller.agents.fleet import Fleet
 from remote_agents.controller.clients.kube import Kube
 from remote_agents.controller.tasks import sessions
 from remote_agents.controller.tasks.book import Task, TaskBook
@@ -18,10 +19,10 @@ def turn_of(task: Task) -> sessions.Turn:
 
 
 class SessionLedger:
-    def __init__(self, book: TaskBook, kube: Kube):
+    def __init__(self, book: TaskBook, kube: Kube, fleet: Fleet):
         self.book = book
         self.kube = kube
-        self._written: dict[tuple[str, str], int] = {}  # (namespace, agent) -> status.sessions as written
+        self.fleet = fleet
 
     def turns(self) -> dict[sessions.SessionKey, list[sessions.Turn]]:
         """Every session's tasks; one pass over the book (dispatch asks once per round, only when
@@ -41,13 +42,10 @@ class SessionLedger:
         return sorted(holding.held) if holding else []
 
     async def mirror(self) -> None:
-        """status.sessions of every agent that holds sessions, or held some when last written."""
+        """Bring every agent's status.sessions to the count of sessions it holds (compared with
+        what the fleet's view of it shows: nothing to remember, also across restarts)."""
         counts = {key: len(holding.held) for key, holding in self.holdings().items()}
-        for key in set(counts) | set(self._written):
-            count = counts.get(key, 0)
-            if self._written.get(key) == count:
-                continue
-            if await self.kube.patch_status(AGENTS, *key, {"sessions": count}) is None or count == 0:
-                self._written.pop(key, None)  # gone, or nothing left to say
-            else:
-                self._written[key] = count
+        for view in list(self.fleet.agents.values()):
+            count = counts.get((view.namespace, view.name), 0)
+            if view.sessions != count and not view.deleting:
+                await self.kube.patch_status(AGENTS, view.namespace, view.name, {"sessions": count})
