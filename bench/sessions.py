@@ -64,7 +64,8 @@ class Finished:
             return self.at[name], self.tasks[name]
 
 
-def ask(orchestrator: RemoteAgentOrchestrator, finished: Finished, session: str, turn: int, query: str) -> tuple[float, dict]:
+def ask(orchestrator: RemoteAgentOrchestrator, finished: Finished, session: str, turn: int,
+        query: str) -> tuple[float, dict]:
     """(seconds from the create call's return to the watch seeing it finished, the agent's answer)."""
     name = orchestrator.submit_task(query, agent="resident", session=session, turn=turn, timeout=120)
     created = time.monotonic()
@@ -84,7 +85,8 @@ def main() -> None:
         repo = stack.git.create("resident", {"server.py": SERVER_SOURCE})
         stack.apply(json.dumps({"apiVersion": "remoteagents.io/v1alpha1", "kind": "RemoteAgent",
                                 "metadata": {"name": "resident", "namespace": stack.namespace},
-                                "spec": {"source": {"repo": repo.url}, "server": {"command": "python3 server.py", "port": 0}}}))
+                                "spec": {"source": {"repo": repo.url},
+                                         "server": {"command": "python3 server.py", "port": 0}}}))
         stack.wait_agents(lambda rows: any(r.converged for r in rows), 180, "the resident agent")
         orchestrator = RemoteAgentOrchestrator(namespace=stack.namespace, kubeconfig=stack.cluster.kubeconfig)
         finished = Finished(orchestrator)
