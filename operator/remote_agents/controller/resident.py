@@ -58,7 +58,7 @@ for raw in r:
 print("the resident server ended the stream without an answer or an error", file=sys.stderr); sys.exit(1)
 '''
 # The task's command (the runner evals it); `exec`: signalling the run's group reaches the client.
-CLIENT_COMMAND = 'exec python3 -c "$AGENT_RESIDENT_CLIENT"'
+CLIENT_COMMAND = 'exec python3 -I -S -c "$AGENT_RESIDENT_CLIENT"'  # -I -S: the standard library only, no site start-up
 
 
 def port_of(port: int, agent_uid: str) -> int:
