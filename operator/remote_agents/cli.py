@@ -221,6 +221,8 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
     target.add_argument("--pool", help="an AgentPool's name (whichever of its agents is free answers)")
     _add_kube_target(query)
     query.add_argument("--timeout", type=int, default=900, help="seconds the query may run (default 900)")
+    query.add_argument("--session", help="continue (or start) this conversation: it runs on the agent that "
+                                         "holds the session, after its earlier questions")
     query.add_argument("question")
     query.set_defaults(func=_query)
     get = sub.add_parser("get", help="agents, pools and recent tasks in one table")

@@ -46,7 +46,8 @@ class Progress:
 def query(args: argparse.Namespace) -> int:
     try:
         orchestrator = RemoteAgentOrchestrator(namespace=args.namespace, context=args.context)
-        task = orchestrator.submit_task(args.question, agent=args.agent, pool=args.pool, timeout=args.timeout)
+        task = orchestrator.submit_task(args.question, agent=args.agent, pool=args.pool, timeout=args.timeout,
+                                        session=args.session)
         result = orchestrator.wait_tasks([task], args.timeout, on_progress=Progress())[0]
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -182,11 +182,27 @@ class RemoteAgentOrchestrator:
         return self.wait_tasks(tasks, timeout)
 
     def submit_task(self, query: str, agent: str | None = None, pool: str | None = None,
-                    timeout: float = 900) -> str:
+                    timeout: float = 900, session: str | None = None, turn: int | None = None) -> str:
+        """`session`: the conversation it belongs to; `turn` numbers it in the task's name, which
+        orders a session's tasks created within the same second (the FIFO's tie-break)."""
         target = {"agentRef": {"name": agent}} if agent else {"poolRef": {"name": pool}}
-        created = self._create(TASKS, "AgentTask", {"generateName": f"{(agent or pool)[:40]}-q-"},
-                               {"query": query, "timeoutSeconds": max(1, int(timeout)), **target})
+        prefix = f"{session[:40]}-{turn:05d}-" if session and turn is not None else f"{(agent or pool)[:40]}-q-"
+        created = self._create(TASKS, "AgentTask", {"generateName": prefix},
+                               {"query": query, "timeoutSeconds": max(1, int(timeout)), **target,
+                                **({"session": session} if session else {})})
         return created["metadata"]["name"]
+
+    def session(self, agent_or_pool: str, name: str | None = None) -> Session:
+        """A conversation with an agent, or with whichever agent of a pool takes its first question:
+        every `ask()` of it runs on that agent, after the previous one, where a resident agent
+        remembers what was said before."""
+        if self._get(AGENTS, agent_or_pool, missing_ok=True) is not None:
+            target = {"agent": agent_or_pool}
+        elif self._get(POOLS, agent_or_pool, missing_ok=True) is not None:
+            target = {"pool": agent_or_pool}
+        else:
+            raise OrchestratorError(f"no RemoteAgent or AgentPool {agent_or_pool} in namespace {self.namespace}")
+        return Session(self, target, name or f"s-{uuid.uuid4().hex[:12]}")
 
     def wait_tasks(self, names: list[str], timeout: float,
                    on_progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
@@ -371,6 +387,30 @@ class RemoteAgentOrchestrator:
             raise OrchestratorError(f"{method.__name__} failed: {error.status} {_api_message(error)}") from None
 
 
+class Session:
+    """One conversation (AgentTask.spec.session); `history` holds its questions and answers."""
+
+    def __init__(self, orchestrator: RemoteAgentOrchestrator, target: dict[str, str], name: str):
+        self.orchestrator = orchestrator
+        self.target = target
+        self.name = name
+        self.history: list[dict[str, Any]] = []
+
+    @property
+    def agent(self) -> str | None:
+        """The agent holding the conversation (None before its first answer)."""
+        return next((turn["agent"] for turn in reversed(self.history) if turn.get("agent")), None)
+
+    def ask(self, query: str, timeout: float = 900,
+            on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Ask the next question and wait for its result (as `query_agent` returns it)."""
+        task = self.orchestrator.submit_task(query, timeout=timeout, session=self.name, turn=len(self.history),
+                                             **self.target)
+        result = self.orchestrator.wait_tasks([task], timeout, on_progress)[0]
+        self.history.append({"query": query, **result})
+        return result
+
+
 def _api_message(error: ApiException) -> str:
     try:
         return json.loads(error.body).get("message") or error.reason
@@ -378,4 +418,4 @@ def _api_message(error: ApiException) -> str:
         return str(error.reason)
 
 
-__all__ = ["RemoteAgentOrchestrator", "OrchestratorError", "WaitTimeout", "TaskTimeout"]
+__all__ = ["RemoteAgentOrchestrator", "Session", "OrchestratorError", "WaitTimeout", "TaskTimeout"]

@@ -351,6 +351,12 @@ class FakeSandboxGateway:
         self.faults.check("start_background", after=True, address=address, command=command)
         return handle
 
+    async def attach(self, address: SandboxAddress, pid: int):
+        raise NotImplementedError("the fake sandbox models no resident process (tests/e2e cover them)")
+
+    async def wait_process(self, handle) -> int | None:
+        raise NotImplementedError("the fake sandbox models no resident process (tests/e2e cover them)")
+
     async def run(self, address: SandboxAddress, command: str, *, envs: dict[str, str], cwd: str | None,
                   timeout_seconds: float) -> CommandOutcome:
         self._enter("run", command, address=address, command=command)

@@ -43,7 +43,8 @@ def test_namespace_defaults_to_none_so_the_context_decides():
     args = cli.build_parser().parse_args(["get", "--context", "prod", "-n", "ml", "-o", "yaml", "-w"])
     assert (args.context, args.namespace, args.output, args.watch) == ("prod", "ml", "yaml", True)
     query = cli.build_parser().parse_args(["query", "--agent", "a", "--context", "prod", "why?"])
-    assert query.context == "prod" and query.namespace is None
+    assert query.context == "prod" and query.namespace is None and query.session is None
+    assert cli.build_parser().parse_args(["query", "--pool", "p", "--session", "s1", "and?"]).session == "s1"
 
 
 @pytest.mark.parametrize("argv", [["get", "-o", "xml"], ["get", "-n", "a", "-A"], ["completion", "tcsh"]])

@@ -84,7 +84,8 @@ def test_conditions_are_a_map_keyed_by_type():
 
 
 def test_times_are_date_time():
-    times = {"RemoteAgent": {"status.lastActivityTime", "status.conditions[].lastTransitionTime"},
+    times = {"RemoteAgent": {"status.lastActivityTime", "status.server.startedAt",
+                             "status.conditions[].lastTransitionTime"},
              "AgentPool": {"status.conditions[].lastTransitionTime"},
              "AgentTask": {"status.startTime", "status.completionTime", "status.conditions[].lastTransitionTime"},
              "E2BTemplate": {"status.conditions[].lastTransitionTime"}}

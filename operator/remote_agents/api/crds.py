@@ -89,6 +89,7 @@ def definitions() -> list[dict[str, Any]]:
             _wide("Repo", "string", ".spec.source.repo"),
             _wide("Ref", "string", ".spec.source.ref"),
             _wide("Tasks", "integer", ".status.activeTasks"),
+            _wide("Sessions", "integer", ".status.sessions"),
             _message_column(),
         ]),
         _crd("AgentPool", names.POOLS, "apool", models.AgentPool, [
@@ -111,6 +112,7 @@ def definitions() -> list[dict[str, Any]]:
             _reason_column(),
             _age_column(),
             _wide("Pool", "string", ".spec.poolRef.name"),
+            _wide("Session", "string", ".spec.session"),
             _wide("Exit", "integer", ".status.exitCode"),
             _wide("Sandbox", "string", ".status.sandboxID"),
             _wide("Published", "string", ".status.githubUrl"),

@@ -76,6 +76,20 @@ class QuerySpec(ApiModel):
     timeout_seconds: int = Field(900, ge=1, le=MAX_SANDBOX_SECONDS, description="Default task timeout.")
 
 
+class ServerSpec(ApiModel):
+    """A resident process answering queries over HTTP inside the sandbox (docs/resident-protocol.md)."""
+    command: str = Field(min_length=1, max_length=4096,
+                         description="Shell command started after setup in the working directory; it serves "
+                                     "the resident protocol on 127.0.0.1:$AGENT_SERVER_PORT.")
+    port: int = Field(8765, description="Port the process listens on inside the sandbox; 0: one derived from the "
+                                        "agent's uid (for sandboxes that share a network, like e2b-local's).",
+                      json_schema_extra={"x-kubernetes-validations": [{
+                          "rule": "self == 0 || (self >= 1024 && self <= 65535)",
+                          "message": "server.port must be 0 or between 1024 and 65535"}]})
+    ready_timeout_seconds: int = Field(60, ge=1, le=3600,
+                                       description="How long it may take to answer GET /healthz after its start.")
+
+
 class RemoteAgentSpec(ApiModel):
     """The desired agent: an E2B sandbox from a template with a git checkout, set up and ready for queries."""
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
@@ -107,6 +121,9 @@ class RemoteAgentSpec(ApiModel):
     max_concurrent_tasks: int = Field(1, ge=1, le=64, description="Tasks this agent runs at once.")
     idle_pause_seconds: int = Field(0, ge=0, le=MAX_SANDBOX_SECONDS,
                                     description="Pause after this long without a task (0: never).")
+    server: ServerSpec | None = Field(None, description="Resident mode: tasks are answered by this long-lived "
+                                                        "process (keeping memory between them) instead of "
+                                                        "query.command.")
 
 
 class Condition(ApiModel):
@@ -132,6 +149,19 @@ def observed_generation_field() -> Any:
 AgentPhase = Literal["Pending", "Creating", "SettingUp", "Ready", "Updating", "Paused", "Failed", "Terminating"]
 
 
+class ServerStatus(ApiModel):
+    """The agent's resident process as the operator last started or saw it."""
+    pid: int | None = Field(None, description="Its process id inside the sandbox.")
+    sandbox_id: str | None = Field(None, alias="sandboxID", description="The sandbox it runs in.")
+    restarts: int = Field(0, ge=0, description="Times it was found dead and started again.")
+    started_at: str | None = Field(None, description="When this process was started.", json_schema_extra=DATE_TIME)
+    revision: str | None = Field(None, description="The commit it was started on (it is restarted on a code "
+                                                   "update once no task runs).")
+    lost_sessions: list[Annotated[str, Field(description="A session name.")]] = Field(
+        default_factory=list, max_length=64,
+        description="Sessions whose in-memory state died with the previous process.")
+
+
 class RemoteAgentStatus(ApiModel):
     """The observed agent, written by the operator."""
     observed_generation: int = observed_generation_field()
@@ -148,6 +178,8 @@ class RemoteAgentStatus(ApiModel):
         json_schema_extra=DATE_TIME)
     idle_paused: bool = Field(False, description="Paused by the operator after idlePauseSeconds without a task; "
                                                  "the next task resumes it.")
+    server: ServerStatus | None = Field(None, description="The resident process (spec.server).")
+    sessions: int = Field(0, ge=0, description="Sessions this agent holds (their latest task ran here).")
     conditions: list[Condition] = conditions_field()
 
 
@@ -269,6 +301,9 @@ class AgentTaskSpec(ApiModel):
     ttl_seconds_after_finished: int = Field(86400, ge=0,
                                             description="Delete the task this long after it finished (0: at once).")
     github: GitHubOutput | None = Field(None, description="Publish the output to GitHub when the task succeeds.")
+    session: str | None = Field(None, min_length=1, max_length=253, pattern=DNS_LABEL,
+                                description="Conversation this task belongs to: the tasks of a session run in "
+                                            "order on the agent that holds it.")
 
 
 TaskPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
@@ -290,6 +325,7 @@ class AgentTaskStatus(ApiModel):
     github_url: str | None = Field(None, description="The comment or pull request the output was published to.")
     github_error: str | None = Field(None, description="Why publishing to GitHub failed for good.")
     sandbox_id: str | None = Field(None, alias="sandboxID", description="The E2B sandbox the task ran in.")
+    session: str | None = Field(None, description="The session (spec.session) this task ran in.")
     message: str | None = Field(None, description="Why the task waits, or how it ended.")
     conditions: list[Condition] = conditions_field()
 

@@ -81,9 +81,13 @@ class Operator:
         self.agents.template_of = self.template_of
         self.pools = PoolReconciler(kube, events, running_counts=self.tasks.running_counts,
                                     tasks_listed=self.task_watch.synced, template_users=self.template_users,
-                                    template_of=self.template_of)
+                                    template_of=self.template_of,
+                                    session_holdings=self.tasks.sessions.holdings)
         self.templates = TemplateReconciler(builds if builds is not None else TemplateBuilds(self.gateway), kube,
                                             inputs, settings, cluster_id, events, refs)
+        # Resident processes are upgraded only between tasks, and say which sessions a death lost.
+        self.agents.servers.running_tasks = lambda namespace, name: self.tasks.running_counts()[(namespace, name)]
+        self.agents.servers.sessions_held = self.tasks.sessions.held_by
         self._background: list[asyncio.Task] = []
         self._pokes: set[asyncio.Task] = set()  # request_reconcile of a template's agents, under way
         self._servers: list[Any] = []

@@ -226,6 +226,15 @@ class AgentView:
     workdir: str = AGENT_HOME
     e2b_key_secret: str | None = None  # the Secret holding its own E2B key (protected while referenced)
     invalid_spec: str | None = None  # why its spec cannot be parsed: tracked, never judged by the fleet
+    server_outdated: bool = False  # its resident process runs older code: it takes no task until restarted
+    sessions: int = 0  # status.sessions as written
+
+
+def server_outdated(spec: RemoteAgentSpec, status: dict) -> bool:
+    """A resident agent whose process was started on another revision than the checked-out one
+    (restarted once no task runs on it)."""
+    server = status.get("server") or {}
+    return bool(spec.server) and server.get("revision") != status.get("revision")
 
 
 def drift(view: AgentView, observed: list[ObservedSandbox]) -> str | None:

@@ -60,6 +60,7 @@ def view_of(body: Mapping[str, Any]) -> decide.AgentView:
         spec=spec, ready=ready.get("status") == "True" and ready.get("observedGeneration") == meta.get("generation"),
         idle_paused=bool(status.get("idlePaused")), last_activity_time=status.get("lastActivityTime"),
         ready_since=ready.get("lastTransitionTime"), workdir=status.get("workdir") or decide.workdir(spec),
+        server_outdated=decide.server_outdated(spec, status), sessions=int(status.get("sessions") or 0),
     )
 
 

@@ -21,6 +21,7 @@ from remote_agents.api.names import (
 from remote_agents.controller import metrics
 from remote_agents.controller.agents import decide
 from remote_agents.controller.agents.inputs import AgentInputs, ResolvedInputs
+from remote_agents.controller.agents.resident import ResidentServers, ServerNotReady
 from remote_agents.controller.agents.sightings import Sightings
 from remote_agents.controller.clients.e2b import E2BAuthFailed, E2BError, E2BRejected, SandboxGateway, SandboxGone
 from remote_agents.controller.clients.events import EventSink
@@ -104,6 +105,7 @@ class AgentReconciler:
         self.cluster_id = cluster_id
         self.emit = emit
         self.sightings = sightings
+        self.servers = ResidentServers(gateway, kube, emit)
         self._locks: dict[str, asyncio.Lock] = {}
         # Tasks running now by (namespace, agent): main.py hands over the task controller's count.
         self.running_counts: Callable[[], Counter] = Counter
@@ -117,6 +119,7 @@ class AgentReconciler:
 
     def forget(self, uid: str) -> None:
         self._locks.pop(uid, None)
+        self.servers.forget(uid)
 
     def _metadata(self, body: Mapping[str, Any], spec: RemoteAgentSpec,
                   template: decide.TemplateState | None) -> dict[str, str]:
@@ -160,6 +163,9 @@ class AgentReconciler:
                                  self.settings.retry_delay_seconds)
             except StepFailed as error:
                 await self._fail(status, Outcome(False, error.reason, str(error), stalled=True), body,
+                                 self.settings.stalled_retry_delay_seconds, phase="Failed")
+            except ServerNotReady as error:
+                await self._fail(status, Outcome(False, "ServerNotReady", redact(str(error)), stalled=True), body,
                                  self.settings.stalled_retry_delay_seconds, phase="Failed")
             except (E2BAuthFailed, E2BRejected) as error:
                 await self._fail(status, Outcome(False, error.reason, str(error), stalled=True), body,
@@ -259,9 +265,13 @@ class AgentReconciler:
             phase, reason, message = "Ready", "Ready", "sandbox is running"
         if template_condition and template_condition[0][1] is False:
             message += f"; {_template_note(template, template_condition[0][2])}"
+        server = {}
+        if spec.server and phase == "Ready":
+            server["server"] = await self.servers.ensure(
+                body, spec, current, inputs.env, status.current.get("revision"), status.current.get("server") or {})
         await status.write(Outcome(ready=True, reason=reason, message=message), template_condition, phase=phase,
                            sandboxID=current.sandbox_id,
-                           workdir=decide.workdir(spec))
+                           workdir=decide.workdir(spec), **server)
         if template_condition and template_condition[0][2] == "TemplateUpdatePending":
             # A standalone agent takes its template's new build once no task runs on it.
             raise RetryLater("waiting for the running tasks to end before taking the new template",

@@ -213,6 +213,22 @@ class SandboxGateway:
             return await sandbox.commands.run(command, envs=envs, background=True, timeout=0)
         return await self._envd(address, "command", start)
 
+    async def attach(self, address: SandboxAddress, pid: int):
+        """A handle on a process started earlier (its `.wait()` ends with it), e.g. after a restart."""
+        async def connect(sandbox: AsyncSandbox):
+            return await sandbox.commands.connect(pid, timeout=0, retain_output=False)
+        return await self._envd(address, "command", connect)
+
+    async def wait_process(self, handle) -> int | None:
+        """Wait for a started or attached process to end: its exit code, or None when the stream
+        broke first (the sandbox paused, a lost connection) and the process may well live on."""
+        try:
+            return (await handle.wait()).exit_code
+        except CommandExitException as ended:
+            return ended.exit_code
+        except Exception:  # the SDK's stream errors, whatever their type
+            return None
+
     async def run(self, address: SandboxAddress, command: str, *, envs: dict[str, str], cwd: str | None,
                   timeout_seconds: float) -> CommandOutcome:
         """Run a command to completion in a running sandbox; a non-zero exit is an outcome, not an error.

@@ -26,6 +26,13 @@ class Child:
     deleting: bool
     active_tasks: int
     created: str  # RFC 3339; sorts chronologically
+    sessions: int = 0  # sessions it holds (their latest task ran on it)
+    active_sessions: tuple[str, ...] = ()  # those with a task queued or running: drained before removal
+
+    @property
+    def busy(self) -> bool:
+        """Running a task, or holding a session whose next task waits for it."""
+        return self.active_tasks > 0 or bool(self.active_sessions)
 
 
 @dataclass
@@ -33,7 +40,8 @@ class PoolPlan:
     create: list[str] = field(default_factory=list)
     delete: list[str] = field(default_factory=list)
     patch: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> merge patch of its spec
-    waiting_for_busy: int = 0  # extra agents kept because they are running tasks
+    waiting_for_busy: int = 0  # extra agents kept because they are running tasks or hold active sessions
+    lost_sessions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # deleted anyway -> its active sessions
 
 
 def template_hash(spec: AgentPoolSpec, template_content: str | None = None) -> str:
@@ -78,9 +86,10 @@ def _free_names(pool: str, taken: list[str], count: int) -> list[str]:
 
 
 def _removal_order(children: list[Child]) -> list[Child]:
-    """Scale-down order: not Ready first, then idle before busy, then the newest first."""
+    """Scale-down order: not Ready first, then idle before busy, then those holding no session,
+    then the newest first."""
     by_newest = sorted(children, key=lambda c: c.created, reverse=True)
-    return sorted(by_newest, key=lambda c: (c.ready, c.active_tasks > 0))
+    return sorted(by_newest, key=lambda c: (c.ready, c.busy, c.sessions > 0))
 
 
 def plan_pool(pool: str, spec: AgentPoolSpec, children: list[Child], template_content: str | None = None) -> PoolPlan:
@@ -96,8 +105,8 @@ def plan_pool(pool: str, spec: AgentPoolSpec, children: list[Child], template_co
         for child in _removal_order(live):
             if excess == 0:
                 break
-            if child.active_tasks > 0 and spec.replicas > 0:
-                continue  # never interrupt a task unless the pool goes to zero
+            if child.busy and spec.replicas > 0:
+                continue  # never interrupt a task or a session unless the pool goes to zero
             plan.delete.append(child.name)
             excess -= 1
         plan.waiting_for_busy = excess
@@ -110,9 +119,10 @@ def plan_pool(pool: str, spec: AgentPoolSpec, children: list[Child], template_co
     else:
         ready = sum(1 for c in kept if c.ready)
         budget = max_unavailable(spec) - max(0, spec.replicas - ready)
-        replace = sorted(outdated, key=lambda c: (c.ready, c.created))[:max(0, budget)]
-    plan.delete += [c.name for c in replace if c.active_tasks == 0 or spec.update_strategy.type == "Recreate"]
+        replace = sorted(outdated, key=lambda c: (c.ready, c.busy, c.created))[:max(0, budget)]  # idle ones first
+    plan.delete += [c.name for c in replace if not c.busy or spec.update_strategy.type == "Recreate"]
     kept = [c for c in kept if c.name not in plan.delete]
+    plan.lost_sessions = {c.name: c.active_sessions for c in live if c.name in plan.delete and c.active_sessions}
 
     # Scale up (also refills what the rollout removed). Names still held by deleting agents stay taken.
     missing = spec.replicas - len(kept)

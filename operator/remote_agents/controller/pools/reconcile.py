@@ -33,15 +33,17 @@ def _ready(agent: Mapping[str, Any]) -> bool:
     return ready.get("status") == "True" and ready.get("observedGeneration") == agent["metadata"].get("generation")
 
 
-def child_view(agent: Mapping[str, Any], running: int = 0) -> decide.Child:
+def child_view(agent: Mapping[str, Any], running: int = 0, held: int = 0,
+               active_sessions: tuple[str, ...] = ()) -> decide.Child:
     """`running`: tasks the operator knows run on it now (its status mirrors that count only every
-    few seconds); the larger of the two counts, so a busy agent is never taken for idle."""
+    few seconds); the larger of the two counts, so a busy agent is never taken for idle. `held`,
+    `active_sessions`: the sessions it holds, and those with a task queued or running."""
     meta, spec, status = agent["metadata"], agent.get("spec") or {}, agent.get("status") or {}
     return decide.Child(
         name=meta["name"], template_hash=(meta.get("labels") or {}).get(TEMPLATE_HASH_LABEL, ""),
         ref=(spec.get("source") or {}).get("ref", "main"), paused=bool(spec.get("paused")), ready=_ready(agent),
         deleting=bool(meta.get("deletionTimestamp")), active_tasks=max(running, int(status.get("activeTasks") or 0)),
-        created=meta.get("creationTimestamp", ""),
+        created=meta.get("creationTimestamp", ""), sessions=held, active_sessions=active_sessions,
     )
 
 
@@ -98,12 +100,14 @@ class Coalescer:
 class PoolReconciler:
     def __init__(self, kube: Kube, emit: EventSink, running_counts: Callable[[], Counter],
                  tasks_listed: asyncio.Event, template_users: TemplateUsers | None = None,
-                 template_of: Callable[[str, str], Awaitable[dict | None]] | None = None):
+                 template_of: Callable[[str, str], Awaitable[dict | None]] | None = None,
+                 session_holdings: Callable[[], Mapping[tuple[str, str], Any]] = dict):
         self.kube = kube
         self.template_of = template_of or (lambda namespace, template: kube.get(TEMPLATES, namespace, template))
         self.template_users = template_users or TemplateUsers()  # told which E2BTemplate each pool names
         self.emit = emit
         self.running_counts = running_counts  # tasks running now, by (namespace, agent)
+        self.session_holdings = session_holdings  # by (namespace, agent): .held and .active session names
         self.tasks_listed = tasks_listed  # set once running_counts has seen every task
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.coalescer = Coalescer(lambda key: self.reconcile(*key))
@@ -132,12 +136,22 @@ class PoolReconciler:
         owned = [a for a in agents if any(ref.get("uid") == meta["uid"]
                                           for ref in a["metadata"].get("ownerReferences") or [])]
         running = self.running_counts()
-        children = [child_view(a, running.get((namespace, a["metadata"]["name"]), 0)) for a in owned]
+        holdings = self.session_holdings()
+        children = []
+        for agent in owned:
+            key = (namespace, agent["metadata"]["name"])
+            holding = holdings.get(key)
+            children.append(child_view(agent, running.get(key, 0), len(holding.held) if holding else 0,
+                                       tuple(sorted(holding.active)) if holding else ()))
         plan = decide.plan_pool(name, spec, children, template_content)
         try:
             for child in plan.delete:
                 await self.kube.delete(AGENTS, namespace, child)
                 self.emit(pool, "Normal", "AgentDeleted", f"deleted agent {child}")
+                if plan.lost_sessions.get(child):
+                    self.emit(pool, "Warning", "SessionLost", f"deleting agent {child} loses sessions "
+                                                              f"{', '.join(plan.lost_sessions[child])}: their "
+                                                              f"next tasks fail (SessionAgentGone)")
             for child in plan.create:
                 if await self.kube.create(AGENTS, namespace, child_manifest(pool, spec, child, template_content)):
                     self.emit(pool, "Normal", "AgentCreated", f"created agent {child}")

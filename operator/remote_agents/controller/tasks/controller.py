@@ -22,6 +22,7 @@ from remote_agents.controller.tasks.dispatch import Dispatcher
 from remote_agents.controller.tasks.housekeeping import Housekeeping
 from remote_agents.controller.tasks.runs import Runs
 from remote_agents.controller.tasks.scheduler import Scheduler
+from remote_agents.controller.tasks.session_ledger import SessionLedger
 
 log = logging.getLogger(__name__)
 ROUND_SECONDS = 1.0  # the longest a round waits for news before it looks at everything once more
@@ -41,7 +42,8 @@ class TaskController:
         self.activity = activity
         self.fleet = fleet
         self.runs = Runs(self.book, self.scheduler, kube, gateway, inputs, fleet, activity, emit)
-        self.dispatcher = Dispatcher(self.book, self.scheduler, fleet, activity, self.runs)
+        self.sessions = SessionLedger(self.book, kube, fleet)
+        self.dispatcher = Dispatcher(self.book, self.scheduler, fleet, activity, self.runs, self.sessions)
         self.housekeeping = Housekeeping(self.book, kube, emit, github_api_hosts)
         self._next_full_poll = 0.0
         self._next_deadline_check = 0.0
@@ -115,5 +117,6 @@ class TaskController:
             load = self.running_counts()
             await self.activity.mirror(load)
             await self.activity.pause_idle(now, load)
+            await self.sessions.mirror()
         except Exception:  # the next round tries again; logged with its trace
             log.exception("task housekeeping failed")

@@ -25,6 +25,7 @@ class Candidate:
     running_tasks: int
     max_concurrent_tasks: int
     has_query_command: bool
+    sessions: int = 0  # sessions it holds: a new session prefers an agent holding fewer
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ def choose_agent(candidates: list[Candidate], by_ref: bool) -> Dispatch:
                             message="the agent is paused by its spec (spec.paused: true); tasks wait until it is resumed")
         return Dispatch(None, reason="NoQueryCommand", message="the agent has no spec.query.command")
     free = [c for c in usable if c.running_tasks < c.max_concurrent_tasks]
-    running = sorted((c for c in free if c.ready and not c.idle_paused), key=lambda c: (c.running_tasks, c.name))
+    running = sorted((c for c in free if c.ready and not c.idle_paused),
+                     key=lambda c: (c.running_tasks, c.sessions, c.name))
     if running:
         return Dispatch(running[0].name)
     sleeping = sorted((c for c in free if c.idle_paused), key=lambda c: c.name)

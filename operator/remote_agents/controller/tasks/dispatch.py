@@ -16,10 +16,11 @@ from remote_agents.controller.agents.decide import AgentView
 from remote_agents.controller.agents.fleet import Fleet
 from remote_agents.controller.agents.idle import AgentActivity
 from remote_agents.controller.status import Outcome
-from remote_agents.controller.tasks import decide
+from remote_agents.controller.tasks import decide, sessions
 from remote_agents.controller.tasks.book import Task, TaskBook
 from remote_agents.controller.tasks.index import Target
 from remote_agents.controller.tasks.runs import Runs
+from remote_agents.controller.tasks.session_ledger import SessionLedger, turn_of
 from remote_agents.controller.tasks.scheduler import Scheduler
 
 # "Why it waits" notes in flight at once: a burst of waiting tasks must not queue the claims and
@@ -28,18 +29,22 @@ PENDING_NOTES_IN_FLIGHT = 4
 
 
 class Dispatcher:
-    def __init__(self, book: TaskBook, scheduler: Scheduler, fleet: Fleet, activity: AgentActivity, runs: Runs):
+    def __init__(self, book: TaskBook, scheduler: Scheduler, fleet: Fleet, activity: AgentActivity, runs: Runs,
+                 ledger: SessionLedger):
         self.book = book
         self.scheduler = scheduler
         self.fleet = fleet
         self.activity = activity
         self.runs = runs
+        self.ledger = ledger
         self._notes_in_flight = 0
+        self._round_turns: dict[sessions.SessionKey, list[sessions.Turn]] | None = None
 
     def dispatch(self) -> None:
         """Start what can start now. Each call looks at the head of every queue: callers let the
         reasons to call gather (a round) rather than call once per freed slot."""
         self.scheduler.dispatch_due = False
+        self._round_turns = None
         load = self.scheduler.running_counts()
         for target in self.book.index.targets():
             self._dispatch_queue(target, load)
@@ -56,13 +61,25 @@ class Dispatcher:
             spec = self.book.spec(task)
             if pairs is None:
                 pairs = self._candidates(namespace, spec, load)
-            choice = decide.choose_agent([c for c, _ in pairs], by_ref=spec.agent_ref is not None)
+            candidates = [c for c, _ in pairs]
+            if spec.session:  # a session's task waits for its turn and its holder, never blocking others
+                placement = self._place(task, spec.session, pairs)
+                if placement.fail or placement.wait:
+                    self._settle_session_task(task, placement)
+                    continue
+                candidates = [c for c in candidates if placement.agent in (None, c.name)]
+            choice = decide.choose_agent(candidates, by_ref=spec.agent_ref is not None)
             if choice.agent is None:
+                if spec.session:
+                    self._explain(target, (uid,), choice)
+                    continue
                 self._explain(target, itertools.chain((uid,), waiting), choice)
                 return
             index, view = next((i, v) for i, (c, v) in enumerate(pairs) if c.name == choice.agent)
             if choice.wake:  # one task wakes the agent; the others wait for it
                 self.scheduler.spawn(uid, self._wake_agent(task, view))
+                if spec.session:
+                    continue
                 self._explain(target, waiting,
                               decide.Dispatch(None, reason="WakingAgent", message=f"resuming idle agent {view.name}"))
                 return
@@ -80,11 +97,40 @@ class Dispatcher:
             views = [view] if view and not view.deleting else []
         else:
             views = self.fleet.members(namespace, spec.pool_ref.name)
+        held = self._held_counts() if spec.session and spec.pool_ref else {}
         return [(decide.Candidate(
-            name=v.name, ready=v.ready, user_paused=bool(v.spec and v.spec.paused), idle_paused=v.idle_paused,
-            running_tasks=load.get((namespace, v.name), 0),
+            name=v.name, ready=v.ready and not v.server_outdated, user_paused=bool(v.spec and v.spec.paused),
+            idle_paused=v.idle_paused, running_tasks=load.get((namespace, v.name), 0),
+            sessions=held.get((namespace, v.name), 0),
             max_concurrent_tasks=v.spec.max_concurrent_tasks if v.spec else 1,
-            has_query_command=bool(v.spec and v.spec.query.command)), v) for v in views]
+            has_query_command=bool(v.spec and (v.spec.query.command or v.spec.server))), v) for v in views]
+
+    # ---- sessions -----------------------------------------------------------------------------
+    def _turns(self) -> dict[sessions.SessionKey, list[sessions.Turn]]:
+        """The sessions' tasks, read once per round (and only by a round that meets a session)."""
+        if self._round_turns is None:
+            self._round_turns = self.ledger.turns()
+        return self._round_turns
+
+    def _held_counts(self) -> dict[tuple[str, str], int]:
+        return {key: len(h.held) for key, h in sessions.holdings(self._turns()).items()}
+
+    def _place(self, task: Task, session: str, pairs: list[tuple[decide.Candidate, AgentView]]) -> sessions.Placement:
+        turns = self._turns().get((task["metadata"]["namespace"], session), [])
+        return sessions.place(session, turn_of(task), turns, {v.name: v.sandbox_id for _, v in pairs})
+
+    def _settle_session_task(self, task: Task, placement: sessions.Placement) -> None:
+        """Fail a task whose session cannot go on, or say why it waits for its turn."""
+        if placement.wait:
+            self._note_pending(task, decide.Dispatch(None, reason=placement.wait, message=placement.message))
+            return
+
+        async def fail() -> None:
+            await self.book.write(task, Outcome(False, placement.fail, placement.message, stalled=True),
+                                  phase="Failed", finished=False, completionTime=now_rfc3339(),
+                                  session=self.book.spec(task).session)
+            self.runs.emit(task, "Warning", placement.fail, placement.message)
+        self.scheduler.spawn(task["metadata"]["uid"], fail())
 
     async def _start(self, task: Task, view: AgentView) -> None:
         meta = task["metadata"]
@@ -92,7 +138,7 @@ class Dispatcher:
         try:
             await self.book.write(task, Outcome(False, "Running", f"running on {view.name}", reconciling=True),
                                   phase="Running", agent=view.name, startTime=now_rfc3339(), runId=meta["uid"],
-                                  sandboxID=view.sandbox_id)
+                                  sandboxID=view.sandbox_id, session=self.book.spec(task).session)
         finally:
             self.scheduler.starting.pop(meta["uid"], None)
         self.activity.note(meta["namespace"], view.name)

@@ -14,9 +14,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from remote_agents.api.names import API_VERSION
+from remote_agents.api.names import AGENTS, API_VERSION
 from remote_agents.api.timestamps import epoch, now_rfc3339
-from remote_agents.controller import metrics
+from remote_agents.controller import metrics, resident
 from remote_agents.controller.agents.decide import AgentView
 from remote_agents.controller.agents.fleet import Fleet
 from remote_agents.controller.agents.idle import AgentActivity
@@ -69,11 +69,15 @@ class Runs:
         meta, status = task["metadata"], task["status"]
         spec = self.book.spec(task)
         redact = Redactor()
+        command, extra = view.spec.query.command, {}
+        if view.spec.server:  # resident: the run is the small client asking the agent's process
+            command = resident.CLIENT_COMMAND
+            extra = resident.client_env(resident.port_of(view.spec.server.port, view.uid), meta["name"], spec.session)
         try:
             inputs = await self.inputs.resolve(meta["namespace"], view.spec, redact)
             handle = await self.gateway.start_background(
                 SandboxAddress(status["sandboxID"], inputs.account), runner.RUNNER,
-                envs={**inputs.env, **runner.runner_env(status, spec.query, view.workdir, view.spec.query.command)})
+                envs={**inputs.env, **extra, **runner.runner_env(status, spec.query, view.workdir, command)})
         except SandboxGone:
             await self.finish(task, decide.Verdict(False, "SandboxLost", "the agent's sandbox is gone"), None, "", "")
             return
@@ -239,3 +243,11 @@ class Runs:
         self.emit(task, "Normal" if verdict.succeeded else "Warning", verdict.reason, verdict.message)
         if status.get("agent"):
             self.activity.note(meta["namespace"], status["agent"])
+            await self._check_server(meta["namespace"], status["agent"], exit_code)
+
+    async def _check_server(self, namespace: str, agent: str, exit_code: int | None) -> None:
+        """A resident agent's reconcile looks at its process after a run that found none, and
+        upgrades one left on older code once its tasks are done."""
+        view = self.fleet.find(namespace, agent)
+        if view and view.spec and view.spec.server and (exit_code == resident.UNREACHABLE_EXIT or view.server_outdated):
+            await self.kube.request_reconcile(AGENTS, namespace, agent)

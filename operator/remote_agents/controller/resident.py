@@ -1,0 +1,104 @@
+"""The operator's side of the resident protocol (docs/resident-protocol.md), shared by the agent
+room (which starts and probes the resident process) and the task room (whose runs talk to it).
+
+Both talk to the process through one small Python client run inside the sandbox (python3 is in
+E2B's base image); its source travels in an environment variable, so nothing is written into the
+sandbox first. As a task's command it posts the query and turns the answer stream into an
+ordinary run: progress lines on stderr, the answer on stdout, exit 0 (1 on an error event,
+UNREACHABLE_EXIT when nothing listens). As a probe (`health SECONDS`) it prints the process's pid
+once GET /healthz answers 200, or exits 1 after SECONDS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+
+SERVER_LOG = "/home/user/.remote-agents/server.log"
+UNREACHABLE_EXIT = 75  # EX_TEMPFAIL: the task's client found no resident process to ask
+CLIENT = r'''
+import http.client, json, os, sys, time
+port = int(os.environ["AGENT_SERVER_PORT"])
+def connect():
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=None)
+if sys.argv[1:2] == ["health"]:
+    deadline = time.monotonic() + float(sys.argv[2])
+    while True:
+        try:
+            c = connect(); c.request("GET", "/healthz"); r = c.getresponse(); body = r.read()
+            if r.status == 200:
+                pid = int(json.loads(body)["pid"])
+                os.kill(pid, 0)  # ours: a process of this sandbox (not a neighbour's on a shared network)
+                print(pid); sys.exit(0)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if time.monotonic() >= deadline:
+            sys.exit(1)
+        time.sleep(0.1)
+request = json.dumps({"task": os.environ["AGENT_TASK"], "session": os.environ.get("AGENT_SESSION") or None,
+                      "query": os.environ["AGENT_QUERY"]})
+try:
+    c = connect(); c.request("POST", "/query", request, {"Content-Type": "application/json"}); r = c.getresponse()
+except OSError as error:
+    print(f"the resident server does not answer on port {port}: {error}", file=sys.stderr); sys.exit(75)
+if r.status != 200:
+    print(f"the resident server answered {r.status}: {r.read()[:2000]!r}", file=sys.stderr); sys.exit(1)
+for raw in r:
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        print(raw.decode(errors="replace").rstrip(), file=sys.stderr, flush=True); continue
+    event = line.get("event") if isinstance(line, dict) else None
+    if event == "progress":
+        print(line.get("text", ""), file=sys.stderr, flush=True)
+    elif event == "answer":
+        sys.stdout.write(line.get("text", "")); sys.stdout.flush(); sys.exit(0)
+    elif event == "error":
+        print(line.get("message", "the resident server reported an error"), file=sys.stderr); sys.exit(1)
+print("the resident server ended the stream without an answer or an error", file=sys.stderr); sys.exit(1)
+'''
+# The task's command (the runner evals it); `exec`: signalling the run's group reaches the client.
+CLIENT_COMMAND = 'exec python3 -I -S -c "$AGENT_RESIDENT_CLIENT"'  # -I -S: the standard library only, no site start-up
+
+
+def port_of(port: int, agent_uid: str) -> int:
+    """The port the agent's process serves: spec.server.port, or for 0 one derived from the uid."""
+    if port:
+        return port
+    return 20000 + int(hashlib.sha256(agent_uid.encode()).hexdigest()[:8], 16) % 40000
+
+
+def client_env(port: int, task: str | None = None, session: str | None = None) -> dict[str, str]:
+    env = {"AGENT_RESIDENT_CLIENT": CLIENT, "AGENT_SERVER_PORT": str(port)}
+    if task is not None:
+        env["AGENT_TASK"] = task
+        env["AGENT_SESSION"] = session or ""
+    return env
+
+
+def health_command(wait_seconds: float) -> str:
+    """Prints the pid of the process answering /healthz, waiting up to `wait_seconds` for it."""
+    return f'{CLIENT_COMMAND} health {float(wait_seconds):g}'
+
+
+def server_command(workdir: str) -> str:
+    """Starts $AGENT_SERVER_COMMAND in the working directory, its output appended to SERVER_LOG
+    (read back when it does not come up). `exec`: its pid is the one the start call reports."""
+    log = shlex.quote(SERVER_LOG)
+    return (f'mkdir -p {shlex.quote(SERVER_LOG.rsplit("/", 1)[0])} && cd {shlex.quote(workdir)} && '
+            f'exec bash -c "$AGENT_SERVER_COMMAND" >> {log} 2>&1')
+
+
+def stop_command(pid: int) -> str:
+    """Ends the process (TERM, then KILL after 5 s) and returns once it is gone."""
+    return (f"kill -TERM {pid} 2>/dev/null; for i in $(seq 50); do kill -0 {pid} 2>/dev/null || exit 0; "
+            f"sleep 0.1; done; kill -KILL {pid} 2>/dev/null; true")
+
+
+def log_tail_command(chars: int) -> str:
+    return f"tail -c {chars} {shlex.quote(SERVER_LOG)} 2>/dev/null; true"
+
+
+def parse_pid(stdout: str) -> int | None:
+    text = stdout.strip().splitlines()[-1:] if stdout.strip() else []
+    return int(text[0]) if text and text[0].isdigit() else None
