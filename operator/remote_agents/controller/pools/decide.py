@@ -44,6 +44,10 @@ class PoolPlan:
     lost_sessions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # deleted anyway -> its active sessions
 
 
+# Optional agent fields newer than the first release, left out of the hash while unset.
+FIELDS_ADDED_LATER = ("templateRef", "server")
+
+
 def template_hash(spec: AgentPoolSpec, template_content: str | None = None) -> str:
     """Identity of the agents' shape. Leaves out what each agent applies in place: the code ref
     and pausing (the pool's `paused` or the template's). `template_content`: the contentHash of
@@ -51,8 +55,9 @@ def template_hash(spec: AgentPoolSpec, template_content: str | None = None) -> s
     agent = spec.template.spec.model_dump(by_alias=True, mode="json")
     agent["source"].pop("ref")
     agent.pop("paused")
-    if agent["templateRef"] is None:
-        del agent["templateRef"]  # hashed as before it existed: pools without one do not roll
+    for added in FIELDS_ADDED_LATER:
+        if agent[added] is None:
+            del agent[added]  # hashed as before the field existed: pools without it do not roll on upgrade
     labels = spec.template.metadata.model_dump(mode="json")
     shape = [agent, labels] + ([template_content] if template_content else [])
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:10]
