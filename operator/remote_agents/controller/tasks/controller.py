@@ -33,14 +33,15 @@ HOUSEKEEPING_SECONDS = 2  # TTL collection, publishing, idle pausing and activit
 class TaskController:
     def __init__(self, kube: Kube, gateway: SandboxGateway, inputs: AgentInputs, fleet: Fleet,
                  activity: AgentActivity, emit: EventSink, github_api_hosts: tuple[str, ...],
-                 listed: asyncio.Event):
+                 listed: asyncio.Event, progress_interval_seconds: float = 5.0):
         """`listed`: set once every task has been delivered to `observe` (the watch's first list)."""
         self.listed = listed
         self.book = TaskBook(kube)
         self.scheduler = Scheduler(self.book)
         self.activity = activity
         self.fleet = fleet
-        self.runs = Runs(self.book, self.scheduler, kube, gateway, inputs, fleet, activity, emit)
+        self.runs = Runs(self.book, self.scheduler, kube, gateway, inputs, fleet, activity, emit,
+                         progress_interval_seconds)
         self.dispatcher = Dispatcher(self.book, self.scheduler, fleet, activity, self.runs)
         self.housekeeping = Housekeeping(self.book, kube, emit, github_api_hosts)
         self._next_full_poll = 0.0

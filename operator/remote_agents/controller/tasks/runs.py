@@ -27,7 +27,7 @@ from remote_agents.controller.clients.kube import Kube, SecretMissing
 from remote_agents.controller.redaction import Redactor
 from remote_agents.controller.sandboxes import SandboxAddress
 from remote_agents.controller.status import Outcome
-from remote_agents.controller.tasks import decide, runner
+from remote_agents.controller.tasks import decide, progress, runner
 from remote_agents.controller.tasks.book import Task, TaskBook
 from remote_agents.controller.tasks.scheduler import Scheduler
 
@@ -43,7 +43,8 @@ async def _no_file() -> None:
 
 class Runs:
     def __init__(self, book: TaskBook, scheduler: Scheduler, kube: Kube, gateway: SandboxGateway,
-                 inputs: AgentInputs, fleet: Fleet, activity: AgentActivity, emit: EventSink):
+                 inputs: AgentInputs, fleet: Fleet, activity: AgentActivity, emit: EventSink,
+                 progress_interval_seconds: float = 5.0):
         self.book = book
         self.scheduler = scheduler
         self.kube = kube
@@ -58,10 +59,13 @@ class Runs:
         # uid -> the secret values its run was started with, kept from launch so that redacting
         # its output at the end costs no Secret reads.
         self._redactors: dict[str, Redactor] = {}
+        self.progress_interval_seconds = progress_interval_seconds
+        self._progress_read: dict[str, float] = {}  # uid -> when its run's stderr was last read for progress
 
     def forget(self, uid: str) -> None:
         self._terminated.pop(uid, None)
         self._redactors.pop(uid, None)
+        self._progress_read.pop(uid, None)
 
     # ---- starting -----------------------------------------------------------------------------
     async def launch(self, task: Task, view: AgentView) -> None:
@@ -114,7 +118,7 @@ class Runs:
     def needs_poll(self, uid: str, now: float, full_poll: bool, deadline_check: bool) -> bool:
         """Runs we watch live tell us when they end: no need to ask before the full poll, unless it
         is time to signal them."""
-        if full_poll or uid not in self.live:
+        if full_poll or uid not in self.live or self._progress_due(self.book.tasks[uid], now):
             return True
         return deadline_check and decide.deadline_signal(now, self.deadline(self.book.tasks[uid]),
                                                          self._terminated.get(uid)) is not None
@@ -149,6 +153,8 @@ class Runs:
                     else:
                         await self.finish(task, decide.judge(decide.SIGKILL_EXIT_CODE, spec.timeout_seconds,
                                                              overdue=True), None, "", "")
+                elif self._progress_due(task, time.time()):
+                    await self._show_progress(task, sandbox)
                 return
             self.scheduler.finishing.add(uid)  # the run has ended: its slot takes the next task meanwhile
             self.scheduler.request_dispatch()
@@ -165,6 +171,20 @@ class Runs:
             log.info("polling task %s: %s", task["metadata"]["name"], error)
         finally:
             self.scheduler.finishing.discard(uid)
+
+    def _progress_due(self, task: Mapping[str, Any], now: float) -> bool:
+        started = epoch(task["status"].get("startTime")) or now
+        return progress.due(now, started, self._progress_read.get(task["metadata"]["uid"]),
+                            self.progress_interval_seconds)
+
+    async def _show_progress(self, task: Task, sandbox: SandboxAddress) -> None:
+        """status.progress from the run's stderr so far; nothing shown when its Secrets cannot be read."""
+        self._progress_read[task["metadata"]["uid"]] = time.time()
+        stderr = await self.gateway.read_file(sandbox, runner.run_file(task["status"], "stderr"))
+        redact = await self._redactor(task) if stderr else None
+        if redact is not None and (update := progress.update(task["status"].get("progress"), stderr, redact,
+                                                             now_rfc3339())):
+            await self.book.apply(task, {"progress": update})
 
     def deadline(self, task: Mapping[str, Any]) -> float:
         """When the task's run is overdue: its timeout after its startTime, plus the second that
@@ -194,9 +214,10 @@ class Runs:
     # ---- the end ------------------------------------------------------------------------------
     async def _redactor(self, task: Task) -> Redactor | None:
         """The secret values of the task's run: those of its launch, or after an operator restart
-        the agent's read again; None when they cannot be read (its output is then withheld)."""
+        the agent's read again (kept for the rest of the run); None when they cannot be read (its
+        output is then withheld)."""
         meta, status = task["metadata"], task["status"]
-        redact = self._redactors.pop(meta["uid"], None)
+        redact = self._redactors.get(meta["uid"])
         if redact is not None:
             return redact
         view = self.fleet.find(meta["namespace"], status.get("agent", ""))
@@ -208,18 +229,21 @@ class Runs:
         except SecretMissing as error:
             log.warning("output of task %s/%s withheld: %s", meta["namespace"], meta["name"], error)
             return None
+        self._redactors[meta["uid"]] = redact
         return redact
 
     async def finish(self, task: Task, verdict: decide.Verdict, exit_code: int | None, stdout: str,
                      stderr: str) -> None:
         meta, status = task["metadata"], task["status"]
         self._terminated.pop(meta["uid"], None)
+        self._progress_read.pop(meta["uid"], None)
+        final_progress = None
         if stdout or stderr:
             redact = await self._redactor(task)
+            final_progress = progress.update(status.get("progress"), stderr, redact, now_rfc3339()) if redact else None
             # Whole texts first, then cut to size: a cut never leaves part of a value behind.
             stdout, stderr = (redact(stdout), redact(stderr)) if redact else (OUTPUT_WITHHELD, "")
-        else:
-            self._redactors.pop(meta["uid"], None)
+        self._redactors.pop(meta["uid"], None)
         output_name = f"{meta['name']}-output"[:253]
         started = epoch(status.get("startTime")) or time.time()
         duration = max(0.0, time.time() - started)
@@ -232,7 +256,7 @@ class Runs:
                             phase="Succeeded" if verdict.succeeded else "Failed", completionTime=now_rfc3339(),
                             duration=decide.format_duration(duration), exitCode=exit_code,
                             output=decide.truncate(stdout, decide.OUTPUT_STATUS_LIMIT), outputConfigMap=output_name,
-                            finished=verdict.succeeded))
+                            finished=verdict.succeeded, **({"progress": final_progress} if final_progress else {})))
         log.info("task %s/%s finished: %s (%s)", meta["namespace"], meta["name"], verdict.reason, verdict.message)
         metrics.TASKS.labels("succeeded" if verdict.succeeded else "failed").inc()
         metrics.TASK_DURATION.observe(duration)
