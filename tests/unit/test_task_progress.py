@@ -96,3 +96,15 @@ async def test_a_running_task_shows_progress_with_a_write_per_interval_not_per_l
     assert world.status("t", TASKS)["progress"] | {"updateTime": None} == \
         {"line": f"the end {MARKER}", "count": 31, "updateTime": None}
     assert len(progress_writes) == before + 1  # the last one rides on the final status write
+
+
+def test_followed_chunks_become_redacted_complete_lines():
+    from remote_agents.live_output import Lines
+
+    redact = Redactor()
+    redact.add(SECRET)
+    lines = Lines(redact)
+    half = len(SECRET) // 2
+    assert lines.feed("first\nsecond with " + SECRET[:half]) == ["first\n"]  # a value split between chunks
+    assert lines.feed(SECRET[half:] + "\nthird") == [f"second with {MARKER}\n"]
+    assert lines.rest() == ["third"] and lines.rest() == []
