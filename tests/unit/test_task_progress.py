@@ -108,3 +108,17 @@ def test_followed_chunks_become_redacted_complete_lines():
     assert lines.feed("first\nsecond with " + SECRET[:half]) == ["first\n"]  # a value split between chunks
     assert lines.feed(SECRET[half:] + "\nthird") == [f"second with {MARKER}\n"]
     assert lines.rest() == ["third"] and lines.rest() == []
+
+
+async def test_progress_of_a_run_found_again_after_an_operator_restart(world, clock):
+    world.e2b.programs["answer"] = Program(held=True)
+    await world.ready_agent("a")
+    await world.create_task("t", agent="a")
+    world.start_task_loop()
+    [process] = await world.eventually(lambda: world.e2b.processes, "the run")
+    await world.restart()  # no stream held any more: the run is polled, and its progress read with a poll
+    world.start_task_loop()
+    process.sandbox.files[f"{process.run_files}.stderr"] = "fetched 3 of 9\n" * 3
+    progress_now = await world.eventually(lambda: world.status("t", TASKS).get("progress"), "progress",
+                                          creep=0.25)
+    assert (progress_now["line"], progress_now["count"]) == ("fetched 3 of 9", 3)

@@ -102,8 +102,12 @@ class TaskController:
         if deadline_check:
             self._next_deadline_check = now + DEADLINE_CHECK_SECONDS
         for uid in self.book.index.running:  # (spawning only schedules: nothing changes the set here)
-            if uid not in self.scheduler.busy and self.runs.needs_poll(uid, now, full_poll, deadline_check):
+            if uid in self.scheduler.busy:
+                continue
+            if self.runs.needs_poll(uid, now, full_poll, deadline_check):
                 self.scheduler.spawn(uid, self.runs.poll(self.book.tasks[uid]))
+            elif self.runs.progress_due(self.book.tasks[uid], now):
+                self.scheduler.spawn(uid, self.runs.show_progress(self.book.tasks[uid]))
         if self.scheduler.dispatch_due:
             self.dispatcher.dispatch()
         if now >= self._next_housekeeping and (self._housekeeping is None or self._housekeeping.done()):

@@ -118,7 +118,7 @@ class Runs:
     def needs_poll(self, uid: str, now: float, full_poll: bool, deadline_check: bool) -> bool:
         """Runs we watch live tell us when they end: no need to ask before the full poll, unless it
         is time to signal them."""
-        if full_poll or uid not in self.live or self._progress_due(self.book.tasks[uid], now):
+        if full_poll or uid not in self.live:
             return True
         return deadline_check and decide.deadline_signal(now, self.deadline(self.book.tasks[uid]),
                                                          self._terminated.get(uid)) is not None
@@ -153,8 +153,8 @@ class Runs:
                     else:
                         await self.finish(task, decide.judge(decide.SIGKILL_EXIT_CODE, spec.timeout_seconds,
                                                              overdue=True), None, "", "")
-                elif self._progress_due(task, time.time()):
-                    await self._show_progress(task, sandbox)
+                elif self.progress_due(task, time.time()):
+                    await self._read_progress(task, sandbox)
                 return
             self.scheduler.finishing.add(uid)  # the run has ended: its slot takes the next task meanwhile
             self.scheduler.request_dispatch()
@@ -172,18 +172,31 @@ class Runs:
         finally:
             self.scheduler.finishing.discard(uid)
 
-    def _progress_due(self, task: Mapping[str, Any], now: float) -> bool:
+    def progress_due(self, task: Mapping[str, Any], now: float) -> bool:
         started = epoch(task["status"].get("startTime")) or now
         return progress.due(now, started, self._progress_read.get(task["metadata"]["uid"]),
                             self.progress_interval_seconds)
 
-    async def _show_progress(self, task: Task, sandbox: SandboxAddress) -> None:
-        """status.progress from the run's stderr so far; nothing shown when its Secrets cannot be read."""
+    async def show_progress(self, task: Task) -> None:
+        """A step of its own for a run that needs no poll (one watched live): its progress only."""
+        status = task["status"]
+        view = self.fleet.find(task["metadata"]["namespace"], status.get("agent", ""))
+        if view is None or view.deleting or view.paused:
+            self._progress_read[task["metadata"]["uid"]] = time.time()
+            return  # the poll judges a run whose agent is gone; a paused one writes nothing new
+        try:
+            await self._read_progress(task, await self.inputs.address(view.namespace, view.spec, status["sandboxID"]))
+        except (E2BError, SecretMissing) as error:  # (a lost sandbox too: the next poll reports it)
+            log.info("progress of task %s: %s", task["metadata"]["name"], error)
+
+    async def _read_progress(self, task: Task, sandbox: SandboxAddress) -> None:
+        """status.progress from the run's stderr so far (one file read); nothing shown when its
+        Secrets cannot be read."""
+        status = task["status"]
         self._progress_read[task["metadata"]["uid"]] = time.time()
-        stderr = await self.gateway.read_file(sandbox, runner.run_file(task["status"], "stderr"))
+        stderr = await self.gateway.read_file(sandbox, runner.run_file(status, "stderr"))
         redact = await self._redactor(task) if stderr else None
-        if redact is not None and (update := progress.update(task["status"].get("progress"), stderr, redact,
-                                                             now_rfc3339())):
+        if redact is not None and (update := progress.update(status.get("progress"), stderr, redact, now_rfc3339())):
             await self.book.apply(task, {"progress": update})
 
     def deadline(self, task: Mapping[str, Any]) -> float:
