@@ -263,7 +263,9 @@ class RemoteAgentOrchestrator:
                               timeout, "to start")
         status = _ran(task)
         if not status:
-            return  # not started: nothing written yet
+            phase = (task.get("status") or {}).get("phase") or "Pending"
+            yield live_output.NOTE, f"task {name} has no run to read ({phase})\n"
+            return
         try:
             api_key, redact = self._live_access(task)
             yield from live_output.follow(status, api_key, redact, once=not follow)
