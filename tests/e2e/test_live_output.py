@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from remote_agents.client import RemoteAgentOrchestrator
 from tests.e2e.test_agent_task import finished, task_manifest
 from tests.e2e.test_remote_agent import agent_manifest, wait_ready
 
@@ -133,8 +134,18 @@ def test_logs_follow_streams_the_run_live_from_its_start_and_progress_takes_few_
     assert after.returncode == 3
     assert TOKEN not in after.stdout + after.stderr
 
+    # Without an E2B key: the output the operator recorded (redacted by it), after a note saying so.
+    keyless = {k: v for k, v in cli_env.items() if k != "E2B_API_KEY"}
+    recorded = subprocess.run([ra, "logs", "tick", "-n", namespace], capture_output=True, text=True, timeout=120,
+                              env=keyless)
+    note, *recorded_stderr = recorded.stderr.splitlines(keepends=True)
+    assert "live output unavailable (no E2B API key" in note
+    assert recorded.stdout.splitlines(keepends=True) == stdout and recorded_stderr == stderr
+    assert recorded.returncode == 3
 
-def test_query_follow_prints_the_run_as_it_goes_and_exits_with_its_code(kubectl, namespace, ticker, cli_env):
+
+def test_query_follow_prints_the_run_as_it_goes_and_exits_with_its_code(kubectl, namespace, ticker, cli_env,
+                                                                          cluster, e2b, monkeypatch):
     ra = str(BIN / "remote-agents")
     query = Lines([ra, "query", "--agent", ticker, "-n", namespace, "--follow", "a question"], cli_env)
     assert query.next("stdout") == "line 1\n"
@@ -145,3 +156,11 @@ def test_query_follow_prints_the_run_as_it_goes_and_exits_with_its_code(kubectl,
     assert [line for line in stderr if line.startswith("progress")][-1] == f"progress {LINES} of {LINES} token=[redacted]\n"
     assert code == 3
     assert TOKEN not in "".join(stdout + stderr)
+
+    # The Python client's iterator: the same lines, from the start.
+    for key, value in e2b.env.items():
+        monkeypatch.setenv(key, value)
+    orchestrator = RemoteAgentOrchestrator(namespace=namespace, kubeconfig=cluster.kubeconfig)
+    followed = list(orchestrator.follow_task(task["metadata"]["name"]))
+    assert [line for stream, line in followed if stream == "stdout"] == stdout
+    assert [line for stream, line in followed if stream == "stderr"] == stderr
