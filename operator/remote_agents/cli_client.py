@@ -48,7 +48,7 @@ def query(args: argparse.Namespace) -> int:
         orchestrator = RemoteAgentOrchestrator(namespace=args.namespace, context=args.context)
         task = orchestrator.submit_task(args.question, agent=args.agent, pool=args.pool, timeout=args.timeout)
         if args.follow:
-            return _print_output(orchestrator, task, follow=True)
+            return _print_output(orchestrator, task, follow=True, on_progress=Progress())
         result = orchestrator.wait_tasks([task], args.timeout, on_progress=Progress())[0]
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -61,10 +61,12 @@ def query(args: argparse.Namespace) -> int:
 
 
 # ---- logs -------------------------------------------------------------------------------------
-def _print_output(orchestrator: RemoteAgentOrchestrator, task: str, follow: bool) -> int:
-    """The run's stdout on stdout and its stderr on stderr, as it is written; then, when the task
-    has ended, its exit code (1 for a run that ended without one)."""
-    for stream, line in orchestrator.follow_task(task, follow=follow):
+def _print_output(orchestrator: RemoteAgentOrchestrator, task: str, follow: bool,
+                  on_progress: Progress | None = None) -> int:
+    """The run's stdout on stdout and its stderr on stderr, as it is written (after the lines of
+    `on_progress` while it waits to start); then, when the task has ended, its exit code (1 for a
+    run that ended without one)."""
+    for stream, line in orchestrator.follow_task(task, follow=follow, on_progress=on_progress):
         print(line, end="", file=sys.stdout if stream == "stdout" else sys.stderr, flush=True)
     if not follow and (orchestrator.get_task(task).get("status") or {}).get("phase") not in FINISHED:
         return 0  # still running: what it has written so far

@@ -246,21 +246,26 @@ class RemoteAgentOrchestrator:
     def get_task(self, name: str) -> dict[str, Any]:
         return self._get(TASKS, name)
 
-    def follow_task(self, name: str, follow: bool = True) -> Iterator[tuple[str, str]]:
+    def follow_task(self, name: str, follow: bool = True,
+                    on_progress: Callable[[dict[str, Any]], None] | None = None) -> Iterator[tuple[str, str]]:
         """The task's output as (stream, line), stream "stdout" or "stderr", from the first line of its
         run: read live from its agent's sandbox (with `follow`, waiting for the run to start and
         going on until it ends; without, what it has written so far). Needs the E2B key of the
         agent's account (its own key's Secret, else E2B_API_KEY) and read access to the agent's
         Secrets, whose values are redacted from the lines. Without them, or when the sandbox is
         paused or gone, it is the output the operator recorded at the end (waited for with
-        `follow`), after a ("note", why) line. The result (exit code) is `task_result(name)`."""
+        `follow`), after a ("note", why) line. `on_progress` sees the task while it waits to start.
+        The result (exit code) is `task_result(name)`."""
         from remote_agents import live_output  # the E2B SDK only for those who follow output
 
         task = self._get(TASKS, name)
         if follow:
             timeout = task["spec"].get("timeoutSeconds", 900) + self.task_grace_seconds
-            task = self._wait(TASKS, name, lambda t: bool(_ran(t)) or (t.get("status") or {}).get("phase") in FINISHED,
-                              timeout, "to start")
+            def started(t: dict[str, Any]) -> bool:
+                if on_progress:
+                    on_progress(t)
+                return bool(_ran(t)) or (t.get("status") or {}).get("phase") in FINISHED
+            task = self._wait(TASKS, name, started, timeout, "to start")
         status = _ran(task)
         if not status:
             phase = (task.get("status") or {}).get("phase") or "Pending"

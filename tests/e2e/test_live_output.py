@@ -153,7 +153,10 @@ def test_query_follow_prints_the_run_as_it_goes_and_exits_with_its_code(kubectl,
     assert task["status"]["phase"] == "Running"  # the first line came while the run was running
     stdout, stderr, code = query.rest()
     assert stdout[-1] == "answer token=[redacted]\n" and len(stdout) == LINES + 1
-    assert [line for line in stderr if line.startswith("progress")][-1] == f"progress {LINES} of {LINES} token=[redacted]\n"
+    status_lines = [line for line in stderr if not line.startswith("progress")]
+    assert status_lines and all(line.startswith(task["metadata"]["name"]) for line in status_lines)  # Pending, Running
+    stderr = [line for line in stderr if line.startswith("progress")]
+    assert stderr[-1] == f"progress {LINES} of {LINES} token=[redacted]\n"
     assert code == 3
     assert TOKEN not in "".join(stdout + stderr)
 

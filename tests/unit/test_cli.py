@@ -171,7 +171,7 @@ class _Followed:
     def __init__(self, lines, result, phase="Failed"):
         self.lines, self.result, self.phase = lines, result, phase
 
-    def follow_task(self, name, follow):
+    def follow_task(self, name, follow, on_progress=None):
         yield from self.lines
 
     def get_task(self, name):
