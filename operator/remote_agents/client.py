@@ -275,6 +275,8 @@ class RemoteAgentOrchestrator:
             api_key, redact = self._live_access(task)
             yield from live_output.follow(status, api_key, redact, once=not follow)
             return
+        except live_output.StreamLost as error:
+            raise OrchestratorError(f"{error} (following again starts from the beginning)") from None
         except (LiveOutputUnavailable, live_output.SandboxAsleep) as why:
             yield live_output.NOTE, f"live output unavailable ({why}): the output recorded when the task ended\n"
         if follow:

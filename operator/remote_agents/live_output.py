@@ -40,6 +40,10 @@ class SandboxAsleep(Exception):
     """The sandbox is paused (following would wake it) or gone."""
 
 
+class StreamLost(Exception):
+    """The connection to the sandbox failed while following; following again starts over."""
+
+
 @dataclass
 class Lines:
     """Cuts one stream's chunks into redacted complete lines (a Secret value split across two
@@ -75,13 +79,16 @@ def follow(status: Mapping[str, Any], api_key: str | None, redact: Callable[[str
         raise SandboxAsleep(f"sandbox {sandbox_id}: {error}") from None
     if state != SandboxState.RUNNING:
         raise SandboxAsleep(f"sandbox {sandbox_id} is {state.value}")
-    sandbox = Sandbox.connect(sandbox_id, **opts)
     envs = {"RUN_FILES": run_files(status), **({"ONCE": "1"} if once else {})}
-    handle = sandbox.commands.run(FOLLOW, background=True, timeout=0, retain_output=False, envs=envs)
+    try:
+        handle = Sandbox.connect(sandbox_id, **opts).commands.run(FOLLOW, background=True, timeout=0,
+                                                                   retain_output=False, envs=envs)
+    except Exception as error:  # noqa: BLE001 - the SDK's errors, whichever: said as one
+        raise StreamLost(f"could not start following in sandbox {sandbox_id}: {error}") from None
     streams = {STDOUT: Lines(redact), STDERR: Lines(redact)}
     read_all = False
     try:
-        for stdout, stderr, _ in handle:
+        for stdout, stderr, _ in _chunks(handle, sandbox_id):
             for name, chunk in ((STDOUT, stdout), (STDERR, stderr)):
                 if chunk:
                     yield from ((name, line) for line in streams[name].feed(chunk))
@@ -94,3 +101,10 @@ def follow(status: Mapping[str, Any], api_key: str | None, redact: Callable[[str
                 pass
     for name, lines in streams.items():
         yield from ((name, line) for line in lines.rest())
+
+
+def _chunks(handle: Any, sandbox_id: str) -> Iterator[tuple[str | None, str | None, Any]]:
+    try:
+        yield from handle
+    except Exception as error:  # noqa: BLE001 - a dropped stream, whatever the SDK calls it
+        raise StreamLost(f"the stream from sandbox {sandbox_id} broke: {error}") from None
