@@ -300,10 +300,15 @@ class RemoteAgentOrchestrator:
                     redact.add(self._secret_value(ref))
             if ref := (spec.get("source") or {}).get("credentialsSecretRef"):
                 redact.add(self._secret_value(ref))
-            key_ref = spec.get("e2bApiKeySecretRef")
-            api_key = self._secret_value(key_ref) if key_ref else os.environ.get("E2B_API_KEY")
         except OrchestratorError as error:
             raise LiveOutputUnavailable(f"the agent's Secrets are needed to redact it: {error}") from None
+        api_key = None
+        if key_ref := spec.get("e2bApiKeySecretRef"):
+            try:
+                api_key = self._secret_value(key_ref)
+            except OrchestratorError:
+                pass  # not readable by this caller, whose own E2B_API_KEY may be of that account
+        api_key = api_key or os.environ.get("E2B_API_KEY")
         if not api_key:
             raise LiveOutputUnavailable("no E2B API key: set E2B_API_KEY")
         redact.add(api_key)
