@@ -18,12 +18,14 @@ from e2b import Sandbox, SandboxState
 
 from remote_agents.controller.tasks.runner import run_files
 
-# Waits for the runner's pid file (a claimed run may not have started yet), then follows both
+# Waits for the runner's pid file (a claimed run may not have started yet; not beyond the 15 s
+# after which the operator starts it again, NOT_STARTED_SECONDS, plus as much), then follows both
 # files by name (-F: the command's redirections may create them after the pid file) until the
 # command's process group leader exits; a run that has ended (or with ONCE set, any run) is
 # printed as it is.
 FOLLOW = """f="$RUN_FILES"
-until [ -e "$f.pid" ] || [ -e "$f.exit_code" ]; do sleep 0.1; done
+n=0
+until [ -e "$f.pid" ] || [ -e "$f.exit_code" ]; do n=$((n + 1)); [ $n -gt 300 ] && exit 0; sleep 0.1; done
 pid=$(cat "$f.pid" 2>/dev/null)
 if [ -n "$ONCE" ] || [ -e "$f.exit_code" ] || ! kill -0 "$pid" 2>/dev/null; then
   cat "$f.stdout" 2>/dev/null; cat "$f.stderr" >&2 2>/dev/null; exit 0
