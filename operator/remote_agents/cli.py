@@ -201,6 +201,12 @@ def _query(args: argparse.Namespace) -> int:
     return cli_client.query(args)
 
 
+def _logs(args: argparse.Namespace) -> int:
+    from remote_agents import cli_client
+
+    return cli_client.logs(args)
+
+
 def _get(args: argparse.Namespace) -> int:
     from remote_agents import cli_client
 
@@ -223,8 +229,15 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
     query.add_argument("--timeout", type=int, default=900, help="seconds the query may run (default 900)")
     query.add_argument("--session", help="continue (or start) this conversation: it runs on the agent that "
                                          "holds the session, after its earlier questions")
+    query.add_argument("--follow", "-f", action="store_true",
+                       help="stream the run's stdout and stderr live from the sandbox (needs its E2B key)")
     query.add_argument("question")
     query.set_defaults(func=_query)
+    logs = sub.add_parser("logs", help="a task's stdout and stderr, read from its sandbox (exit code: the task's)")
+    _add_kube_target(logs)
+    logs.add_argument("task", help="an AgentTask's name")
+    logs.add_argument("-f", "--follow", action="store_true", help="stream it live until the run ends")
+    logs.set_defaults(func=_logs)
     get = sub.add_parser("get", help="agents, pools and recent tasks in one table")
     scope = get.add_mutually_exclusive_group()
     _add_kube_target(get, scope)

@@ -12,7 +12,7 @@ from typing import Any
 from remote_agents import cli_output
 from remote_agents.api.names import AGENTS, POOLS, TASKS
 from remote_agents.api.conditions import condition
-from remote_agents.client import OrchestratorError, RemoteAgentOrchestrator
+from remote_agents.client import FINISHED, OrchestratorError, RemoteAgentOrchestrator
 
 RECENT_TASKS = 20
 
@@ -48,6 +48,8 @@ def query(args: argparse.Namespace) -> int:
         orchestrator = RemoteAgentOrchestrator(namespace=args.namespace, context=args.context)
         task = orchestrator.submit_task(args.question, agent=args.agent, pool=args.pool, timeout=args.timeout,
                                         session=args.session)
+        if args.follow:
+            return _print_output(orchestrator, task, follow=True, on_progress=Progress())
         result = orchestrator.wait_tasks([task], args.timeout, on_progress=Progress())[0]
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -57,6 +59,34 @@ def query(args: argparse.Namespace) -> int:
         print(f"task {result['task']} failed ({result['reason']}): {result['error']}", file=sys.stderr)
         return 1
     return 0
+
+
+# ---- logs -------------------------------------------------------------------------------------
+def _print_output(orchestrator: RemoteAgentOrchestrator, task: str, follow: bool,
+                  on_progress: Progress | None = None) -> int:
+    """The run's stdout on stdout and its stderr on stderr, as it is written (after the lines of
+    `on_progress` while it waits to start); then, when the task has ended, its exit code (1 for a
+    run that ended without one)."""
+    for stream, line in orchestrator.follow_task(task, follow=follow, on_progress=on_progress):
+        print(line, end="", file=sys.stdout if stream == "stdout" else sys.stderr, flush=True)
+    if not follow and (orchestrator.get_task(task).get("status") or {}).get("phase") not in FINISHED:
+        return 0  # still running: what it has written so far
+    result = orchestrator.task_result(task)
+    if not result["success"] and result["exit_code"] in (None, 0):
+        print(f"task {result['task']} failed ({result['reason']}): {result['error']}", file=sys.stderr)
+        return 1
+    return result["exit_code"] or 0
+
+
+def logs(args: argparse.Namespace) -> int:
+    try:
+        orchestrator = RemoteAgentOrchestrator(namespace=args.namespace, context=args.context)
+        return _print_output(orchestrator, args.task, args.follow)
+    except OrchestratorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 # ---- get --------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """RemoteAgentOrchestrator: the seed project's orchestrator API on top of the Kubernetes objects.
 
 Every call creates, patches or reads RemoteAgent, AgentPool and AgentTask objects through the
-Kubernetes API; the operator does the work. Nothing here talks to E2B. Every wait is bounded:
+Kubernetes API; the operator does the work. Nothing here talks to E2B but `follow_task`, which reads a
+run's output from its sandbox (live_output.py). Every wait is bounded:
 objects are polled, tasks are watched (so progress sees every phase change).
 """
 
@@ -29,6 +30,7 @@ from remote_agents.api.names import (
 )
 from remote_agents.api.conditions import condition, is_current
 from remote_agents.api.timestamps import epoch, now_rfc3339
+from remote_agents.controller.redaction import Redactor
 
 # Appended by the operator when status.output is cut short; the ConfigMap then holds the rest.
 TRUNCATED = re.compile(r"\n\[\.\.\. truncated, \d+ bytes in total\]\Z")
@@ -47,6 +49,10 @@ class WaitTimeout(OrchestratorError):
 
 class TaskTimeout(WaitTimeout):
     """An AgentTask did not finish in time (it keeps its own deadline in the cluster)."""
+
+
+class LiveOutputUnavailable(OrchestratorError):
+    """A run's output cannot be read from its sandbox by this caller (no E2B key, Secrets it cannot read)."""
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
@@ -253,6 +259,87 @@ class RemoteAgentOrchestrator:
         finally:
             stream.stop()
 
+    def get_task(self, name: str) -> dict[str, Any]:
+        return self._get(TASKS, name)
+
+    def follow_task(self, name: str, follow: bool = True,
+                    on_progress: Callable[[dict[str, Any]], None] | None = None) -> Iterator[tuple[str, str]]:
+        """The task's output as (stream, line), stream "stdout" or "stderr", from the first line of its
+        run: read live from its agent's sandbox (with `follow`, waiting for the run to start and
+        going on until it ends; without, what it has written so far). Needs the E2B key of the
+        agent's account (its own key's Secret, else E2B_API_KEY) and read access to the agent's
+        Secrets, whose values are redacted from the lines. Without them, or when the sandbox is
+        paused or gone, it is the output the operator recorded at the end (waited for with
+        `follow`), after a ("note", why) line. `on_progress` sees the task while it waits to start.
+        The result (exit code) is `task_result(name)`."""
+        from remote_agents import live_output  # the E2B SDK only for those who follow output
+
+        task = self._get(TASKS, name)
+        if follow:
+            timeout = task["spec"].get("timeoutSeconds", 900) + self.task_grace_seconds
+            def started(t: dict[str, Any]) -> bool:
+                if on_progress:
+                    on_progress(t)
+                return bool(_ran(t)) or (t.get("status") or {}).get("phase") in FINISHED
+            task = self._wait(TASKS, name, started, timeout, "to start")
+        status = _ran(task)
+        if not status:
+            phase = (task.get("status") or {}).get("phase") or "Pending"
+            yield live_output.NOTE, f"task {name} has no run to read ({phase})\n"
+            return
+        try:
+            api_key, redact = self._live_access(task)
+            yield from live_output.follow(status, api_key, redact, once=not follow)
+            return
+        except live_output.StreamLost as error:
+            raise OrchestratorError(f"{error} (following again starts from the beginning)") from None
+        except (LiveOutputUnavailable, live_output.SandboxAsleep) as why:
+            yield live_output.NOTE, f"live output unavailable ({why}): the output recorded when the task ended\n"
+        if follow:
+            self.wait_tasks([name], task["spec"].get("timeoutSeconds", 900))
+        yield from self._recorded_output(name)
+
+    def task_result(self, name: str, timeout: float = 900) -> dict[str, Any]:
+        """The task's result (as query_agent returns it) once it has finished."""
+        return self.wait_tasks([name], timeout)[0]
+
+    def _live_access(self, task: dict[str, Any]) -> tuple[str | None, Redactor]:
+        """The E2B key of the task's sandbox and a redactor of every Secret value its run had, as
+        the operator redacts them (controller/agents/inputs.py)."""
+        agent = self._get(AGENTS, task["status"].get("agent") or "", missing_ok=True)
+        if agent is None:
+            raise LiveOutputUnavailable("its agent is gone")
+        spec, redact = agent["spec"], Redactor()
+        try:
+            for variable in spec.get("env") or []:
+                if ref := (variable.get("valueFrom") or {}).get("secretKeyRef"):
+                    redact.add(self._secret_value(ref))
+            if ref := (spec.get("source") or {}).get("credentialsSecretRef"):
+                redact.add(self._secret_value(ref))
+        except OrchestratorError as error:
+            raise LiveOutputUnavailable(f"the agent's Secrets are needed to redact it: {error}") from None
+        api_key = None
+        if key_ref := spec.get("e2bApiKeySecretRef"):
+            try:
+                api_key = self._secret_value(key_ref)
+            except OrchestratorError:
+                pass  # not readable by this caller, whose own E2B_API_KEY may be of that account
+        api_key = api_key or os.environ.get("E2B_API_KEY")
+        if not api_key:
+            raise LiveOutputUnavailable("no E2B API key: set E2B_API_KEY")
+        redact.add(api_key)
+        return api_key, redact
+
+    def _recorded_output(self, name: str) -> Iterator[tuple[str, str]]:
+        status = self._get(TASKS, name).get("status") or {}
+        if status.get("phase") not in FINISHED:
+            return
+        config_map = self._call(self.core.read_namespaced_config_map, status["outputConfigMap"], self.namespace) \
+            if status.get("outputConfigMap") else None
+        data = (config_map.data if config_map else None) or {"stdout": status.get("output") or ""}
+        for stream in ("stdout", "stderr"):
+            yield from ((stream, line) for line in (data.get(stream) or "").splitlines(keepends=True))
+
     def _result(self, task: dict[str, Any]) -> dict[str, Any]:
         status = task["status"]
         output = status.get("output") or ""
@@ -326,15 +413,25 @@ class RemoteAgentOrchestrator:
     def _resolve(self, source: dict[str, Any], ref: str) -> str:
         from remote_agents.controller.sources import git as git_source  # git only; no Kopf or E2B
 
-        token = None
         secret_ref = source.get("credentialsSecretRef")
-        if secret_ref:
-            secret = self._call(self.core.read_namespaced_secret, secret_ref["name"], self.namespace)
-            token = base64.b64decode((secret.data or {})[secret_ref["key"]]).decode()
+        token = self._secret_value(secret_ref) if secret_ref else None
         try:
             return asyncio.run(git_source.resolve(source["repo"], ref, token))
         except (git_source.RefNotFound, git_source.GitUnavailable) as error:
             raise OrchestratorError(str(error)) from None
+
+    def _secret_value(self, ref: dict[str, Any]) -> str | None:
+        """A Secret key's value (None for a missing one marked optional, as the operator reads it)."""
+        try:
+            secret = self.core.read_namespaced_secret(ref["name"], self.namespace)
+        except ApiException as error:
+            if error.status == 404 and ref.get("optional"):
+                return None
+            raise OrchestratorError(f"reading Secret {ref['name']}: {error.status} {_api_message(error)}") from None
+        value = (secret.data or {}).get(ref["key"])
+        if value is None and not ref.get("optional"):
+            raise OrchestratorError(f"Secret {ref['name']} has no key {ref['key']!r}")
+        return base64.b64decode(value).decode() if value is not None else None
 
     def _create(self, plural: str, kind: str, metadata: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
         body = {"apiVersion": API_VERSION, "kind": kind,
@@ -411,6 +508,12 @@ class Session:
         return result
 
 
+def _ran(task: dict[str, Any]) -> dict[str, Any] | None:
+    """The task's status once its run has a place in a sandbox (a runId and a sandboxID), else None."""
+    status = task.get("status") or {}
+    return status if status.get("runId") and status.get("sandboxID") else None
+
+
 def _api_message(error: ApiException) -> str:
     try:
         return json.loads(error.body).get("message") or error.reason
@@ -418,4 +521,5 @@ def _api_message(error: ApiException) -> str:
         return str(error.reason)
 
 
-__all__ = ["RemoteAgentOrchestrator", "Session", "OrchestratorError", "WaitTimeout", "TaskTimeout"]
+__all__ = ["RemoteAgentOrchestrator", "Session", "OrchestratorError", "WaitTimeout", "TaskTimeout",
+           "LiveOutputUnavailable"]

@@ -163,3 +163,43 @@ def test_step_progress_prints_each_step_with_the_time_since_the_first():
         progress(step)
     assert out.getvalue().splitlines() == ["[   0.0s] starting the control plane",
                                            "[  12.3s] installing the CRDs", "[  90.0s] ready"]
+
+
+# ---- logs -------------------------------------------------------------------------------------
+class _Followed:
+    """An orchestrator whose task wrote `lines` and ended as `result` says."""
+
+    def __init__(self, lines, result, phase="Failed"):
+        self.lines, self.result, self.phase = lines, result, phase
+
+    def follow_task(self, name, follow, on_progress=None):
+        yield from self.lines
+
+    def get_task(self, name):
+        return {"status": {"phase": self.phase}}
+
+    def task_result(self, name):
+        return self.result
+
+
+@pytest.mark.parametrize("result, code, told", [
+    ({"task": "t", "success": True, "exit_code": 0}, 0, ""),
+    ({"task": "t", "success": False, "exit_code": 3, "reason": "QueryFailed", "error": "exit 3"}, 3, ""),
+    ({"task": "t", "success": False, "exit_code": None, "reason": "SandboxLost", "error": "gone"}, 1,
+     "task t failed (SandboxLost): gone\n"),
+])
+def test_logs_splits_the_streams_and_exits_with_the_tasks_code(result, code, told, capsys):
+    from remote_agents import cli_client
+
+    lines = [("stdout", "answer\n"), ("stderr", "step 1\n"), ("note", "why\n")]
+    assert cli_client._print_output(_Followed(lines, result), "t", follow=True) == code
+    out, err = capsys.readouterr()
+    assert out == "answer\n" and err == "step 1\nwhy\n" + told
+
+
+def test_logs_of_a_running_task_without_follow_prints_what_is_there_and_exits_0(capsys):
+    from remote_agents import cli_client
+
+    assert cli_client._print_output(_Followed([("stdout", "so far\n")], None, phase="Running"), "t",
+                                    follow=False) == 0
+    assert capsys.readouterr().out == "so far\n"

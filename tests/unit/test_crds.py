@@ -87,7 +87,8 @@ def test_times_are_date_time():
     times = {"RemoteAgent": {"status.lastActivityTime", "status.server.startedAt",
                              "status.conditions[].lastTransitionTime"},
              "AgentPool": {"status.conditions[].lastTransitionTime"},
-             "AgentTask": {"status.startTime", "status.completionTime", "status.conditions[].lastTransitionTime"},
+             "AgentTask": {"status.startTime", "status.completionTime", "status.progress.updateTime",
+                           "status.conditions[].lastTransitionTime"},
              "E2BTemplate": {"status.conditions[].lastTransitionTime"}}
     for crd in crds.definitions():
         kind = crd["spec"]["names"]["kind"]

@@ -309,6 +309,13 @@ class AgentTaskSpec(ApiModel):
 TaskPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
 
 
+class TaskProgress(ApiModel):
+    """How far a running task is, from its run's stderr; refreshed at most every few seconds."""
+    line: str = Field("", description="The last complete line the run wrote to stderr (secrets redacted, cut short).")
+    count: int = Field(0, ge=0, description="How many lines the run has written to stderr so far.")
+    update_time: str | None = Field(None, description="When they last changed.", json_schema_extra=DATE_TIME)
+
+
 class AgentTaskStatus(ApiModel):
     """The observed task, written by the operator."""
     observed_generation: int = observed_generation_field()
@@ -326,6 +333,7 @@ class AgentTaskStatus(ApiModel):
     github_error: str | None = Field(None, description="Why publishing to GitHub failed for good.")
     sandbox_id: str | None = Field(None, alias="sandboxID", description="The E2B sandbox the task ran in.")
     session: str | None = Field(None, description="The session (spec.session) this task ran in.")
+    progress: TaskProgress | None = Field(None, description="The run's latest stderr line and its count of lines.")
     message: str | None = Field(None, description="Why the task waits, or how it ended.")
     conditions: list[Condition] = conditions_field()
 

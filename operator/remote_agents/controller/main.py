@@ -76,7 +76,8 @@ class Operator:
         self.fleet = Fleet(self.gateway, kube, settings, cluster_id, sightings, refs, listed=self.agent_watch.synced)
         activity = AgentActivity(kube, self.fleet, events)
         self.tasks = TaskController(kube, self.gateway, inputs, self.fleet, activity, events,
-                                    settings.github_api_hosts, listed=self.task_watch.synced)
+                                    settings.github_api_hosts, listed=self.task_watch.synced,
+                                    progress_interval_seconds=settings.progress_interval_seconds)
         self.agents.running_counts = self.tasks.running_counts
         self.agents.template_of = self.template_of
         self.pools = PoolReconciler(kube, events, running_counts=self.tasks.running_counts,
@@ -320,6 +321,7 @@ def run(args: argparse.Namespace) -> int:
                                          orphan_grace_seconds=args.orphan_grace, metrics_port=args.metrics_port,
                                          webhook_port=args.webhook_port, webhook_secret=secret,
                                          namespaces=tuple(args.namespace),
-                                         github_api_hosts=tuple(args.github_api_host))
+                                         github_api_hosts=tuple(args.github_api_host),
+                                         progress_interval_seconds=args.progress_interval)
     asyncio.run(serve(settings, lease_namespace))
     return 0

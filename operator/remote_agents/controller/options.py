@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--github-api-host", action="append", default=[], metavar="HOST",
                         help="a GitHub API host (GitHub Enterprise) AgentTasks may publish to, besides "
                              "api.github.com (repeatable; or REMOTE_AGENTS_GITHUB_API_HOSTS, comma-separated)")
+    parser.add_argument("--progress-interval", type=float,
+                        help="seconds between refreshes of a running task's status.progress "
+                             f"({DEFAULTS.progress_interval_seconds:g})")
     parser.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz on this port")
     parser.add_argument("--webhook-port", type=int,
                         help="serve the GitHub push receiver (/webhooks/github) on this port; needs a secret: "

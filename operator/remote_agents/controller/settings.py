@@ -54,6 +54,7 @@ class OperatorSettings:
     webhook_secret: bytes = field(default=b"", repr=False)  # never printed, never logged
     namespaces: tuple[str, ...] = ()  # the namespaces served; empty: all
     github_api_hosts: tuple[str, ...] = ()  # GitHub API hosts tasks may publish to, besides api.github.com
+    progress_interval_seconds: float = 5.0  # a running task's status.progress is refreshed at most this often
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     leader_election: LeaderElectionSettings = field(default_factory=LeaderElectionSettings)
 
@@ -84,6 +85,7 @@ OPERATOR_ENVIRONMENT = {
     "orphan_grace_seconds": "REMOTE_AGENTS_ORPHAN_GRACE",
     "setup_timeout_seconds": "REMOTE_AGENTS_SETUP_TIMEOUT",
     "github_api_hosts": "REMOTE_AGENTS_GITHUB_API_HOSTS",  # comma-separated
+    "progress_interval_seconds": "REMOTE_AGENTS_PROGRESS_INTERVAL",
 }
 
 

@@ -34,14 +34,15 @@ HOUSEKEEPING_SECONDS = 2  # TTL collection, publishing, idle pausing and activit
 class TaskController:
     def __init__(self, kube: Kube, gateway: SandboxGateway, inputs: AgentInputs, fleet: Fleet,
                  activity: AgentActivity, emit: EventSink, github_api_hosts: tuple[str, ...],
-                 listed: asyncio.Event):
+                 listed: asyncio.Event, progress_interval_seconds: float = 5.0):
         """`listed`: set once every task has been delivered to `observe` (the watch's first list)."""
         self.listed = listed
         self.book = TaskBook(kube)
         self.scheduler = Scheduler(self.book)
         self.activity = activity
         self.fleet = fleet
-        self.runs = Runs(self.book, self.scheduler, kube, gateway, inputs, fleet, activity, emit)
+        self.runs = Runs(self.book, self.scheduler, kube, gateway, inputs, fleet, activity, emit,
+                         progress_interval_seconds)
         self.sessions = SessionLedger(self.book, kube, fleet)
         self.dispatcher = Dispatcher(self.book, self.scheduler, fleet, activity, self.runs, self.sessions)
         self.housekeeping = Housekeeping(self.book, kube, emit, github_api_hosts)
@@ -103,8 +104,12 @@ class TaskController:
         if deadline_check:
             self._next_deadline_check = now + DEADLINE_CHECK_SECONDS
         for uid in self.book.index.running:  # (spawning only schedules: nothing changes the set here)
-            if uid not in self.scheduler.busy and self.runs.needs_poll(uid, now, full_poll, deadline_check):
+            if uid in self.scheduler.busy:
+                continue
+            if self.runs.needs_poll(uid, now, full_poll, deadline_check):
                 self.scheduler.spawn(uid, self.runs.poll(self.book.tasks[uid]))
+            elif self.runs.progress_due(self.book.tasks[uid], now):
+                self.scheduler.spawn(uid, self.runs.show_progress(self.book.tasks[uid]))
         if self.scheduler.dispatch_due:
             self.dispatcher.dispatch()
         if now >= self._next_housekeeping and (self._housekeeping is None or self._housekeeping.done()):

@@ -27,7 +27,7 @@ from remote_agents.controller.clients.kube import Kube, SecretMissing
 from remote_agents.controller.redaction import Redactor
 from remote_agents.controller.sandboxes import SandboxAddress
 from remote_agents.controller.status import Outcome
-from remote_agents.controller.tasks import decide, runner
+from remote_agents.controller.tasks import decide, progress, runner
 from remote_agents.controller.tasks.book import Task, TaskBook
 from remote_agents.controller.tasks.scheduler import Scheduler
 
@@ -43,7 +43,8 @@ async def _no_file() -> None:
 
 class Runs:
     def __init__(self, book: TaskBook, scheduler: Scheduler, kube: Kube, gateway: SandboxGateway,
-                 inputs: AgentInputs, fleet: Fleet, activity: AgentActivity, emit: EventSink):
+                 inputs: AgentInputs, fleet: Fleet, activity: AgentActivity, emit: EventSink,
+                 progress_interval_seconds: float = 5.0):
         self.book = book
         self.scheduler = scheduler
         self.kube = kube
@@ -58,10 +59,13 @@ class Runs:
         # uid -> the secret values its run was started with, kept from launch so that redacting
         # its output at the end costs no Secret reads.
         self._redactors: dict[str, Redactor] = {}
+        self.progress_interval_seconds = progress_interval_seconds
+        self._progress_read: dict[str, float] = {}  # uid -> when its run's stderr was last read for progress
 
     def forget(self, uid: str) -> None:
         self._terminated.pop(uid, None)
         self._redactors.pop(uid, None)
+        self._progress_read.pop(uid, None)
 
     # ---- starting -----------------------------------------------------------------------------
     async def launch(self, task: Task, view: AgentView) -> None:
@@ -153,6 +157,8 @@ class Runs:
                     else:
                         await self.finish(task, decide.judge(decide.SIGKILL_EXIT_CODE, spec.timeout_seconds,
                                                              overdue=True), None, "", "")
+                elif self.progress_due(task, time.time()):
+                    await self._read_progress(task, sandbox)
                 return
             self.scheduler.finishing.add(uid)  # the run has ended: its slot takes the next task meanwhile
             self.scheduler.request_dispatch()
@@ -169,6 +175,33 @@ class Runs:
             log.info("polling task %s: %s", task["metadata"]["name"], error)
         finally:
             self.scheduler.finishing.discard(uid)
+
+    def progress_due(self, task: Mapping[str, Any], now: float) -> bool:
+        started = epoch(task["status"].get("startTime")) or now
+        return progress.due(now, started, self._progress_read.get(task["metadata"]["uid"]),
+                            self.progress_interval_seconds)
+
+    async def show_progress(self, task: Task) -> None:
+        """A step of its own for a run that needs no poll (one watched live): its progress only."""
+        status = task["status"]
+        view = self.fleet.find(task["metadata"]["namespace"], status.get("agent", ""))
+        if view is None or view.deleting or view.paused:
+            self._progress_read[task["metadata"]["uid"]] = time.time()
+            return  # the poll judges a run whose agent is gone; a paused one writes nothing new
+        try:
+            await self._read_progress(task, await self.inputs.address(view.namespace, view.spec, status["sandboxID"]))
+        except (E2BError, SecretMissing) as error:  # (a lost sandbox too: the next poll reports it)
+            log.info("progress of task %s: %s", task["metadata"]["name"], error)
+
+    async def _read_progress(self, task: Task, sandbox: SandboxAddress) -> None:
+        """status.progress from the run's stderr so far (one file read); nothing shown when its
+        Secrets cannot be read."""
+        status = task["status"]
+        self._progress_read[task["metadata"]["uid"]] = time.time()
+        stderr = await self.gateway.read_file(sandbox, runner.run_file(status, "stderr"))
+        redact = await self._redactor(task) if stderr else None
+        if redact is not None and (update := progress.update(status.get("progress"), stderr, redact, now_rfc3339())):
+            await self.book.apply(task, {"progress": update})
 
     def deadline(self, task: Mapping[str, Any]) -> float:
         """When the task's run is overdue: its timeout after its startTime, plus the second that
@@ -198,9 +231,10 @@ class Runs:
     # ---- the end ------------------------------------------------------------------------------
     async def _redactor(self, task: Task) -> Redactor | None:
         """The secret values of the task's run: those of its launch, or after an operator restart
-        the agent's read again; None when they cannot be read (its output is then withheld)."""
+        the agent's read again (kept for the rest of the run); None when they cannot be read (its
+        output is then withheld)."""
         meta, status = task["metadata"], task["status"]
-        redact = self._redactors.pop(meta["uid"], None)
+        redact = self._redactors.get(meta["uid"])
         if redact is not None:
             return redact
         view = self.fleet.find(meta["namespace"], status.get("agent", ""))
@@ -212,18 +246,21 @@ class Runs:
         except SecretMissing as error:
             log.warning("output of task %s/%s withheld: %s", meta["namespace"], meta["name"], error)
             return None
+        self._redactors[meta["uid"]] = redact
         return redact
 
     async def finish(self, task: Task, verdict: decide.Verdict, exit_code: int | None, stdout: str,
                      stderr: str) -> None:
         meta, status = task["metadata"], task["status"]
         self._terminated.pop(meta["uid"], None)
+        self._progress_read.pop(meta["uid"], None)
+        final_progress = None
         if stdout or stderr:
             redact = await self._redactor(task)
+            final_progress = progress.update(status.get("progress"), stderr, redact, now_rfc3339()) if redact else None
             # Whole texts first, then cut to size: a cut never leaves part of a value behind.
             stdout, stderr = (redact(stdout), redact(stderr)) if redact else (OUTPUT_WITHHELD, "")
-        else:
-            self._redactors.pop(meta["uid"], None)
+        self._redactors.pop(meta["uid"], None)
         output_name = f"{meta['name']}-output"[:253]
         started = epoch(status.get("startTime")) or time.time()
         duration = max(0.0, time.time() - started)
@@ -236,7 +273,7 @@ class Runs:
                             phase="Succeeded" if verdict.succeeded else "Failed", completionTime=now_rfc3339(),
                             duration=decide.format_duration(duration), exitCode=exit_code,
                             output=decide.truncate(stdout, decide.OUTPUT_STATUS_LIMIT), outputConfigMap=output_name,
-                            finished=verdict.succeeded))
+                            finished=verdict.succeeded, **({"progress": final_progress} if final_progress else {})))
         log.info("task %s/%s finished: %s (%s)", meta["namespace"], meta["name"], verdict.reason, verdict.message)
         metrics.TASKS.labels("succeeded" if verdict.succeeded else "failed").inc()
         metrics.TASK_DURATION.observe(duration)
