@@ -84,9 +84,11 @@ def test_conditions_are_a_map_keyed_by_type():
 
 
 def test_times_are_date_time():
-    times = {"RemoteAgent": {"status.lastActivityTime", "status.conditions[].lastTransitionTime"},
+    times = {"RemoteAgent": {"status.lastActivityTime", "status.conditions[].lastTransitionTime",
+                             "status.usage.since", "status.usage.lastObservedTime"},
              "AgentPool": {"status.conditions[].lastTransitionTime"},
-             "AgentTask": {"status.startTime", "status.completionTime", "status.conditions[].lastTransitionTime"}}
+             "AgentTask": {"status.startTime", "status.completionTime", "status.conditions[].lastTransitionTime",
+                      "status.nextAttemptTime"}}
     for crd in crds.definitions():
         kind = crd["spec"]["names"]["kind"]
         formatted = {path.removeprefix(f"{kind}.") for path, node in _schema_nodes(_root(crd), kind)

@@ -119,6 +119,17 @@ def observed_generation_field() -> Any:
 AgentPhase = Literal["Pending", "Creating", "SettingUp", "Ready", "Updating", "Paused", "Failed", "Terminating"]
 
 
+class AgentUsage(ApiModel):
+    """Sandbox-seconds accumulated from the phases the operator observed and wrote: each interval
+    is counted once, from lastObservedTime (persisted here) to the next write."""
+    running_seconds: float = Field(0, ge=0, description="Seconds the sandbox ran (SettingUp, Updating, Ready).")
+    paused_seconds: float = Field(0, ge=0, description="Seconds the sandbox was paused (memory kept).")
+    since: str | None = Field(None, description="When accounting started.", json_schema_extra=DATE_TIME)
+    last_observed_phase: str | None = Field(None, description="The phase counted since lastObservedTime.")
+    last_observed_time: str | None = Field(None, description="Up to when the seconds are counted.",
+                                           json_schema_extra=DATE_TIME)
+
+
 class RemoteAgentStatus(ApiModel):
     """The observed agent, written by the operator."""
     observed_generation: int = observed_generation_field()
@@ -135,6 +146,7 @@ class RemoteAgentStatus(ApiModel):
         json_schema_extra=DATE_TIME)
     idle_paused: bool = Field(False, description="Paused by the operator after idlePauseSeconds without a task; "
                                                  "the next task resumes it.")
+    usage: AgentUsage | None = Field(None, description="Sandbox-seconds this agent has cost (the cost ledger).")
     conditions: list[Condition] = conditions_field()
 
 
@@ -261,6 +273,11 @@ class AgentTaskSpec(ApiModel):
     ttl_seconds_after_finished: int = Field(86400, ge=0,
                                             description="Delete the task this long after it finished (0: at once).")
     github: GitHubOutput | None = Field(None, description="Publish the output to GitHub when the task succeeds.")
+    priority: int = Field(0, ge=-1000, le=1000, description="Dispatch order on its agent or pool: higher first, "
+                                                            "first come first within one priority.")
+    retries: int = Field(0, ge=0, le=20, description="New attempts after a failure that is not the command's own "
+                                                     "(sandbox lost, agent deleted mid-run, run gone after an "
+                                                     "operator restart), with exponential backoff.")
 
 
 TaskPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
@@ -282,6 +299,12 @@ class AgentTaskStatus(ApiModel):
     github_url: str | None = Field(None, description="The comment or pull request the output was published to.")
     github_error: str | None = Field(None, description="Why publishing to GitHub failed for good.")
     sandbox_id: str | None = Field(None, alias="sandboxID", description="The E2B sandbox the task ran in.")
+    attempts: int | None = Field(None, ge=0, description="Runs started so far (more than one after retries).")
+    next_attempt_time: str | None = Field(None, description="A retried task waits for its backoff until then.",
+                                          json_schema_extra=DATE_TIME)
+    run_seconds: float | None = Field(None, ge=0, description="Wall-clock seconds of its runs, every attempt's.")
+    agent_seconds: float | None = Field(None, ge=0, description="Agent-seconds it used: each run's seconds "
+                                                                "divided by its agent's maxConcurrentTasks.")
     message: str | None = Field(None, description="Why the task waits, or how it ended.")
     conditions: list[Condition] = conditions_field()
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -182,6 +184,7 @@ class AgentView:
     workdir: str = AGENT_HOME
     e2b_key_secret: str | None = None  # the Secret holding its own E2B key (protected while referenced)
     invalid_spec: str | None = None  # why its spec cannot be parsed: tracked, never judged by the fleet
+    usage: Mapping[str, Any] | None = None  # status.usage: the cost ledger (agents/ledger.py)
 
 
 def drift(view: AgentView, observed: list[ObservedSandbox]) -> str | None:

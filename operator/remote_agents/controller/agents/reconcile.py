@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ from remote_agents.api.names import (
     AGENTS, SANDBOX_CLUSTER_KEY, SANDBOX_CONFIG_KEY, SANDBOX_NAME_KEY, SANDBOX_NAMESPACE_KEY, SANDBOX_UID_KEY,
 )
 from remote_agents.controller import metrics
-from remote_agents.controller.agents import decide
+from remote_agents.controller.agents import decide, ledger
 from remote_agents.controller.agents.inputs import AgentInputs, ResolvedInputs
 from remote_agents.controller.agents.sightings import Sightings
 from remote_agents.controller.clients.e2b import E2BAuthFailed, E2BError, E2BRejected, SandboxGateway, SandboxGone
@@ -58,8 +59,12 @@ class StatusWriter:
         outcome = Outcome(outcome.ready, outcome.reason, self.redact(outcome.message), outcome.reconciling,
                           outcome.stalled)
         desired = status_update(self.current, outcome, self.generation, message=outcome.message or None, **fields)
-        if desired is None:
+        now = time.time()
+        if desired is None and not ledger.due(self.current.get("usage"), now):
             return
+        # The ledger rides on writes made anyway (or one every ledger.REFRESH_SECONDS).
+        desired = {**(desired or {}), "usage": ledger.accrue(self.current.get("usage"),
+                                                            fields.get("phase", self.current.get("phase")), now)}
         await self.kube.patch_status(AGENTS, self.namespace, self.name, desired)
         self.current = {**self.current, **desired}
 

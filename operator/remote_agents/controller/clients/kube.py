@@ -206,8 +206,9 @@ class Kube:
         await self._unless_gone(asyncio.to_thread(self.custom.delete_namespaced_custom_object, GROUP, VERSION,
                                                   namespace, plural, name))
 
-    async def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> None:
-        await self._unless_gone(asyncio.to_thread(self.custom.patch_namespaced_custom_object, GROUP, VERSION,
+    async def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch the object; the updated object, or None when it is gone."""
+        return await self._unless_gone(asyncio.to_thread(self.custom.patch_namespaced_custom_object, GROUP, VERSION,
                                                   namespace, plural, name, body))
 
     async def record_orphan(self, namespace: str, sandbox_id: str, owner: str) -> None:

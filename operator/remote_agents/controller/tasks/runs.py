@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from remote_agents.api.names import API_VERSION
-from remote_agents.api.timestamps import epoch, now_rfc3339
+from remote_agents.api.timestamps import epoch, now_rfc3339, rfc3339
 from remote_agents.controller import metrics
 from remote_agents.controller.agents.decide import AgentView
 from remote_agents.controller.agents.fleet import Fleet
@@ -27,8 +28,9 @@ from remote_agents.controller.clients.kube import Kube, SecretMissing
 from remote_agents.controller.redaction import Redactor
 from remote_agents.controller.sandboxes import SandboxAddress
 from remote_agents.controller.status import Outcome
-from remote_agents.controller.tasks import decide, runner
+from remote_agents.controller.tasks import decide, retry, runner
 from remote_agents.controller.tasks.book import Task, TaskBook
+from remote_agents.controller.tasks.cancel import Cancellations
 from remote_agents.controller.tasks.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -43,8 +45,10 @@ async def _no_file() -> None:
 
 class Runs:
     def __init__(self, book: TaskBook, scheduler: Scheduler, kube: Kube, gateway: SandboxGateway,
-                 inputs: AgentInputs, fleet: Fleet, activity: AgentActivity, emit: EventSink):
+                 inputs: AgentInputs, fleet: Fleet, activity: AgentActivity, emit: EventSink,
+                 cancellations: Cancellations):
         self.book = book
+        self.cancellations = cancellations
         self.scheduler = scheduler
         self.kube = kube
         self.gateway = gateway
@@ -123,8 +127,12 @@ class Runs:
         """Look at a run; `ended` is its exit line when the run's stream already said it."""
         status = task["status"]
         spec = self.book.spec(task)
+        if task["metadata"].get("deletionTimestamp"):
+            return  # being deleted: cancellation stops the run, and nothing is recorded any more
         view = self.fleet.find(task["metadata"]["namespace"], status.get("agent", ""))
         if view is None or view.deleting:
+            if view is not None and not await self.cancellations.stop_run(task):
+                return  # its sandbox may still run it (deletionPolicy Orphan, or not killed yet): next poll
             await self.finish(task, decide.Verdict(False, "AgentGone", "the agent running this task was deleted"),
                               None, "", "")
             return
@@ -214,6 +222,14 @@ class Runs:
                      stderr: str) -> None:
         meta, status = task["metadata"], task["status"]
         self._terminated.pop(meta["uid"], None)
+        spec = self.book.spec(task)
+        started = epoch(status.get("startTime")) or time.time()
+        duration = max(0.0, time.time() - started)
+        usage = self._usage(task, duration)
+        attempts = status.get("attempts") or 1
+        if retry.should_retry(verdict.reason, attempts, spec.retries):
+            await self._retry(task, verdict, attempts, usage)
+            return
         if stdout or stderr:
             redact = await self._redactor(task)
             # Whole texts first, then cut to size: a cut never leaves part of a value behind.
@@ -221,8 +237,6 @@ class Runs:
         else:
             self._redactors.pop(meta["uid"], None)
         output_name = f"{meta['name']}-output"[:253]
-        started = epoch(status.get("startTime")) or time.time()
-        duration = max(0.0, time.time() - started)
         await asyncio.gather(
             self.kube.apply_configmap(meta["namespace"], output_name, {
                 "stdout": decide.truncate(stdout, decide.OUTPUT_CONFIGMAP_LIMIT),
@@ -232,10 +246,39 @@ class Runs:
                             phase="Succeeded" if verdict.succeeded else "Failed", completionTime=now_rfc3339(),
                             duration=decide.format_duration(duration), exitCode=exit_code,
                             output=decide.truncate(stdout, decide.OUTPUT_STATUS_LIMIT), outputConfigMap=output_name,
-                            finished=verdict.succeeded))
+                            finished=verdict.succeeded, **usage))
+        await self.cancellations.release(task)
         log.info("task %s/%s finished: %s (%s)", meta["namespace"], meta["name"], verdict.reason, verdict.message)
         metrics.TASKS.labels("succeeded" if verdict.succeeded else "failed").inc()
         metrics.TASK_DURATION.observe(duration)
         self.emit(task, "Normal" if verdict.succeeded else "Warning", verdict.reason, verdict.message)
         if status.get("agent"):
             self.activity.note(meta["namespace"], status["agent"])
+
+    def _usage(self, task: Task, duration: float) -> dict[str, float]:
+        """The task's ledger after this run: its run time, and the agent-seconds it used (a slot of
+        an agent that runs maxConcurrentTasks at once is that share of the agent)."""
+        meta, status = task["metadata"], task["status"]
+        view = self.fleet.find(meta["namespace"], status.get("agent") or "")
+        share = duration / (view.spec.max_concurrent_tasks if view and view.spec else 1)
+        spec = self.book.spec(task)
+        metrics.TASK_AGENT_SECONDS.labels(meta["namespace"], (view.pool if view else None)
+                                          or (spec.pool_ref.name if spec.pool_ref else "")).inc(share)
+        return {"runSeconds": round((status.get("runSeconds") or 0) + duration, 3),
+                "agentSeconds": round((status.get("agentSeconds") or 0) + share, 3)}
+
+    async def _retry(self, task: Task, verdict: decide.Verdict, attempts: int, usage: dict[str, float]) -> None:
+        """The run failed for a reason not its own and is known dead: queue a new attempt after the backoff."""
+        meta, status = task["metadata"], task["status"]
+        delay = retry.backoff_seconds(attempts)
+        message = f"{verdict.message}; attempt {attempts + 1} of {self.book.spec(task).retries + 1} in {delay:g}s"
+        agent = status.get("agent")
+        await self.book.write(task, Outcome(False, "Retrying", message, reconciling=True), phase="Pending",
+                              agent=None, startTime=None, runId=None, sandboxID=None,
+                              nextAttemptTime=rfc3339(math.ceil(time.time() + delay)), **usage)
+        log.info("task %s/%s: %s", meta["namespace"], meta["name"], message)
+        self.emit(task, "Warning", "Retrying", message)
+        await self.cancellations.release(task)
+        asyncio.get_running_loop().call_later(delay + 1, self.scheduler.request_dispatch)
+        if agent:
+            self.activity.note(meta["namespace"], agent)
