@@ -189,6 +189,12 @@ def _query(args: argparse.Namespace) -> int:
     return cli_client.query(args)
 
 
+def _cancel(args: argparse.Namespace) -> int:
+    from remote_agents import cli_client
+
+    return cli_client.cancel(args)
+
+
 def _get(args: argparse.Namespace) -> int:
     from remote_agents import cli_client
 
@@ -209,8 +215,16 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
     target.add_argument("--pool", help="an AgentPool's name (whichever of its agents is free answers)")
     _add_kube_target(query)
     query.add_argument("--timeout", type=int, default=900, help="seconds the query may run (default 900)")
+    query.add_argument("--priority", type=int, default=0, help="higher runs first on a busy agent or pool (default 0)")
+    query.add_argument("--retries", type=int, default=0,
+                       help="new attempts if the sandbox or agent is lost mid-run (default 0)")
     query.add_argument("question")
     query.set_defaults(func=_query)
+    cancel = sub.add_parser("cancel", help="cancel tasks (deletes them; a running one is stopped in its sandbox)")
+    _add_kube_target(cancel)
+    cancel.add_argument("--timeout", type=int, default=60, help="seconds to wait for each to be gone (default 60)")
+    cancel.add_argument("tasks", nargs="+", metavar="TASK")
+    cancel.set_defaults(func=_cancel)
     get = sub.add_parser("get", help="agents, pools and recent tasks in one table")
     scope = get.add_mutually_exclusive_group()
     _add_kube_target(get, scope)

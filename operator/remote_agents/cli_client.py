@@ -46,7 +46,8 @@ class Progress:
 def query(args: argparse.Namespace) -> int:
     try:
         orchestrator = RemoteAgentOrchestrator(namespace=args.namespace, context=args.context)
-        task = orchestrator.submit_task(args.question, agent=args.agent, pool=args.pool, timeout=args.timeout)
+        task = orchestrator.submit_task(args.question, agent=args.agent, pool=args.pool, timeout=args.timeout,
+                                        priority=args.priority, retries=args.retries)
         result = orchestrator.wait_tasks([task], args.timeout, on_progress=Progress())[0]
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -55,6 +56,18 @@ def query(args: argparse.Namespace) -> int:
     if not result["success"]:
         print(f"task {result['task']} failed ({result['reason']}): {result['error']}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cancel(args: argparse.Namespace) -> int:
+    try:
+        orchestrator = RemoteAgentOrchestrator(namespace=args.namespace, context=args.context)
+        for name in args.tasks:
+            orchestrator.cancel_task(name, timeout=args.timeout)
+            print(f"agenttask/{name} cancelled")
+    except OrchestratorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -172,21 +172,32 @@ class RemoteAgentOrchestrator:
 
     # ---- tasks ------------------------------------------------------------------------------
     def query_agent(self, agent_id: str, query: str, timeout: float = 900,
-                    on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        task = self.submit_task(query, agent=agent_id, timeout=timeout)
+                    on_progress: Callable[[dict[str, Any]], None] | None = None, priority: int = 0,
+                    retries: int = 0) -> dict[str, Any]:
+        task = self.submit_task(query, agent=agent_id, timeout=timeout, priority=priority, retries=retries)
         return self.wait_tasks([task], timeout, on_progress)[0]
 
-    def query_pool(self, pool: str, queries: list[str], timeout: float = 900) -> list[dict[str, Any]]:
+    def query_pool(self, pool: str, queries: list[str], timeout: float = 900, priority: int = 0,
+                   retries: int = 0) -> list[dict[str, Any]]:
         """One AgentTask per query, all at once; the operator spreads them over the pool's agents."""
-        tasks = [self.submit_task(query, pool=pool, timeout=timeout) for query in queries]
+        tasks = [self.submit_task(query, pool=pool, timeout=timeout, priority=priority, retries=retries)
+                 for query in queries]
         return self.wait_tasks(tasks, timeout)
 
     def submit_task(self, query: str, agent: str | None = None, pool: str | None = None,
-                    timeout: float = 900) -> str:
+                    timeout: float = 900, priority: int = 0, retries: int = 0) -> str:
+        """`priority`: higher runs first on a busy agent or pool; `retries`: new attempts after a
+        lost sandbox or agent (never after the command's own failure)."""
         target = {"agentRef": {"name": agent}} if agent else {"poolRef": {"name": pool}}
         created = self._create(TASKS, "AgentTask", {"generateName": f"{(agent or pool)[:40]}-q-"},
-                               {"query": query, "timeoutSeconds": max(1, int(timeout)), **target})
+                               {"query": query, "timeoutSeconds": max(1, int(timeout)), **target,
+                                "priority": priority, "retries": retries})
         return created["metadata"]["name"]
+
+    def cancel_task(self, name: str, timeout: float = 60) -> None:
+        """Cancel a task by deleting it; returns once it is gone, that is once its run (if any) is
+        stopped in the sandbox."""
+        self._delete(TASKS, name, timeout)
 
     def wait_tasks(self, names: list[str], timeout: float,
                    on_progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
