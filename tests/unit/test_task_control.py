@@ -7,6 +7,7 @@ import pytest
 
 from remote_agents.api.names import RUN_FINALIZER, TASKS
 from remote_agents.api.timestamps import epoch, rfc3339
+from remote_agents.controller import metrics
 from remote_agents.controller.agents import ledger
 from remote_agents.controller.tasks import retry
 from remote_agents.controller.tasks.index import TaskIndex
@@ -208,3 +209,8 @@ async def test_a_task_records_its_run_time_and_agent_seconds(world, clock):
     assert status["agentSeconds"] == pytest.approx(status["runSeconds"] / 4, abs=0.001)
     usage = world.status("a")["usage"]
     assert usage["lastObservedPhase"] == "Ready" and usage["since"]
+    world.operator.refresh_metrics()
+    assert metrics.registry.get_sample_value("remote_agents_task_agent_seconds_total",
+                                             {"namespace": NAMESPACE, "pool": ""}) >= status["agentSeconds"]
+    assert metrics.registry.get_sample_value("remote_agents_agent_sandbox_seconds",
+                                             {"namespace": NAMESPACE, "pool": "", "state": "running"}) >= 0
