@@ -4,8 +4,8 @@
 
 Every task runs two sleeps of 600 s (with --ignore-term the command and its children ignore
 SIGTERM, so only the SIGKILL after the 5 s grace ends them). Once all run, one
-`kubectl delete --all --wait=false` deletes them; a watch (with its event types) times each from
-the delete to its DELETED event (client-side times). Then `ps` in every sandbox counts what is left
+`kubectl delete --all --wait=false` deletes them; back-to-back `kubectl get`s time each from the
+delete to the first list without it (client-side, so each figure is up to one list late). Then `ps` in every sandbox counts what is left
 of them (target 0), and one more task per agent shows the slots are free again.
 """
 
@@ -50,14 +50,15 @@ def main() -> None:
         sandboxes = [s.sandbox_id for s in e2b.sandboxes()]
         time.sleep(2)  # every runner past its pid file
         harness.log(f"{count} tasks running on {len(sandboxes)} sandboxes; deleting them all")
-        with harness.Watch(stack.kubectl, "agenttasks", "-n", stack.namespace, "--watch-only", "--no-headers",
-                           "--output-watch-events", "-o", "custom-columns=N:.metadata.name") as watch:
-            time.sleep(1)  # the watch is established
-            deleted_at = time.monotonic()
-            stack.kubectl.run("delete", "agenttasks", "--all", "-n", stack.namespace, "--wait=false")
-            stack.wait(lambda: sum(line.split()[0] == "DELETED" for _, line in list(watch.lines)) == count,
-                       120, f"{count} tasks gone", interval=0.2)
-            gone = {line.split()[1]: at - deleted_at for at, line in watch.lines if line.split()[0] == "DELETED"}
+        names = {item["metadata"]["name"] for item in items}
+        gone: dict[str, float] = {}
+        deleted_at = time.monotonic()
+        stack.kubectl.run("delete", "agenttasks", "--all", "-n", stack.namespace, "--wait=false")
+        while len(gone) < count and time.monotonic() < deleted_at + 120:
+            there = set(stack.kubectl.run("get", "agenttasks", "-n", stack.namespace, "--no-headers",
+                                          "-o", "custom-columns=N:.metadata.name").stdout.split())
+            gone.update({name: time.monotonic() - deleted_at for name in names - there - gone.keys()})
+        assert len(gone) == count, f"still there after 120 s: {sorted(names - gone.keys())}"
         left = sum(e2b.connect(s).commands.run("ps -eo args").stdout.count("sleep 60") for s in sandboxes)
         after = [json.loads(task_manifest(f"after-{i}", stack.namespace, "after", pool="workers"))
                  for i in range(args.pool)]
@@ -69,7 +70,7 @@ def main() -> None:
                "ignore_term": args.ignore_term, "cancel_p50_s": harness.percentile(seconds, 0.5),
                "cancel_p95_s": harness.percentile(seconds, 0.95), "cancel_max_s": max(seconds),
                "processes_left": left}
-    harness.report("task_control", figures, [
+    harness.report("task_control_ignore_term" if args.ignore_term else "task_control", figures, [
         harness.Target("slowest cancel", max(seconds), CANCEL_TARGET_S, "s"),
         harness.Target("processes left", left, 0, ""),
     ])

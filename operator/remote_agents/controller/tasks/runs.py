@@ -225,7 +225,7 @@ class Runs:
         spec = self.book.spec(task)
         started = epoch(status.get("startTime")) or time.time()
         duration = max(0.0, time.time() - started)
-        usage = self._usage(task, duration)
+        usage = self._account(task, duration)
         attempts = status.get("attempts") or 1
         if retry.should_retry(verdict.reason, attempts, spec.retries):
             await self._retry(task, verdict, attempts, usage)
@@ -255,9 +255,10 @@ class Runs:
         if status.get("agent"):
             self.activity.note(meta["namespace"], status["agent"])
 
-    def _usage(self, task: Task, duration: float) -> dict[str, float]:
-        """The task's ledger after this run: its run time, and the agent-seconds it used (a slot of
-        an agent that runs maxConcurrentTasks at once is that share of the agent)."""
+    def _account(self, task: Task, duration: float) -> dict[str, float]:
+        """Count this run's agent-seconds in the metrics, and return the task's ledger after it: its
+        run time, and the agent-seconds it used (a slot of an agent that runs maxConcurrentTasks at
+        once is that share of the agent)."""
         meta, status = task["metadata"], task["status"]
         view = self.fleet.find(meta["namespace"], status.get("agent") or "")
         share = duration / (view.spec.max_concurrent_tasks if view and view.spec else 1)
