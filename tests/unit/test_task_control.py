@@ -214,3 +214,29 @@ async def test_a_task_records_its_run_time_and_agent_seconds(world, clock):
                                              {"namespace": NAMESPACE, "pool": ""}) >= status["agentSeconds"]
     assert metrics.registry.get_sample_value("remote_agents_agent_sandbox_seconds",
                                              {"namespace": NAMESPACE, "pool": "", "state": "running"}) >= 0
+
+
+async def test_a_retry_recorded_before_a_restart_waits_out_its_backoff_then_runs_as_the_next_attempt(world, clock):
+    world.e2b.programs["answer"] = Program(held=True)
+    await world.ready_agent("a")
+    await world.create_task("t", agent="a", retries=2, status={  # as the operator before the restart left it
+        "phase": "Pending", "attempts": 1, "nextAttemptTime": rfc3339(clock.time() + 30)})
+    world.start_task_loop()
+    scheduler = world.operator.tasks.scheduler
+    await world.eventually(lambda: not scheduler.dispatch_due and not scheduler.busy, "a dispatch round done")
+    assert phase(world, "t") == "Pending" and not [p for p in world.e2b.processes if p.running]
+    clock.advance(31)
+    process = await a_run(world, "the second attempt")
+    status = world.status("t", TASKS)
+    assert status["attempts"] == 2 and process.run_files.endswith("-2") and "nextAttemptTime" not in status
+
+
+async def test_a_task_deleted_after_its_finalizer_but_before_its_run_is_let_go_without_a_run(world):
+    await world.create_agent("never-ready")
+    await world.create_task("t", agent="never-ready")
+    # As after a crash between the finalizer and the claim.
+    await world.kube.patch(TASKS, NAMESPACE, "t", {"metadata": {"finalizers": [RUN_FINALIZER]}})
+    world.start_task_loop()
+    await world.kube.delete(TASKS, NAMESPACE, "t")
+    await world.eventually(lambda: world.kube.object(TASKS, NAMESPACE, "t") is None, "the task gone")
+    assert "TaskCancelled" not in world.events.reasons("t") and not world.e2b.processes
