@@ -47,7 +47,7 @@ SIGNAL_EXIT_CODES = {"TERM": 128 + 15, "KILL": 128 + 9}
 _CHECKOUT = re.compile(r"^git checkout -q --force --detach (\S+)$", re.MULTILINE)
 _CHECKOUT_HOME = re.compile(r"^mkdir -p (\S+) && cd ", re.MULTILINE)
 _SIGNAL = re.compile(r"^kill -([A-Z]+) -- -\$\(cat (.+?)\) 2>/dev/null; true$")
-_CANCEL = re.compile(r"^f=(\S+)\nset -C; if ")
+_CANCEL = re.compile(r"^f=(\S+)\n.*\nset -C; if ")
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ def cancel_command(status: Mapping[str, Any], grace_seconds: int) -> str:
     the group is gone (a group that outlives SIGKILL briefly is waited for, a few seconds at most)."""
     files = shlex.quote(run_files(status))
     return f"""f={files}
+[ -d "${{f%/*}}" ] || mkdir -p "${{f%/*}}"
 set -C; if {{ : > "$f.lock"; }} 2>/dev/null; then echo stopped; exit 0; fi; set +C
 i=0; while [ ! -s "$f.pid" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 g=$(cat "$f.pid" 2>/dev/null)
