@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from remote_agents.api.names import RUN_FINALIZER, TASKS
+from remote_agents.api.names import AGENTS, RUN_FINALIZER, TASKS
 from remote_agents.api.timestamps import epoch, rfc3339
 from remote_agents.controller import metrics
 from remote_agents.controller.agents import ledger
@@ -240,3 +240,16 @@ async def test_a_task_deleted_after_its_finalizer_but_before_its_run_is_let_go_w
     await world.kube.delete(TASKS, NAMESPACE, "t")
     await world.eventually(lambda: world.kube.object(TASKS, NAMESPACE, "t") is None, "the task gone")
     assert "TaskCancelled" not in world.events.reasons("t") and not world.e2b.processes
+
+
+async def test_a_run_whose_agent_is_being_deleted_is_stopped_before_the_task_is_retried(world, clock):
+    world.e2b.programs["answer"] = Program(held=True)
+    await world.ready_agent("a")
+    await world.create_task("t", agent="a", retries=1)
+    world.start_task_loop()
+    process = await a_run(world, "the run")
+    await world.kube.delete(AGENTS, NAMESPACE, "a")  # marked only: Kopf's finalizer holds it, sandbox and all
+    status = await world.eventually(lambda: (s := world.status("t", TASKS)).get("nextAttemptTime") and s,
+                                    "a retry", creep=1)
+    assert not process.running and process.signals  # stopped by us, not by the sandbox's end
+    assert status["phase"] == "Pending" and ready_reason(status) == "Retrying" and status["attempts"] == 1
