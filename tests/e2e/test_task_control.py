@@ -5,6 +5,9 @@ the phases a watcher sees. Figures are printed (run with -s to see them)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -142,3 +145,14 @@ def test_the_ledger_matches_the_phases_a_watcher_sees(kubectl, namespace, operat
     text = urllib.request.urlopen(f"{operator.metrics_url}/metrics", timeout=10).read().decode()
     assert f'remote_agents_agent_sandbox_seconds{{namespace="{namespace}",pool="",state="paused"}}' in text
     assert f'remote_agents_task_agent_seconds_total{{namespace="{namespace}",pool=""}}' in text
+
+
+def test_remote_agents_cancel_deletes_a_waiting_task_at_once(cluster, kubectl, namespace, operator):
+    kubectl.apply(task("unwanted", namespace, "no-such-agent", "never mind"))
+    eventually(lambda: status(kubectl, "agenttask", "unwanted", namespace).get("conditions"), 30,
+               what="the task to say why it waits")
+    assert not kubectl.get("agenttask", "unwanted", namespace)["metadata"].get("finalizers")  # cheap to delete
+    done = subprocess.run([sys.executable, "-m", "remote_agents.cli", "cancel", "-n", namespace, "unwanted"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "KUBECONFIG": cluster.kubeconfig})
+    assert done.returncode == 0 and done.stdout == "agenttask/unwanted cancelled\n", done.stderr
+    assert kubectl.get("agenttask", "unwanted", namespace) is None
