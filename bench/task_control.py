@@ -5,8 +5,9 @@
 Every task runs two sleeps of 600 s (with --ignore-term the command and its children ignore
 SIGTERM, so only the SIGKILL after the 5 s grace ends them). Once all run, one
 `kubectl delete --all --wait=false` deletes them; back-to-back `kubectl get`s time each from the
-delete to the first list without it (client-side, so each figure is up to one list late). Then `ps` in every sandbox counts what is left
-of them (target 0), and one more task per agent shows the slots are free again.
+delete to the first list without it (client-side, so each figure is up to one list late). Then
+`ps` in every sandbox counts what is left of them (target 0), and one more task per agent shows
+the slots are free again.
 """
 
 from __future__ import annotations

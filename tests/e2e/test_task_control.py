@@ -153,6 +153,7 @@ def test_remote_agents_cancel_deletes_a_waiting_task_at_once(cluster, kubectl, n
                what="the task to say why it waits")
     assert not kubectl.get("agenttask", "unwanted", namespace)["metadata"].get("finalizers")  # cheap to delete
     done = subprocess.run([sys.executable, "-m", "remote_agents.cli", "cancel", "-n", namespace, "unwanted"],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "KUBECONFIG": cluster.kubeconfig})
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "KUBECONFIG": cluster.kubeconfig})
     assert done.returncode == 0 and done.stdout == "agenttask/unwanted cancelled\n", done.stderr
     assert kubectl.get("agenttask", "unwanted", namespace) is None

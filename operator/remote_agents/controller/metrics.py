@@ -45,7 +45,7 @@ OLDEST_WAITING_TASK = Gauge("remote_agents_task_oldest_waiting_seconds",
 LEADER = Gauge("remote_agents_leader", "1 while this replica acts (holds the Lease, or runs without election)",
                registry=registry)
 TASK_AGENT_SECONDS = Counter("remote_agents_task_agent_seconds_total",
-                             "Agent-seconds used by AgentTasks' runs (a run's seconds / its agent's maxConcurrentTasks)",
+                             "Agent-seconds used by AgentTasks' runs (run seconds / the agent's maxConcurrentTasks)",
                              ["namespace", "pool"], registry=registry)
 AGENT_SANDBOX_SECONDS = Gauge("remote_agents_agent_sandbox_seconds",
                               "Sandbox-seconds of the agents that exist, from their status.usage (the cost ledger)",

@@ -62,7 +62,8 @@ class Cancellations:
             return
         rest = [f for f in finalizers if f != RUN_FINALIZER]
         # A merge patch replaces the whole list: the others are those we hold (nothing else adds any).
-        updated = await self.kube.patch(TASKS, meta["namespace"], meta["name"], {"metadata": {"finalizers": rest or None}})
+        updated = await self.kube.patch(TASKS, meta["namespace"], meta["name"],
+                                        {"metadata": {"finalizers": rest or None}})
         meta["finalizers"] = rest
         if updated is not None and self.book.tasks.get(meta["uid"]) is task:
             self.book.observe(updated)
