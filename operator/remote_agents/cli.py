@@ -207,6 +207,12 @@ def _logs(args: argparse.Namespace) -> int:
     return cli_client.logs(args)
 
 
+def _cancel(args: argparse.Namespace) -> int:
+    from remote_agents import cli_client
+
+    return cli_client.cancel(args)
+
+
 def _get(args: argparse.Namespace) -> int:
     from remote_agents import cli_client
 
@@ -231,6 +237,9 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
                                          "holds the session, after its earlier questions")
     query.add_argument("--follow", "-f", action="store_true",
                        help="stream the run's stdout and stderr live from the sandbox (needs its E2B key)")
+    query.add_argument("--priority", type=int, default=0, help="higher runs first on a busy agent or pool (default 0)")
+    query.add_argument("--retries", type=int, default=0,
+                       help="new attempts if the sandbox or agent is lost mid-run (default 0)")
     query.add_argument("question")
     query.set_defaults(func=_query)
     logs = sub.add_parser("logs", help="a task's stdout and stderr, read from its sandbox (exit code: the task's)")
@@ -238,6 +247,11 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
     logs.add_argument("task", help="an AgentTask's name")
     logs.add_argument("-f", "--follow", action="store_true", help="stream it live until the run ends")
     logs.set_defaults(func=_logs)
+    cancel = sub.add_parser("cancel", help="cancel tasks (deletes them; a running one is stopped in its sandbox)")
+    _add_kube_target(cancel)
+    cancel.add_argument("--timeout", type=int, default=60, help="seconds to wait for each to be gone (default 60)")
+    cancel.add_argument("tasks", nargs="+", metavar="TASK")
+    cancel.set_defaults(func=_cancel)
     get = sub.add_parser("get", help="agents, pools and recent tasks in one table")
     scope = get.add_mutually_exclusive_group()
     _add_kube_target(get, scope)

@@ -47,7 +47,7 @@ def query(args: argparse.Namespace) -> int:
     try:
         orchestrator = RemoteAgentOrchestrator(namespace=args.namespace, context=args.context)
         task = orchestrator.submit_task(args.question, agent=args.agent, pool=args.pool, timeout=args.timeout,
-                                        session=args.session)
+                                        session=args.session, priority=args.priority, retries=args.retries)
         if args.follow:
             return _print_output(orchestrator, task, follow=True, on_progress=Progress())
         result = orchestrator.wait_tasks([task], args.timeout, on_progress=Progress())[0]
@@ -58,6 +58,18 @@ def query(args: argparse.Namespace) -> int:
     if not result["success"]:
         print(f"task {result['task']} failed ({result['reason']}): {result['error']}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cancel(args: argparse.Namespace) -> int:
+    try:
+        orchestrator = RemoteAgentOrchestrator(namespace=args.namespace, context=args.context)
+        for name in args.tasks:
+            orchestrator.cancel_task(name, timeout=args.timeout)
+            print(f"agenttask/{name} cancelled")
+    except OrchestratorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -178,23 +178,30 @@ class RemoteAgentOrchestrator:
 
     # ---- tasks ------------------------------------------------------------------------------
     def query_agent(self, agent_id: str, query: str, timeout: float = 900,
-                    on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        task = self.submit_task(query, agent=agent_id, timeout=timeout)
+                    on_progress: Callable[[dict[str, Any]], None] | None = None, priority: int = 0,
+                    retries: int = 0) -> dict[str, Any]:
+        task = self.submit_task(query, agent=agent_id, timeout=timeout, priority=priority, retries=retries)
         return self.wait_tasks([task], timeout, on_progress)[0]
 
-    def query_pool(self, pool: str, queries: list[str], timeout: float = 900) -> list[dict[str, Any]]:
+    def query_pool(self, pool: str, queries: list[str], timeout: float = 900, priority: int = 0,
+                   retries: int = 0) -> list[dict[str, Any]]:
         """One AgentTask per query, all at once; the operator spreads them over the pool's agents."""
-        tasks = [self.submit_task(query, pool=pool, timeout=timeout) for query in queries]
+        tasks = [self.submit_task(query, pool=pool, timeout=timeout, priority=priority, retries=retries)
+                 for query in queries]
         return self.wait_tasks(tasks, timeout)
 
     def submit_task(self, query: str, agent: str | None = None, pool: str | None = None,
-                    timeout: float = 900, session: str | None = None, turn: int | None = None) -> str:
+                    timeout: float = 900, session: str | None = None, turn: int | None = None,
+                    priority: int = 0, retries: int = 0) -> str:
         """`session`: the conversation it belongs to; `turn` numbers it in the task's name, which
-        orders a session's tasks created within the same second (the FIFO's tie-break)."""
+        orders a session's tasks created within the same second (the FIFO's tie-break).
+        `priority`: higher runs first on a busy agent or pool; `retries`: new attempts after a
+        lost sandbox or agent (never after the command's own failure)."""
         target = {"agentRef": {"name": agent}} if agent else {"poolRef": {"name": pool}}
         prefix = f"{session[:40]}-{turn:05d}-" if session and turn is not None else f"{(agent or pool)[:40]}-q-"
         created = self._create(TASKS, "AgentTask", {"generateName": prefix},
                                {"query": query, "timeoutSeconds": max(1, int(timeout)), **target,
+                                "priority": priority, "retries": retries,
                                 **({"session": session} if session else {})})
         return created["metadata"]["name"]
 
@@ -209,6 +216,11 @@ class RemoteAgentOrchestrator:
         else:
             raise OrchestratorError(f"no RemoteAgent or AgentPool {agent_or_pool} in namespace {self.namespace}")
         return Session(self, target, name or f"s-{uuid.uuid4().hex[:12]}")
+
+    def cancel_task(self, name: str, timeout: float = 60) -> None:
+        """Cancel a task by deleting it; returns once it is gone, that is once its run (if any) is
+        stopped in the sandbox."""
+        self._delete(TASKS, name, timeout)
 
     def wait_tasks(self, names: list[str], timeout: float,
                    on_progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:

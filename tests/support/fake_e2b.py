@@ -17,6 +17,8 @@ Inside a sandbox there is no shell, but a small scripted model of what the opera
   The command it runs is looked up in `programs` (unknown: exit 127) and runs as a `Process`
   that a test can end, or that signals end (SIGTERM unless the program ignores it; SIGKILL);
 - the signal command of tasks/runner.py (`kill -SIG -- -$(cat PIDFILE)`), delivered to the process;
+- its cancel command: takes the lock of a run not started yet, else SIGTERM to the process and
+  SIGKILL when it ignores that (the grace is not modelled), then prints "stopped";
 - any other command is answered from `scripts` (a substring of the command -> its outcome,
   the latest registration first), else exit 127.
 An in-sandbox call (files, commands) on a paused sandbox resumes it, as the gateway's connect does
@@ -54,6 +56,7 @@ SIGNAL_EXIT_CODES = {"TERM": 128 + 15, "KILL": 128 + 9}
 _CHECKOUT = re.compile(r"^git checkout -q --force --detach (\S+)$", re.MULTILINE)
 _CHECKOUT_HOME = re.compile(r"^mkdir -p (\S+) && cd ", re.MULTILINE)
 _SIGNAL = re.compile(r"^kill -([A-Z]+) -- -\$\(cat (.+?)\) 2>/dev/null; true$")
+_CANCEL = re.compile(r"^f=(\S+)\n.*\nset -C; if ")
 
 
 @dataclass(frozen=True)
@@ -413,6 +416,16 @@ class FakeSandboxGateway:
                 if str(process.pid) == pid_text and process.running:
                     process.signal(signal[1])
             return CommandOutcome(0, "", "")
+        if cancel := _CANCEL.match(command):
+            prefix = shlex.split(cancel[1])[0]
+            if f"{prefix}.lock" not in sandbox.files:
+                sandbox.files[f"{prefix}.lock"] = ""
+            for process in sandbox.processes:
+                if process.run_files == prefix:
+                    for name in ("TERM", "KILL"):
+                        if process.running:
+                            process.signal(name)
+            return CommandOutcome(0, "stopped\n", "")
         return CommandOutcome(127, "", f"fake sandbox: no script for {command[:80]!r}")
 
     def _start_runner(self, sandbox: FakeSandbox, envs: dict[str, str]):

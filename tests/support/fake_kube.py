@@ -214,11 +214,11 @@ class FakeKube:
         else:
             self.remove(plural, namespace, name)
 
-    async def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> None:
+    async def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
         self.faults.check("patch", after=False, plural=plural, namespace=namespace, name=name, body=body)
         found = self.objects.get((plural, namespace, name))
         if found is None:
-            return
+            return None
         patched = merge_patch(found, {k: v for k, v in body.items() if k != "status"})  # status: subresource only
         if patched.get("spec") != found.get("spec"):
             patched["metadata"]["generation"] = found["metadata"].get("generation", 1) + 1
@@ -226,8 +226,9 @@ class FakeKube:
         found.update(patched)
         if found["metadata"].get("deletionTimestamp") and not found["metadata"].get("finalizers"):
             self.remove(plural, namespace, name)
-            return
+            return None
         self._changed(plural, found)
+        return copy.deepcopy(found)
 
     async def record_orphan(self, namespace: str, sandbox_id: str, owner: str) -> None:
         key = ("configmaps", namespace, ORPHANS_CONFIGMAP)

@@ -45,6 +45,15 @@ def test_namespace_defaults_to_none_so_the_context_decides():
     query = cli.build_parser().parse_args(["query", "--agent", "a", "--context", "prod", "why?"])
     assert query.context == "prod" and query.namespace is None and query.session is None
     assert cli.build_parser().parse_args(["query", "--pool", "p", "--session", "s1", "and?"]).session == "s1"
+    assert query.context == "prod" and query.namespace is None
+    assert (query.priority, query.retries) == (0, 0)
+
+
+def test_query_takes_priority_and_retries_and_cancel_takes_task_names():
+    query = cli.build_parser().parse_args(["query", "--pool", "p", "--priority", "7", "--retries", "2", "why?"])
+    assert (query.priority, query.retries) == (7, 2)
+    cancel = cli.build_parser().parse_args(["cancel", "-n", "ml", "t-1", "t-2"])
+    assert cancel.tasks == ["t-1", "t-2"] and cancel.namespace == "ml" and cancel.timeout == 60
 
 
 @pytest.mark.parametrize("argv", [["get", "-o", "xml"], ["get", "-n", "a", "-A"], ["completion", "tcsh"]])

@@ -85,10 +85,11 @@ def test_conditions_are_a_map_keyed_by_type():
 
 def test_times_are_date_time():
     times = {"RemoteAgent": {"status.lastActivityTime", "status.server.startedAt",
-                             "status.conditions[].lastTransitionTime"},
+                             "status.conditions[].lastTransitionTime",
+                             "status.usage.since", "status.usage.lastObservedTime"},
              "AgentPool": {"status.conditions[].lastTransitionTime"},
              "AgentTask": {"status.startTime", "status.completionTime", "status.progress.updateTime",
-                           "status.conditions[].lastTransitionTime"},
+                           "status.conditions[].lastTransitionTime", "status.nextAttemptTime"},
              "E2BTemplate": {"status.conditions[].lastTransitionTime"}}
     for crd in crds.definitions():
         kind = crd["spec"]["names"]["kind"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from remote_agents.api.names import POOL_LABEL, TASKS
+from remote_agents.api.names import POOL_LABEL, RUN_FINALIZER, TASKS
 from remote_agents.api.timestamps import rfc3339
 from remote_agents.controller.tasks import decide
 from tests.support.faults import OperatorCrashed
@@ -236,10 +236,13 @@ async def test_deleting_a_running_task_kills_its_run(world):
     world.start_task_loop()
     [process] = await world.eventually(lambda: running(world), "the run")
 
+    assert RUN_FINALIZER in world.kube.object(TASKS, NAMESPACE, "t")["metadata"]["finalizers"]
     await world.kube.delete(TASKS, NAMESPACE, "t")
 
-    await world.eventually(lambda: not process.running, "the run killed")
-    assert [name for name, _ in process.signals] == ["KILL"]
+    await world.eventually(lambda: world.kube.object(TASKS, NAMESPACE, "t") is None, "the task gone")
+    assert not process.running
+    assert [name for name, _ in process.signals] == ["TERM", "KILL"]  # it ignored SIGTERM
+    assert "TaskCancelled" in world.events.reasons("t")
 
 
 TTL = {

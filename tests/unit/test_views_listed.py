@@ -209,7 +209,7 @@ async def test_the_run_of_a_task_deleted_before_its_agent_is_listed_is_still_kil
         return SandboxAddress(sandbox_id)
     fleet = make_fleet(FakeKube())
     runs = Runs(book=None, scheduler=None, kube=None, gateway=Gateway(), inputs=SimpleNamespace(address=address),
-                fleet=fleet, activity=None, emit=None)
+                fleet=fleet, activity=None, emit=None, cancellations=None)
     task = {"metadata": {"namespace": "research", "name": "job", "uid": "t-1"},
             "status": {"phase": "Running", "agent": "a-0", "runId": "t-1", "sandboxID": "sbx-a-0"}}
     stop = asyncio.create_task(runs.stop(task))

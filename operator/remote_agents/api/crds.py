@@ -116,6 +116,8 @@ def definitions() -> list[dict[str, Any]]:
             _wide("Exit", "integer", ".status.exitCode"),
             _wide("Sandbox", "string", ".status.sandboxID"),
             _wide("Published", "string", ".status.githubUrl"),
+            _wide("Priority", "integer", ".spec.priority"),
+            _wide("Attempts", "integer", ".status.attempts"),
             _message_column(),
         ]),
         _crd("E2BTemplate", names.TEMPLATES, "e2bt", models.E2BTemplate, [

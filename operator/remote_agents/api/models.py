@@ -162,6 +162,17 @@ class ServerStatus(ApiModel):
         description="Sessions whose in-memory state died with the previous process.")
 
 
+class AgentUsage(ApiModel):
+    """Sandbox-seconds accumulated from the phases the operator observed and wrote: each interval
+    is counted once, from lastObservedTime (persisted here) to the next write."""
+    running_seconds: float = Field(0, ge=0, description="Seconds the sandbox ran (SettingUp, Updating, Ready).")
+    paused_seconds: float = Field(0, ge=0, description="Seconds the sandbox was paused (memory kept).")
+    since: str | None = Field(None, description="When accounting started.", json_schema_extra=DATE_TIME)
+    last_observed_phase: str | None = Field(None, description="The phase counted since lastObservedTime.")
+    last_observed_time: str | None = Field(None, description="Up to when the seconds are counted.",
+                                           json_schema_extra=DATE_TIME)
+
+
 class RemoteAgentStatus(ApiModel):
     """The observed agent, written by the operator."""
     observed_generation: int = observed_generation_field()
@@ -180,6 +191,7 @@ class RemoteAgentStatus(ApiModel):
                                                  "the next task resumes it.")
     server: ServerStatus | None = Field(None, description="The resident process (spec.server).")
     sessions: int = Field(0, ge=0, description="Sessions this agent holds (their latest task ran here).")
+    usage: AgentUsage | None = Field(None, description="Sandbox-seconds this agent has cost (the cost ledger).")
     conditions: list[Condition] = conditions_field()
 
 
@@ -304,6 +316,11 @@ class AgentTaskSpec(ApiModel):
     session: str | None = Field(None, min_length=1, max_length=253, pattern=DNS_LABEL,
                                 description="Conversation this task belongs to: the tasks of a session run in "
                                             "order on the agent that holds it.")
+    priority: int = Field(0, ge=-1000, le=1000, description="Dispatch order on its agent or pool: higher first, "
+                                                            "first come first within one priority.")
+    retries: int = Field(0, ge=0, le=20, description="New attempts after a failure that is not the command's own "
+                                                     "(sandbox lost, agent deleted mid-run, run gone after an "
+                                                     "operator restart), with exponential backoff.")
 
 
 TaskPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
@@ -334,6 +351,12 @@ class AgentTaskStatus(ApiModel):
     sandbox_id: str | None = Field(None, alias="sandboxID", description="The E2B sandbox the task ran in.")
     session: str | None = Field(None, description="The session (spec.session) this task ran in.")
     progress: TaskProgress | None = Field(None, description="The run's latest stderr line and its count of lines.")
+    attempts: int | None = Field(None, ge=0, description="Runs started so far (more than one after retries).")
+    next_attempt_time: str | None = Field(None, description="A retried task waits for its backoff until then.",
+                                          json_schema_extra=DATE_TIME)
+    run_seconds: float | None = Field(None, ge=0, description="Wall-clock seconds of its runs, every attempt's.")
+    agent_seconds: float | None = Field(None, ge=0, description="Agent-seconds it used: each run's seconds "
+                                                                "divided by its agent's maxConcurrentTasks.")
     message: str | None = Field(None, description="Why the task waits, or how it ended.")
     conditions: list[Condition] = conditions_field()
 

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -26,6 +27,7 @@ import kubernetes
 
 from remote_agents.api.names import AGENTS, FINALIZER, GROUP, POOL_LABEL, TASKS, TEMPLATES
 from remote_agents.controller import metrics
+from remote_agents.controller.agents import ledger
 from remote_agents.controller.agents.fleet import Fleet
 from remote_agents.controller.agents.idle import AgentActivity
 from remote_agents.controller.agents.inputs import AgentInputs
@@ -176,6 +178,7 @@ class Operator:
         metrics.set_agent_phases(Counter(view.phase for view in self.fleet.agents.values()))
         metrics.AGENTS_STALLED.set(sum(view.stalled for view in self.fleet.agents.values()))
         metrics.set_task_queue(*self.tasks.book.index.queue_size())
+        metrics.set_agent_usage(ledger.totals(self.fleet.agents.values(), time.time()))
 
 
 def kopf_settings() -> kopf.OperatorSettings:

@@ -44,6 +44,12 @@ OLDEST_WAITING_TASK = Gauge("remote_agents_task_oldest_waiting_seconds",
                             registry=registry)
 LEADER = Gauge("remote_agents_leader", "1 while this replica acts (holds the Lease, or runs without election)",
                registry=registry)
+TASK_AGENT_SECONDS = Counter("remote_agents_task_agent_seconds_total",
+                             "Agent-seconds used by AgentTasks' runs (run seconds / the agent's maxConcurrentTasks)",
+                             ["namespace", "pool"], registry=registry)
+AGENT_SANDBOX_SECONDS = Gauge("remote_agents_agent_sandbox_seconds",
+                              "Sandbox-seconds of the agents that exist, from their status.usage (the cost ledger)",
+                              ["namespace", "pool", "state"], registry=registry)
 WEBHOOK_DELIVERIES = Counter("remote_agents_webhook_deliveries_total", "GitHub deliveries by event and outcome",
                              ["event", "outcome"], registry=registry)
 
@@ -81,6 +87,13 @@ def set_task_queue(waiting: int, oldest_created: str | None) -> None:
     TASKS_WAITING.set(waiting)
     created_at = epoch(oldest_created)
     OLDEST_WAITING_TASK.set(max(0.0, time.time() - created_at) if created_at is not None else 0)
+
+
+def set_agent_usage(usage: Tally) -> None:
+    """`usage`: seconds by (namespace, pool or "", "running" | "paused")."""
+    AGENT_SANDBOX_SECONDS.clear()
+    for (namespace, pool, state), seconds in usage.items():
+        AGENT_SANDBOX_SECONDS.labels(namespace, pool, state).set(seconds)
 
 
 def set_agent_phases(phases: Tally) -> None:

@@ -95,6 +95,12 @@ PANELS = [
     Panel("Reconcile failures", "timeseries", "ops",
           (("sum by (kind, outcome) (rate(remote_agents_reconcile_failures_total[5m]))", "{{kind}} {{outcome}}"),),
           "Reconciles ending early: retry (a known condition) or error (unexpected)."),
+    Panel("Sandbox-seconds (cost ledger)", "timeseries", "s",
+          (("sum by (namespace, pool, state) (remote_agents_agent_sandbox_seconds)", "{{namespace}}/{{pool}} {{state}}"),
+           ("sum by (namespace, pool) (rate(remote_agents_task_agent_seconds_total[5m]))",
+            "{{namespace}}/{{pool}} used by tasks (per s)")),
+          "Running and paused sandbox-seconds of the agents per namespace and pool, and the agent-seconds "
+          "tasks use."),
     Panel("Orphan sandboxes killed", "timeseries", "none",
           (("sum(increase(remote_agents_orphan_sandboxes_killed_total[1h]))", "killed per hour"),),
           "Sandboxes of this cluster with no object, killed after the grace period."),

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -228,6 +230,7 @@ class AgentView:
     invalid_spec: str | None = None  # why its spec cannot be parsed: tracked, never judged by the fleet
     server_outdated: bool = False  # its resident process runs older code: it takes no task until restarted
     sessions: int = 0  # status.sessions as written
+    usage: Mapping[str, Any] | None = None  # status.usage: the cost ledger (agents/ledger.py)
 
 
 def server_outdated(spec: RemoteAgentSpec, status: dict) -> bool:

@@ -47,7 +47,7 @@ def view_of(body: Mapping[str, Any]) -> decide.AgentView:
                   own_api_key=key_secret is not None, e2b_key_secret=key_secret[0] if key_secret else None,
                   deleting=bool(meta.get("deletionTimestamp")), phase=status.get("phase"),
                   pool=(meta.get("labels") or {}).get(POOL_LABEL),
-                  stalled=condition(body, "Stalled").get("status") == "True")
+                  stalled=condition(body, "Stalled").get("status") == "True", usage=status.get("usage"))
     if spec is None:
         # Still an agent (never an orphan), but nothing about it can be judged: no drift, no
         # timeout refresh, no task starts or goes on (paused) until its spec parses again.

@@ -12,6 +12,7 @@ from typing import Any
 
 from remote_agents.api.names import AGENTS
 from remote_agents.api.timestamps import epoch, now_rfc3339, rfc3339
+from remote_agents.controller.agents import ledger
 from remote_agents.controller.agents.decide import AgentView, should_idle_pause
 from remote_agents.controller.agents.fleet import Fleet
 from remote_agents.controller.clients.events import EventSink
@@ -29,6 +30,7 @@ class AgentActivity:
         self.emit = emit
         self._activity: dict[AgentKey, float] = {}  # last task start or end
         self._mirrored: dict[AgentKey, tuple[int, float]] = {}  # what its status says: (running, activity)
+        self._usage_written: dict[AgentKey, float] = {}  # when we last wrote an agent's ledger (the view lags)
 
     def note(self, namespace: str, agent: str) -> None:
         """A task started or ended on the agent: its idle clock restarts now, in memory. The status
@@ -50,6 +52,17 @@ class AgentActivity:
                 self._mirrored.pop(key, None)
                 continue
             self._mirrored[key] = (running, at)
+
+    async def refresh_usage(self, now: float) -> None:
+        """Write the ledger of agents whose status nothing else wrote for ledger.REFRESH_SECONDS
+        (a long quiet Ready or Paused spell), so that status.usage is never far behind."""
+        for view in list(self.fleet.agents.values()):
+            key = (view.namespace, view.name)
+            if view.deleting or not ledger.due(view.usage, now) or \
+                    now - self._usage_written.get(key, 0) < ledger.REFRESH_SECONDS:
+                continue
+            self._usage_written[key] = now
+            await self.kube.patch_status(AGENTS, *key, {"usage": ledger.accrue(view.usage, view.phase, now)})
 
     async def pause_idle(self, now: float, load: Counter) -> None:
         for view in list(self.fleet.agents.values()):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -19,7 +20,7 @@ from remote_agents.api.names import (
     SANDBOX_TEMPLATE_KEY, SANDBOX_UID_KEY, TEMPLATES,
 )
 from remote_agents.controller import metrics
-from remote_agents.controller.agents import decide
+from remote_agents.controller.agents import decide, ledger
 from remote_agents.controller.agents.inputs import AgentInputs, ResolvedInputs
 from remote_agents.controller.agents.resident import ResidentServers, ServerNotReady
 from remote_agents.controller.agents.sightings import Sightings
@@ -84,8 +85,12 @@ class StatusWriter:
                           outcome.stalled)
         desired = status_update(self.current, outcome, self.generation, extra, message=outcome.message or None,
                                 **fields)
-        if desired is None:
+        now = time.time()
+        if desired is None and not ledger.due(self.current.get("usage"), now):
             return
+        # The ledger rides on writes made anyway (or one every ledger.REFRESH_SECONDS).
+        desired = {**(desired or {}), "usage": ledger.accrue(self.current.get("usage"),
+                                                            fields.get("phase", self.current.get("phase")), now)}
         await self.kube.patch_status(AGENTS, self.namespace, self.name, desired)
         self.current = {**self.current, **desired}
 

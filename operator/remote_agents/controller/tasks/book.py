@@ -45,7 +45,7 @@ class TaskBook:
             known.update(fresh)  # in place: operations in flight hold this very dict
         else:
             self.tasks[uid] = fresh
-        self.index.update(uid, self.target(fresh), self.tasks[uid])
+        self.index.update(uid, self.target(fresh), self.tasks[uid], self.spec(fresh).priority)
         return self.tasks[uid], phase_changed
 
     def forget(self, uid: str) -> Task | None:
@@ -94,7 +94,7 @@ class TaskBook:
         # Merged into what the task holds now: a watch event may have refreshed it meanwhile.
         task["status"] = {k: v for k, v in {**task["status"], **desired}.items() if v is not None}
         if self.tasks.get(meta["uid"]) is task:  # (not deleted meanwhile)
-            self.index.update(meta["uid"], self.target(task), task)
+            self.index.update(meta["uid"], self.target(task), task, self.spec(task).priority)
         if updated and resource_version(updated) > resource_version(task):
             meta["resourceVersion"] = updated["metadata"]["resourceVersion"]
 

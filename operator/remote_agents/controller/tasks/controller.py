@@ -18,6 +18,7 @@ from remote_agents.controller.clients.e2b import SandboxGateway
 from remote_agents.controller.clients.events import EventSink
 from remote_agents.controller.clients.kube import Kube
 from remote_agents.controller.tasks.book import TaskBook
+from remote_agents.controller.tasks.cancel import Cancellations
 from remote_agents.controller.tasks.dispatch import Dispatcher
 from remote_agents.controller.tasks.housekeeping import Housekeeping
 from remote_agents.controller.tasks.runs import Runs
@@ -41,10 +42,12 @@ class TaskController:
         self.scheduler = Scheduler(self.book)
         self.activity = activity
         self.fleet = fleet
-        self.runs = Runs(self.book, self.scheduler, kube, gateway, inputs, fleet, activity, emit,
+        self.cancellations = Cancellations(self.book, kube, gateway, inputs, fleet, emit)
+        self.runs = Runs(self.book, self.scheduler, kube, gateway, inputs, fleet, activity, emit, self.cancellations,
                          progress_interval_seconds)
         self.sessions = SessionLedger(self.book, kube, fleet)
-        self.dispatcher = Dispatcher(self.book, self.scheduler, fleet, activity, self.runs, self.sessions)
+        self.dispatcher = Dispatcher(self.book, self.scheduler, fleet, activity, self.runs, self.cancellations,
+                                     self.sessions)
         self.housekeeping = Housekeeping(self.book, kube, emit, github_api_hosts)
         self._next_full_poll = 0.0
         self._next_deadline_check = 0.0
@@ -59,7 +62,8 @@ class TaskController:
         if event_type == "DELETED":
             gone = self.book.forget(uid)
             self.runs.forget(uid)
-            if gone and gone["status"].get("phase") == "Running":
+            # A task deleted with the run finalizer had its run stopped already (tasks/cancel.py).
+            if gone and gone["status"].get("phase") == "Running" and not gone["metadata"].get("deletionTimestamp"):
                 stop = asyncio.get_running_loop().create_task(self.runs.stop(gone))
                 self._stopping.add(stop)
                 stop.add_done_callback(self._stopping.discard)
@@ -103,6 +107,9 @@ class TaskController:
         deadline_check = now >= self._next_deadline_check
         if deadline_check:
             self._next_deadline_check = now + DEADLINE_CHECK_SECONDS
+        for uid in self.book.index.cancelling:  # deleted tasks whose run must stop first
+            if uid not in self.scheduler.busy:
+                self.scheduler.spawn(uid, self.cancellations.cancel(self.book.tasks[uid]))
         for uid in self.book.index.running:  # (spawning only schedules: nothing changes the set here)
             if uid in self.scheduler.busy:
                 continue
@@ -123,5 +130,6 @@ class TaskController:
             await self.activity.mirror(load)
             await self.activity.pause_idle(now, load)
             await self.sessions.mirror()
+            await self.activity.refresh_usage(now)
         except Exception:  # the next round tries again; logged with its trace
             log.exception("task housekeeping failed")

@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 from remote_agents.api.models import AgentTaskSpec
-from remote_agents.api.timestamps import now_rfc3339
+from remote_agents.api.timestamps import epoch, now_rfc3339
 from remote_agents.controller.agents.decide import AgentView
 from remote_agents.controller.agents.fleet import Fleet
 from remote_agents.controller.agents.idle import AgentActivity
 from remote_agents.controller.status import Outcome
-from remote_agents.controller.tasks import decide, sessions
+from remote_agents.controller.tasks import decide, retry, sessions
 from remote_agents.controller.tasks.book import Task, TaskBook
+from remote_agents.controller.tasks.cancel import Cancellations
 from remote_agents.controller.tasks.index import Target
 from remote_agents.controller.tasks.runs import Runs
 from remote_agents.controller.tasks.session_ledger import SessionLedger, turn_of
@@ -30,8 +32,9 @@ PENDING_NOTES_IN_FLIGHT = 4
 
 class Dispatcher:
     def __init__(self, book: TaskBook, scheduler: Scheduler, fleet: Fleet, activity: AgentActivity, runs: Runs,
-                 ledger: SessionLedger):
+                 cancellations: Cancellations, ledger: SessionLedger):
         self.book = book
+        self.cancellations = cancellations
         self.scheduler = scheduler
         self.fleet = fleet
         self.activity = activity
@@ -50,14 +53,18 @@ class Dispatcher:
             self._dispatch_queue(target, load)
 
     def _dispatch_queue(self, target: Target, load: Counter) -> None:
-        """Give the target's tasks agents in FIFO order until none has a free slot. The rest wait."""
+        """Give the target's tasks agents in queue order (priority, then FIFO) until none has a free
+        slot. The rest wait; a retried task waits out its backoff without holding up the others."""
         namespace = target[0]
+        now = time.time()
         pairs: list[tuple[decide.Candidate, AgentView]] | None = None  # the target's agents, kept current
         waiting = self.book.index.waiting(target)
         for uid in waiting:
             if uid in self.scheduler.busy:
                 continue  # being claimed, or its note is being written
             task = self.book.tasks[uid]
+            if (epoch(task["status"].get("nextAttemptTime")) or 0) > now:
+                continue
             spec = self.book.spec(task)
             if pairs is None:
                 pairs = self._candidates(namespace, spec, load)
@@ -134,15 +141,21 @@ class Dispatcher:
 
     async def _start(self, task: Task, view: AgentView) -> None:
         meta = task["metadata"]
-        # Claim first (status says Running on this agent): after a crash, the run is found, not repeated.
+        attempt = (task["status"].get("attempts") or 0) + 1
+        # The run finalizer first (a delete from now on stops the run), then the claim (status says
+        # Running on this agent): after a crash, the run is found, not repeated.
         try:
+            if not await self.cancellations.hold(task):
+                return  # deleted meanwhile: no run
             await self.book.write(task, Outcome(False, "Running", f"running on {view.name}", reconciling=True),
-                                  phase="Running", agent=view.name, startTime=now_rfc3339(), runId=meta["uid"],
-                                  sandboxID=view.sandbox_id, session=self.book.spec(task).session)
+                                  phase="Running", agent=view.name, startTime=now_rfc3339(),
+                                  runId=retry.run_id(meta["uid"], attempt), sandboxID=view.sandbox_id,
+                                  attempts=attempt, nextAttemptTime=None, session=self.book.spec(task).session)
         finally:
             self.scheduler.starting.pop(meta["uid"], None)
         self.activity.note(meta["namespace"], view.name)
-        await self.runs.launch(task, view)
+        if self.book.tasks.get(meta["uid"]) is task and not meta.get("deletionTimestamp"):
+            await self.runs.launch(task, view)  # (a task deleted meanwhile is cancelled by the loop)
 
     async def _wake_agent(self, task: Task, view: AgentView) -> None:
         await self.activity.wake(view, for_task=task)

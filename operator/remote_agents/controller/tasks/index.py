@@ -1,4 +1,5 @@
-"""Which AgentTasks wait, per target and in FIFO order, and which run.
+"""Which AgentTasks wait, per target in priority order (tasks/priority.py), which run, and which
+are being deleted while a run may be live (they carry the run finalizer).
 
 Kept up to date as each task's status changes, so that a dispatch round looks at the heads of
 the queues and a poll round at the running tasks, instead of every task the operator knows
@@ -10,20 +11,23 @@ import bisect
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from remote_agents.api.names import RUN_FINALIZER
+from remote_agents.controller.tasks.priority import Place, place
+
 Target = tuple[str, str, str]  # (namespace, "agent" | "pool", name): what a task asked to run on
-_Place = tuple[str, str, str]  # (creationTimestamp, name, uid): FIFO order, ties broken by name
 
 WAITING_PHASES = (None, "Pending")
 
 
 class TaskIndex:
     def __init__(self) -> None:
-        self._queues: dict[Target, list[_Place]] = {}  # each sorted: bisect keeps it so
-        self._places: dict[str, tuple[Target, _Place]] = {}  # uid of a waiting task -> where it waits
+        self._queues: dict[Target, list[Place]] = {}  # each sorted: bisect keeps it so
+        self._places: dict[str, tuple[Target, Place]] = {}  # uid of a waiting task -> where it waits
         self._explained: dict[Target, set[str]] = {}  # waiting tasks whose status shows why they wait
         self.running: set[str] = set()
+        self.cancelling: set[str] = set()  # deleted, and holding the run finalizer: the run is stopped first
 
-    def update(self, uid: str, target: Target, task: Mapping[str, Any] | None) -> None:
+    def update(self, uid: str, target: Target, task: Mapping[str, Any] | None, priority: int = 0) -> None:
         """Record the task's current state (None: it is gone)."""
         status = (task or {}).get("status") or {}
         phase = status.get("phase")
@@ -31,11 +35,16 @@ class TaskIndex:
             self.running.add(uid)
         else:
             self.running.discard(uid)
-        waiting = task is not None and phase in WAITING_PHASES
+        meta = (task or {}).get("metadata") or {}
+        if meta.get("deletionTimestamp") and RUN_FINALIZER in (meta.get("finalizers") or ()):
+            self.cancelling.add(uid)
+        else:
+            self.cancelling.discard(uid)
+        waiting = task is not None and phase in WAITING_PHASES and not meta.get("deletionTimestamp")
         if waiting and uid not in self._places:
-            place = (task["metadata"].get("creationTimestamp") or "", task["metadata"]["name"], uid)
-            bisect.insort(self._queues.setdefault(target, []), place)
-            self._places[uid] = (target, place)
+            where = place(task, priority)
+            bisect.insort(self._queues.setdefault(target, []), where)
+            self._places[uid] = (target, where)
         elif not waiting and uid in self._places:
             queue = self._queues[target]
             del queue[bisect.bisect_left(queue, self._places.pop(uid)[1])]
@@ -49,19 +58,19 @@ class TaskIndex:
                 del self._explained[target]
 
     def targets(self) -> list[Target]:
-        """The targets that have waiting tasks, the one whose first task came first first."""
+        """The targets that have waiting tasks, the one whose head goes first (priority, then age) first."""
         return sorted(self._queues, key=lambda target: self._queues[target][0])
 
     def waiting(self, target: Target) -> Iterator[str]:
-        """The target's waiting tasks (uids), first come first. Lazy: a round reads only as far as
+        """The target's waiting tasks (uids), in dispatch order. Lazy: a round reads only as far as
         it gets, so the index must not change while it reads (updates come from events and ended
         operations, never from the round itself)."""
-        return (uid for _, _, uid in self._queues.get(target, ()))
+        return (where[-1] for where in self._queues.get(target, ()))
 
     def queue_size(self) -> tuple[int, str | None]:
         """How many tasks wait, and the creationTimestamp of the one that came first."""
-        heads = [queue[0][0] for queue in self._queues.values()]
-        return len(self._places), min(heads) if heads else None
+        created = [min(where[1] for where in queue) for queue in self._queues.values()]
+        return len(self._places), min(created) if created else None
 
     def explained(self, target: Target) -> list[str]:
         """The target's waiting tasks whose status already shows a reason."""

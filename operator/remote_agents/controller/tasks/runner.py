@@ -61,3 +61,23 @@ def runner_env(status: Mapping[str, Any], query: str, workdir: str, command: str
 def signal_command(status: Mapping[str, Any], signal: str) -> str:
     """A command that sends `signal` to the run's process group: the command and everything it started."""
     return f"kill -{signal} -- -$(cat {shlex.quote(run_file(status, 'pid'))}) 2>/dev/null; true"
+
+
+def cancel_command(status: Mapping[str, Any], grace_seconds: int) -> str:
+    """A command that ends a run for good and prints "stopped": when the runner never got as far as
+    its lock, taking the lock makes any late start a no-op; otherwise the run's process group gets
+    SIGTERM, SIGKILL after `grace_seconds` if any of it is still there, and the command returns once
+    the group is gone (a group that outlives SIGKILL briefly is waited for, a few seconds at most)."""
+    files = shlex.quote(run_files(status))
+    return f"""f={files}
+[ -d "${{f%/*}}" ] || mkdir -p "${{f%/*}}"
+set -C; if {{ : > "$f.lock"; }} 2>/dev/null; then echo stopped; exit 0; fi; set +C
+i=0; while [ ! -s "$f.pid" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+g=$(cat "$f.pid" 2>/dev/null)
+if [ -n "$g" ] && kill -TERM -- -"$g" 2>/dev/null; then
+  i=0; while kill -0 -- -"$g" 2>/dev/null && [ $i -lt {grace_seconds * 10} ]; do sleep 0.1; i=$((i+1)); done
+  kill -KILL -- -"$g" 2>/dev/null
+  i=0; while kill -0 -- -"$g" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+fi
+echo stopped
+"""

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from remote_agents.api.names import AGENTS, API_VERSION
-from remote_agents.api.timestamps import epoch, now_rfc3339
+from remote_agents.api.timestamps import epoch, now_rfc3339, rfc3339
 from remote_agents.controller import metrics, resident
 from remote_agents.controller.agents.decide import AgentView
 from remote_agents.controller.agents.fleet import Fleet
@@ -27,8 +28,9 @@ from remote_agents.controller.clients.kube import Kube, SecretMissing
 from remote_agents.controller.redaction import Redactor
 from remote_agents.controller.sandboxes import SandboxAddress
 from remote_agents.controller.status import Outcome
-from remote_agents.controller.tasks import decide, progress, runner
+from remote_agents.controller.tasks import decide, progress, retry, runner
 from remote_agents.controller.tasks.book import Task, TaskBook
+from remote_agents.controller.tasks.cancel import Cancellations
 from remote_agents.controller.tasks.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,9 @@ async def _no_file() -> None:
 class Runs:
     def __init__(self, book: TaskBook, scheduler: Scheduler, kube: Kube, gateway: SandboxGateway,
                  inputs: AgentInputs, fleet: Fleet, activity: AgentActivity, emit: EventSink,
-                 progress_interval_seconds: float = 5.0):
+                 cancellations: Cancellations, progress_interval_seconds: float = 5.0):
         self.book = book
+        self.cancellations = cancellations
         self.scheduler = scheduler
         self.kube = kube
         self.gateway = gateway
@@ -131,8 +134,12 @@ class Runs:
         """Look at a run; `ended` is its exit line when the run's stream already said it."""
         status = task["status"]
         spec = self.book.spec(task)
+        if task["metadata"].get("deletionTimestamp"):
+            return  # being deleted: cancellation stops the run, and nothing is recorded any more
         view = self.fleet.find(task["metadata"]["namespace"], status.get("agent", ""))
         if view is None or view.deleting:
+            if view is not None and not await self.cancellations.stop_run(task):
+                return  # its sandbox may still run it (deletionPolicy Orphan, or not killed yet): next poll
             await self.finish(task, decide.Verdict(False, "AgentGone", "the agent running this task was deleted"),
                               None, "", "")
             return
@@ -254,6 +261,14 @@ class Runs:
         meta, status = task["metadata"], task["status"]
         self._terminated.pop(meta["uid"], None)
         self._progress_read.pop(meta["uid"], None)
+        spec = self.book.spec(task)
+        started = epoch(status.get("startTime")) or time.time()
+        duration = max(0.0, time.time() - started)
+        usage = self._account(task, duration)
+        attempts = status.get("attempts") or 1
+        if retry.should_retry(verdict.reason, attempts, spec.retries):
+            await self._retry(task, verdict, attempts, usage)
+            return
         final_progress = None
         if stdout or stderr:
             redact = await self._redactor(task)
@@ -262,8 +277,6 @@ class Runs:
             stdout, stderr = (redact(stdout), redact(stderr)) if redact else (OUTPUT_WITHHELD, "")
         self._redactors.pop(meta["uid"], None)
         output_name = f"{meta['name']}-output"[:253]
-        started = epoch(status.get("startTime")) or time.time()
-        duration = max(0.0, time.time() - started)
         await asyncio.gather(
             self.kube.apply_configmap(meta["namespace"], output_name, {
                 "stdout": decide.truncate(stdout, decide.OUTPUT_CONFIGMAP_LIMIT),
@@ -273,7 +286,9 @@ class Runs:
                             phase="Succeeded" if verdict.succeeded else "Failed", completionTime=now_rfc3339(),
                             duration=decide.format_duration(duration), exitCode=exit_code,
                             output=decide.truncate(stdout, decide.OUTPUT_STATUS_LIMIT), outputConfigMap=output_name,
-                            finished=verdict.succeeded, **({"progress": final_progress} if final_progress else {})))
+                            finished=verdict.succeeded, **usage,
+                            **({"progress": final_progress} if final_progress else {})))
+        await self.cancellations.release(task)
         log.info("task %s/%s finished: %s (%s)", meta["namespace"], meta["name"], verdict.reason, verdict.message)
         metrics.TASKS.labels("succeeded" if verdict.succeeded else "failed").inc()
         metrics.TASK_DURATION.observe(duration)
@@ -288,3 +303,32 @@ class Runs:
         view = self.fleet.find(namespace, agent)
         if view and view.spec and view.spec.server and (exit_code == resident.UNREACHABLE_EXIT or view.server_outdated):
             await self.kube.request_reconcile(AGENTS, namespace, agent)
+
+    def _account(self, task: Task, duration: float) -> dict[str, float]:
+        """Count this run's agent-seconds in the metrics, and return the task's ledger after it: its
+        run time, and the agent-seconds it used (a slot of an agent that runs maxConcurrentTasks at
+        once is that share of the agent)."""
+        meta, status = task["metadata"], task["status"]
+        view = self.fleet.find(meta["namespace"], status.get("agent") or "")
+        share = duration / (view.spec.max_concurrent_tasks if view and view.spec else 1)
+        spec = self.book.spec(task)
+        metrics.TASK_AGENT_SECONDS.labels(meta["namespace"], (view.pool if view else None)
+                                          or (spec.pool_ref.name if spec.pool_ref else "")).inc(share)
+        return {"runSeconds": round((status.get("runSeconds") or 0) + duration, 3),
+                "agentSeconds": round((status.get("agentSeconds") or 0) + share, 3)}
+
+    async def _retry(self, task: Task, verdict: decide.Verdict, attempts: int, usage: dict[str, float]) -> None:
+        """The run failed for a reason not its own and is known dead: queue a new attempt after the backoff."""
+        meta, status = task["metadata"], task["status"]
+        delay = retry.backoff_seconds(attempts)
+        message = f"{verdict.message}; attempt {attempts + 1} of {self.book.spec(task).retries + 1} in {delay:g}s"
+        agent = status.get("agent")
+        await self.book.write(task, Outcome(False, "Retrying", message, reconciling=True), phase="Pending",
+                              agent=None, startTime=None, runId=None, sandboxID=None,
+                              nextAttemptTime=rfc3339(math.ceil(time.time() + delay)), **usage)
+        log.info("task %s/%s: %s", meta["namespace"], meta["name"], message)
+        self.emit(task, "Warning", "Retrying", message)
+        await self.cancellations.release(task)
+        asyncio.get_running_loop().call_later(delay + 1, self.scheduler.request_dispatch)
+        if agent:
+            self.activity.note(meta["namespace"], agent)
