@@ -4,6 +4,10 @@ template across a server restart."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+import tarfile
 import uuid
 from pathlib import Path
 
@@ -254,6 +258,46 @@ def test_an_upload_above_the_cap_answers_413_and_uploads_need_their_signature(e2
     unsigned = httpx.put(link["url"].split("?")[0], content=b"x")
     assert unsigned.status_code == 401
     assert httpx.get(f"{e2b_server.api_url}/templates", headers={"X-API-KEY": "e2b_wrong"}).status_code == 401
+
+
+def test_an_upload_cannot_write_through_its_own_symlinks_or_link_host_files(e2b_server: launcher.LocalE2B,
+                                                                           tmp_path: Path):
+    """A hostile COPY archive, sent as the SDK would: a symlink to /etc with a file below it, and a
+    hard link to a host file. The build fails at that step; the host's files are untouched."""
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w") as tar:
+        link = tarfile.TarInfo("evil")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc"
+        tar.addfile(link)
+        through = tarfile.TarInfo("evil/e2b-local-escape")
+        through.size = 2
+        tar.addfile(through, io.BytesIO(b"x\n"))
+    hard = tmp_path / "hard.tar"
+    with tarfile.open(hard, "w") as tar:
+        link = tarfile.TarInfo("passwd")
+        link.type, link.linkname = tarfile.LNKTYPE, "/etc/passwd"
+        tar.addfile(link)
+    headers = {"X-API-KEY": e2b_server.api_key}
+    before = os.stat("/etc/passwd")
+    for tar_path in (archive, hard):
+        files_hash = hashlib.sha256(tar_path.read_bytes()).hexdigest()
+        requested = httpx.post(f"{e2b_server.api_url}/v3/templates", json={"name": _name("evil")},
+                               headers=headers).json()
+        base = f"{e2b_server.api_url}/templates/{requested['templateID']}"
+        link = httpx.get(f"{base}/files/{files_hash}", headers=headers).json()
+        assert httpx.put(link["url"], content=tar_path.read_bytes()).status_code == 200
+        started = httpx.post(f"{e2b_server.api_url}/v2/templates/{requested['templateID']}/builds/"
+                             f"{requested['buildID']}", headers=headers,
+                             json={"fromImage": "e2bdev/base", "steps": [
+                                 {"type": "COPY", "args": [".", "/home/user/x/", "", ""], "filesHash": files_hash}]})
+        assert started.status_code == 202
+        status = {"status": "building"}
+        while status["status"] in ("waiting", "building"):
+            status = httpx.get(f"{base}/builds/{requested['buildID']}/status", headers=headers).json()
+        assert status["status"] == "error" and "cannot unpack" in status["reason"]["message"]
+    assert not Path("/etc/e2b-local-escape").exists()
+    after = os.stat("/etc/passwd")
+    assert (after.st_uid, after.st_gid, after.st_nlink) == (before.st_uid, before.st_gid, before.st_nlink)
 
 
 def test_a_template_survives_a_restart_and_deleting_it_frees_its_layer(

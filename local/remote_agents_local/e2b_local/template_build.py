@@ -302,7 +302,7 @@ def _unpack(archive: Path, staging: Path, src: str, owner_uid: int, cap: int) ->
             if total > cap:
                 raise ValueError(f"more than {cap} bytes once unpacked")
         staging.mkdir(mode=0o700)
-        tar.extractall(staging, filter="data")
+        tar.extractall(staging, filter=_unpack_filter)
     for directory, dirnames, filenames in os.walk(staging):
         os.lchown(directory, owner_uid, owner_uid)
         for name in [*dirnames, *filenames]:
@@ -312,6 +312,15 @@ def _unpack(archive: Path, staging: Path, src: str, owner_uid: int, cap: int) ->
     matches = sorted(glob.glob(pattern))
     return [(os.path.relpath(match, staging), os.path.isdir(match) and not os.path.islink(match))
             for match in matches]
+
+
+def _unpack_filter(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+    """Python's `data` filter (nothing outside `path`, no device, no link out, no setuid), except
+    that a symlink may point anywhere: it means what it means inside the sandbox, and nothing here
+    follows it (a later member through it is still refused when that lands outside `path`)."""
+    if member.issym():
+        return tarfile.tar_filter(member, path)
+    return tarfile.data_filter(member, path)
 
 
 async def _copy_tree(source: Path, target: Path) -> None:
