@@ -1,12 +1,13 @@
 """Run E2B's own Python SDK tests, unmodified, against e2b-local and print the tally.
 
-    python bench/e2b_sdk_suite.py PATH_TO_E2B_CHECKOUT [--show-output] [-- PYTEST_ARGS...]
+    python bench/e2b_sdk_suite.py PATH_TO_E2B_CHECKOUT [--templates] [--show-output] [-- PYTEST_ARGS...]
 
 PATH is a checkout of github.com/e2b-dev/E2B (never committed here). The tests are copied to a
 temporary directory (the checkout is not touched), one e2b-local is started with the launcher,
 and pytest runs the sandbox lifecycle, commands, files and list/info/kill tests, sync and async,
 with the suite's own pytest.ini, pointed at e2b-local through E2B_API_URL / E2B_SANDBOX_URL /
-E2B_API_KEY. Prints passed/failed/errors/skipped and the failing test ids.
+E2B_API_KEY. Prints passed/failed/errors/skipped and the failing test ids. `--templates` runs
+the template build tests instead (sync and async template_*/ and shared/template/).
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ SELECTED = [
     "{kind}/sandbox_{kind}/test_kill.py", "{kind}/sandbox_{kind}/test_timeout.py",
     "{kind}/sandbox_{kind}/test_secure.py", "{kind}/sandbox_{kind}/test_snapshot_filesystem_only.py",
 ]
+SELECTED_TEMPLATES = ["{kind}/template_{kind}", "shared/template"]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkout", type=Path)
     parser.add_argument("--show-output", action="store_true", help="print pytest's own report too")
+    parser.add_argument("--templates", action="store_true", help="the template build tests instead")
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -50,8 +53,9 @@ def main() -> int:
         copy = Path(tmp) / "python-sdk"
         shutil.copytree(tests, copy / "tests")
         shutil.copy(ini, copy / "pytest.ini")
-        selected = [str(copy / "tests" / s.format(kind=kind)) for kind in ("sync", "async") for s in SELECTED]
-        selected = [s for s in selected if Path(s).exists()]
+        chosen = SELECTED_TEMPLATES if args.templates else SELECTED
+        selected = [str(copy / "tests" / s.format(kind=kind)) for kind in ("sync", "async") for s in chosen]
+        selected = [s for s in dict.fromkeys(selected) if Path(s).exists()]
         with launcher.start(Path(tmp) / "e2b-local", extra_args=["--max-running", "100"]) as server:
             env = {k: v for k, v in os.environ.items() if k != "E2B_DEBUG"}
             env.update(server.env)

@@ -51,6 +51,8 @@ async def test_a_built_template_gives_its_sandboxes_files_env_and_workdir_and_st
     assert "run-step-says-hi" in messages
     assert any("[builder 2/6] RUN" in m for m in messages)
     assert await AsyncTemplate.exists(name)
+    assert await AsyncTemplate.exists("base")  # E2B's public base: the host system here
+    assert not await AsyncTemplate.exists(_name("never-built"))
     box = await AsyncSandbox.create(name, timeout=120)
     try:
         seen = await box.commands.run("pwd; cat greeting.txt nested/deep.txt ~/built.txt; echo $GREETING; tool")
@@ -95,6 +97,49 @@ def test_sandbox_writes_never_reach_the_template_or_each_other(context: Path, e2
     finally:
         first.kill()
         second.kill()
+
+
+def test_a_template_adds_to_the_hosts_root_without_changing_it(context: Path, e2b_server: launcher.LocalE2B):
+    """WORKDIR /app and a COPY into it: the template's own `/` holds what the host's lacks, each
+    sandbox writes over it alone, and the host's files stay out of reach."""
+    name = _name("app-root")
+    info = Template.build(Template(file_context_path=str(context)).from_base_image()
+                          .set_workdir("/app").copy("app", "/app/").run_cmd("echo by-user > made.txt"), name)
+    first, second = Sandbox.create(name, timeout=120), Sandbox.create(name, timeout=120)
+    try:
+        assert first.commands.run("pwd; stat -c %U .; cat made.txt greeting.txt").stdout == (
+            "/app\nuser\nby-user\nhello from the layer\n")
+        first.commands.run("echo mine > made.txt && echo new > new.txt")
+        assert first.commands.run("mkdir /added && echo root-may", user="root").stdout == "root-may\n"
+        denied = first.commands.run("mkdir /added-by-user; touch /usr/x /etc/x; cat /etc/shadow; true")
+        assert denied.stderr.count("Permission denied") == 4
+        assert first.commands.run("touch /usr/x /etc/x 2>&1 | grep -c 'Permission denied'", user="root").stdout == "2\n"
+        assert second.commands.run("cat made.txt; ls /app; ls -d /added 2>&1 || true").stdout == (
+            "by-user\ngreeting.txt\nmade.txt\nnested\nls: cannot access '/added': No such file or directory\n")
+        layer = e2b_server.log_path.parent / "templates" / "layers" / info.build_id
+        assert (layer / "rootfs/app/made.txt").read_text() == "by-user\n"
+        assert not Path("/app").exists() and not Path("/added").exists()  # the host's / is untouched
+    finally:
+        first.kill()
+        second.kill()
+
+
+def test_a_template_sandbox_cannot_uncover_or_name_its_layer(context: Path):
+    name = _name("sealed")
+    Template.build(Template(file_context_path=str(context)).from_base_image().run_cmd("echo x > ~/x"), name)
+    box = Sandbox.create(name, timeout=120)
+    try:
+        # root (no CAP_SYS_ADMIN) can neither take its overlays apart nor mount one of its own.
+        attempts = box.commands.run("umount /home; umount -l /tmp; mount -t overlay o -o lowerdir=/usr /mnt; "
+                                    "cat ~user/x", user="root")
+        assert attempts.stdout == "x\n"
+        assert "must be superuser" in attempts.stderr and "permission denied" in attempts.stderr
+        mounts = box.commands.run("cat /proc/self/mountinfo").stdout
+        overlays = {line.split()[4] for line in mounts.splitlines() if " - overlay e2b-layer " in line}
+        assert {"/home", "/root", "/tmp"} <= overlays
+        assert "templates/layers" not in mounts  # the layers' host paths are not named
+    finally:
+        box.kill()
 
 
 def test_a_failing_step_fails_the_build_with_its_log_and_reason(context: Path):
@@ -244,3 +289,15 @@ def test_a_template_survives_a_restart_and_deleting_it_frees_its_layer(
         box.kill()
         again.kill()
         assert not layer.exists()
+
+
+def test_an_unreadable_templates_file_is_set_aside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    state = tmp_path / "state"
+    with launcher.start(state):
+        pass
+    (state / "templates.json").write_bytes(b'{"templates": {"t": {"templ')
+    with launcher.start(state) as server:
+        for key, value in server.env.items():
+            monkeypatch.setenv(key, value)
+        assert not Template.exists("anything")  # started, with no templates
+    assert len(list(state.glob("templates.json.unreadable-*"))) == 1  # kept for whoever looks

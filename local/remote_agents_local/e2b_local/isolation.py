@@ -24,6 +24,7 @@ import logging
 import os
 import posixpath
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -154,20 +155,26 @@ class BoundaryConfig:
         return inside if 0 <= inside < ID_COUNT else None
 
 
-# The trees a sandbox may write; everything else is the host's, read-only. A template's layer is
-# these three trees as its build left them.
+# The trees a sandbox writes in directories of its own; everything else is the host's, read-only
+# (or, with its own `rootfs`, the host's under the sandbox's writes). A template's layer is these
+# trees and its rootfs as its build left them.
 WRITABLE = ("home", "root", "tmp")
+ROOTFS = "rootfs"
 
 
 class SandboxFiles:
     """The on-disk directories of one sandbox: its /home (holding user/), /root and /tmp.
 
-    With a template `layer`, each of the three is an overlay: the layer's tree (read-only, shared by
-    every sandbox of the template) under the sandbox's own directory, which takes every write."""
+    With `rootfs` (template builds and their sandboxes), its `/` is an overlay of the host's `/`
+    (read-only, as ever) under `rootfs/`, owned by the sandbox's root: it may add what the host's
+    `/` lacks (`/app`), never change the host's files. With a template `layer`, each tree is an
+    overlay too: the layer's (read-only, shared by every sandbox of the template) under the
+    sandbox's own directory, which takes every write."""
 
-    def __init__(self, root: Path, layer: Path | None = None) -> None:
+    def __init__(self, root: Path, layer: Path | None = None, rootfs: bool = False) -> None:
         self.root = root
         self.layer = layer
+        self.rootfs = (rootfs or layer is not None) and OWN_ROOTFS
 
     def create(self, config: BoundaryConfig) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -176,6 +183,9 @@ class SandboxFiles:
             trees.append(("home/user", 1000, 0o755))
         else:  # home/user comes from the layer; overlayfs needs a work dir per overlay
             trees += [("work", None, 0o700), *((f"work/{name}", None, 0o700) for name in WRITABLE)]
+        if self.rootfs:
+            trees += [(ROOTFS, 0, 0o755), ("work", None, 0o700), (f"work/{ROOTFS}", None, 0o700),
+                      *([("work/layer", None, 0o700)] if self.layer is not None else [])]
         for sub, owner, mode in trees:
             path = self.root / sub
             path.mkdir(exist_ok=True)
@@ -223,18 +233,30 @@ class SandboxInit:
         return stages + ([f"profile={self.config.profile}"] if self.config.profile else [])
 
     def _overlays(self) -> list[str]:
-        """With a template layer, /tmp/NAME is an overlay sandbox-exec mounts (as host root, before
-        the user namespace): the layer's tree read-only under the sandbox's own directory."""
-        if self.files.layer is None:
-            return []
+        """The overlays sandbox-exec mounts on /tmp/NAME (as host root, before the user namespace):
+        a template layer's trees under the sandbox's own directories, and its own `/` over the
+        host's (and the layer's rootfs)."""
         root, layer = self.files.root, self.files.layer
-        overlays = [f"{name}={layer / name}:{root / name}:{root / 'work' / name}" for name in WRITABLE]
-        if any(":" in str(path) or "," in str(path) for path in (root, layer)):
-            raise BoundaryError(f"a state dir path with ':' or ',' cannot hold template sandboxes: {root}")
+        if any(":" in str(path) or "," in str(path) or "+" in str(path) for path in (root, layer) if path):
+            raise BoundaryError(f"a state dir path with ':', ',' or '+' cannot hold template sandboxes: {root}")
+        overlays = []
+        if layer is not None:
+            overlays += [f"{name}={layer / name}:{root / name}:{root / 'work' / name}" for name in WRITABLE]
+        if self.files.rootfs and layer is not None and (layer / ROOTFS).is_dir():
+            # overlayfs refuses a lower layer below another (the layer's rootfs is below the host's
+            # `/`), so the layer's rootfs is first an overlay of its own, read-only, over `/`.
+            overlays.append(f"ro:layer-{ROOTFS}=/:{layer / ROOTFS}:{root / 'work' / 'layer'}")
+            overlays.append(f"{ROOTFS}=@layer-{ROOTFS}:{root / ROOTFS}:{root / 'work' / ROOTFS}")
+        elif self.files.rootfs:
+            overlays.append(f"{ROOTFS}=/:{root / ROOTFS}:{root / 'work' / ROOTFS}")
         return overlays
 
     def _bwrap_args(self) -> list[str]:
-        args = ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+        if self.files.rootfs:  # the overlay holds the host's root filesystem only: its submounts again
+            args = ["--bind", f"/tmp/{ROOTFS}", "/", *(a for m in host_submounts() for a in ("--ro-bind", m, m))]
+        else:
+            args = ["--ro-bind", "/", "/"]
+        args += ["--proc", "/proc", "--dev", "/dev"]
         for path in self.config.hidden:
             args += ["--tmpfs", path] if os.path.isdir(path) else ["--ro-bind", "/dev/null", path]
         # /tmp last: it covers the staged directories.
@@ -266,7 +288,8 @@ class SandboxInit:
         os.close(boot_write)
         argv = [str(self.config.helper), *[a for p in self.cgroup_procs for a in ("--cgroup", p)],
                 *[a for stage in self._stages() for a in ("--stage", stage)],
-                *[a for overlay in self._overlays() for a in ("--overlay", overlay)],
+                *[a for overlay in self._overlays()
+                  for a in (("--ro-overlay", overlay[3:]) if overlay.startswith("ro:") else ("--overlay", overlay))],
                 "--map", f"{self.config.uid_base}:{ID_COUNT}", "--",
                 self.config.bwrap, *self._bwrap_args(),
                 "--perms", "0444", "--ro-bind-data", str(boot_read), "/proc/sys/kernel/random/boot_id", "--info-fd", str(info_write),
@@ -355,6 +378,39 @@ class SandboxInit:
                 _kill(self.pid)
             _kill(self.process.pid)
             self._close_fds()
+
+
+def _root_fstype() -> str:
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            fields = line.split()
+            if fields[4] == "/":
+                return fields[fields.index("-") + 1]
+    return ""
+
+
+# A sandbox's own `/` stacks two overlays on the host's (see SandboxInit._overlays): where `/` is
+# an overlay already (a container's), that passes the kernel's stacking limit, so there sandboxes
+# write /home, /root and /tmp only.
+OWN_ROOTFS = _root_fstype() != "overlay"
+
+
+def host_submounts() -> list[str]:
+    """The host's top-level mounts below `/` (/sys, bind mounts a container runtime made), which an
+    overlay of `/` does not carry; bubblewrap binds them recursively. /proc, /dev, /home, /root and
+    /tmp are the sandbox's own."""
+    own = ("/proc", "/dev", "/home", "/root", "/tmp")
+    points = []
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+            if point != "/" and not any(point == o or point.startswith(o + "/") for o in own):
+                points.append(point)
+    top = []
+    for point in sorted(set(points), key=len):
+        if not any(point.startswith(parent + "/") for parent in top) and os.path.exists(point):
+            top.append(point)
+    return top
 
 
 def _kill(pid: int) -> None:

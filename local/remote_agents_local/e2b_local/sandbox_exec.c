@@ -1,11 +1,13 @@
 /* sandbox-exec: the two steps of e2b-local's sandbox boundary that bubblewrap cannot do.
  *
- *   sandbox-exec [--cgroup PROCS]... [--stage NAME=PATH]... [--overlay NAME=LOWER:UPPER:WORK]...
+ *   sandbox-exec [--cgroup PROCS]... [--stage NAME=PATH]... [--[ro-]overlay NAME=LOWER[+LOWER]...:UPPER:WORK]...
  *                --map BASE:COUNT -- PROGRAM [ARG...]
  *       "init": joins the cgroups; in a private mount namespace bind-mounts each PATH (the
  *       sandbox's directories, in the server's 0700 state dir) on /tmp/NAME of a fresh tmpfs, where
- *       the sandbox's root may reach them, and mounts each overlay (LOWER read-only under UPPER,
- *       a template's layer under the sandbox's own writes) on /tmp/NAME likewise; creates a user namespace in which uids/gids 0..COUNT-1
+ *       the sandbox's root may reach them, and mounts each overlay (the LOWERs read-only, first on
+ *       top, under UPPER: a template's layer under the sandbox's own writes) on /tmp/NAME
+ *       likewise, in order (a LOWER "@NAME" is the overlay mounted on /tmp/NAME before; --ro-overlay
+ *       mounts it read-only, UPPER then being a lower layer shared with other mounts); creates a user namespace in which uids/gids 0..COUNT-1
  *       are host BASE..BASE+COUNT-1, becomes its root and execs PROGRAM (bwrap, which builds the
  *       sandbox's mount/pid/ipc/uts/cgroup namespaces inside it). A forked child writes the maps,
  *       because only a process outside the new namespace may map more than one id.
@@ -80,28 +82,66 @@ static int join_cgroups(char **procs, int count) {
     return 0;
 }
 
-/* NAME=LOWER:UPPER:WORK: the three directories opened now (before /tmp is covered), the overlay
- * mounted later through their /proc/self/fd paths. */
-static int open_overlay(char *spec, int fds[3]) {
-    char *equals = strchr(spec, '='), *parts[3];
+/* One --[ro-]overlay NAME=LOWER[+LOWER]...:UPPER:WORK: its directories opened at once (before /tmp
+ * is covered), mounted later through their /proc/self/fd paths; a LOWER "@NAME" is the overlay
+ * mounted on /tmp/NAME before this one. */
+#define MAX_LOWER 4
+struct overlay {
+    char *name, *lower_names[MAX_LOWER];
+    int read_only, upper, work, lower_count, lowers[MAX_LOWER]; /* lowers[i] < 0: lower_names[i] */
+};
+
+static int open_overlay(char *spec, int read_only, struct overlay *o) {
+    char *equals = strchr(spec, '='), *work, *upper, *next;
     if (!equals || equals == spec || memchr(spec, '/', equals - spec)) return -1;
     *equals = 0;
-    parts[0] = equals + 1;
-    for (int i = 1; i < 3; i++) {
-        parts[i] = strchr(parts[i - 1], ':');
-        if (!parts[i]) return -1;
-        *parts[i]++ = 0;
-    }
-    for (int i = 0; i < 3; i++) {
-        fds[i] = open(parts[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (fds[i] < 0) return fail(parts[i]);
+    o->name = spec;
+    o->read_only = read_only;
+    next = equals + 1;
+    if (!(work = strrchr(next, ':'))) return -1;
+    *work++ = 0;
+    if (!(upper = strrchr(next, ':'))) return -1;
+    *upper++ = 0;
+    if ((o->upper = open(upper, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) return fail(upper), -1;
+    if ((o->work = open(work, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) return fail(work), -1;
+    for (o->lower_count = 0; next; o->lower_count++) {
+        char *plus = strchr(next, '+');
+        if (plus) *plus = 0;
+        if (o->lower_count == MAX_LOWER || !*next) return -1;
+        o->lower_names[o->lower_count] = next + 1;
+        o->lowers[o->lower_count] = *next == '@' ? -1 : open(next, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (*next != '@' && o->lowers[o->lower_count] < 0) return fail(next), -1;
+        next = plus ? plus + 1 : NULL;
     }
     return 0;
 }
 
-static int stage(char **stages, int count, char **overlays, int overlay_count) {
-    char target[PATH_MAX], source[64], options[256];
-    int fds[MAX_LIST], layers[MAX_LIST][3];
+static int mount_overlay(struct overlay *o) {
+    char target[PATH_MAX], options[1024];
+    int used = snprintf(options, sizeof options, "index=off,upperdir=/proc/self/fd/%d,workdir=/proc/self/fd/%d,lowerdir=",
+                        o->upper, o->work);
+    for (int j = 0; j < o->lower_count && used < (int)sizeof options; j++) {
+        if (o->lowers[j] >= 0)
+            used += snprintf(options + used, sizeof options - used, "%s/proc/self/fd/%d", j ? ":" : "", o->lowers[j]);
+        else
+            used += snprintf(options + used, sizeof options - used, "%s/tmp/%s", j ? ":" : "", o->lower_names[j]);
+    }
+    if (used >= (int)sizeof options) return fail("overlay options too long");
+    snprintf(target, sizeof target, "/tmp/%s", o->name);
+    if (mkdir(target, 0755) != 0) return fail(target);
+    if (mount("e2b-layer", target, "overlay", MS_NOSUID | MS_NODEV | (o->read_only ? MS_RDONLY : 0), options) != 0)
+        return fail(target);
+    close(o->upper);
+    close(o->work);
+    for (int j = 0; j < o->lower_count; j++)
+        if (o->lowers[j] >= 0) close(o->lowers[j]);
+    return 0;
+}
+
+static int stage(char **stages, int count, char **overlays, int *read_only, int overlay_count) {
+    char target[PATH_MAX], source[64];
+    int fds[MAX_LIST];
+    struct overlay layers[MAX_LIST];
     struct stat info;
     if (unshare(CLONE_NEWNS) != 0) return fail("creating the staging mount namespace");
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return fail("making mounts private");
@@ -117,20 +157,14 @@ static int stage(char **stages, int count, char **overlays, int overlay_count) {
         if (fds[i] < 0) return fail(equals + 1);
     }
     for (int i = 0; i < overlay_count; i++) {
-        if (open_overlay(overlays[i], layers[i]) != 0) {
+        if (open_overlay(overlays[i], read_only[i], &layers[i]) != 0) {
             fprintf(stderr, "sandbox-exec: bad --overlay %s\n", overlays[i]);
             return 126;
         }
     }
     if (mount("e2b-stage", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0) return fail("staging tmpfs");
-    for (int i = 0; i < overlay_count; i++) {
-        snprintf(target, sizeof target, "/tmp/%s", overlays[i]);
-        snprintf(options, sizeof options, "lowerdir=/proc/self/fd/%d,upperdir=/proc/self/fd/%d,workdir=/proc/self/fd/%d",
-                 layers[i][0], layers[i][1], layers[i][2]);
-        if (mkdir(target, 0755) != 0) return fail(target);
-        if (mount("e2b-layer", target, "overlay", MS_NOSUID | MS_NODEV, options) != 0) return fail(target);
-        for (int j = 0; j < 3; j++) close(layers[i][j]);
-    }
+    for (int i = 0; i < overlay_count; i++)
+        if (mount_overlay(&layers[i]) != 0) return 126;
     for (int i = 0; i < count; i++) {
         snprintf(target, sizeof target, "/tmp/%s", stages[i]);
         snprintf(source, sizeof source, "/proc/self/fd/%d", fds[i]);
@@ -236,7 +270,7 @@ static int enter(int *namespaces, int ns_count, long uid, long gid, const char *
 
 int main(int argc, char **argv) {
     char *cgroups[MAX_LIST], *stages[MAX_LIST], *overlays[MAX_LIST];
-    int namespaces[MAX_LIST], cgroup_count = 0, stage_count = 0, overlay_count = 0, ns_count = 0, report = -1, keep_caps = 0, i;
+    int namespaces[MAX_LIST], read_only[MAX_LIST], cgroup_count = 0, stage_count = 0, overlay_count = 0, ns_count = 0, report = -1, keep_caps = 0, i;
     long base = -1, count = 0, uid = -1, gid = -1, value;
     const char *cwd = NULL;
     /* Not dumpable: while it holds host root in the sandbox's namespaces, no process in the
@@ -249,7 +283,10 @@ int main(int argc, char **argv) {
         i++;
         if (!strcmp(option, "--cgroup") && cgroup_count < MAX_LIST) cgroups[cgroup_count++] = (char *)arg;
         else if (!strcmp(option, "--stage") && stage_count < MAX_LIST) stages[stage_count++] = (char *)arg;
-        else if (!strcmp(option, "--overlay") && overlay_count < MAX_LIST) overlays[overlay_count++] = (char *)arg;
+        else if ((!strcmp(option, "--overlay") || !strcmp(option, "--ro-overlay")) && overlay_count < MAX_LIST) {
+            read_only[overlay_count] = option[2] == 'r';
+            overlays[overlay_count++] = (char *)arg;
+        }
         else if (!strcmp(option, "--ns") && ns_count < MAX_LIST && number(arg, &value)) namespaces[ns_count++] = (int)value;
         else if (!strcmp(option, "--map") && pair(arg, &base, &count) && count > 0) ;
         else if (!strcmp(option, "--user") && pair(arg, &uid, &gid)) ;
@@ -263,7 +300,7 @@ int main(int argc, char **argv) {
     }
     if (join_cgroups(cgroups, cgroup_count) != 0) return 126;
     if (base >= 0) {
-        if ((stage_count || overlay_count) && stage(stages, stage_count, overlays, overlay_count) != 0) return 126;
+        if ((stage_count || overlay_count) && stage(stages, stage_count, overlays, read_only, overlay_count) != 0) return 126;
         return init(base, count, argv + i + 1);
     }
     if (uid < 0 || !cwd) {

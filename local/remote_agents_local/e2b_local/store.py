@@ -67,6 +67,19 @@ def write_private(path: Path, data: bytes) -> None:
         os.close(directory)
 
 
+# What reading a damaged or foreign state file raises.
+UNREADABLE = (OSError, ValueError, TypeError, KeyError, AttributeError)
+
+
+def set_aside(path: Path, error: Exception, what: str) -> None:
+    """A server that cannot start is worse than one that starts empty: the unreadable file is
+    renamed (kept for whoever wants to look) and the server starts with no `what`."""
+    aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+    os.replace(path, aside)
+    log.error("state file %s is unreadable (%s: %s): set aside as %s; starting with no %s",
+              path, type(error).__name__, error, aside, what)
+
+
 class Store:
     """Records by sandbox id plus the idempotency-key index, rewritten atomically on every change."""
 
@@ -83,12 +96,8 @@ class Store:
             sandboxes = {k: SandboxRecord(**{f: v for f, v in record.items() if f in _FIELDS})
                          for k, record in data["sandboxes"].items()}
             idempotency = {str(k): str(v) for k, v in dict(data.get("idempotency", {})).items()}
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
-            # A server that cannot start is worse than one that starts empty; the file is kept.
-            aside = self.path.with_name(f"{self.path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
-            os.replace(self.path, aside)
-            log.error("state file %s is unreadable (%s: %s): set aside as %s; starting with no sandboxes",
-                      self.path, type(error).__name__, error, aside)
+        except UNREADABLE as error:
+            set_aside(self.path, error, "sandboxes")
             return
         self.sandboxes, self.idempotency = sandboxes, idempotency
 

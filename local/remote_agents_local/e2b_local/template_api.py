@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from remote_agents_local.e2b_local.config import ENVD_VERSION
 from remote_agents_local.e2b_local.sandboxes import ApiError, SandboxManager
-from remote_agents_local.e2b_local.template_build import Builder
+from remote_agents_local.e2b_local.template_build import BASE_TEMPLATES, Builder
 from remote_agents_local.e2b_local.templates import (FILES_HASH, WAITING, BuildRecord, TemplateRecord,
                                                      TemplateRegistry, remove, split_name)
 from remote_agents_local.e2b_local.store import iso
@@ -150,10 +150,13 @@ class TemplateApi:
     # -- names, tags, listing ------------------------------------------------------------------
 
     async def alias(self, request: Request) -> Response:
-        template = self.registry.find(request.path_params["alias"])
-        if template is None or request.path_params["alias"] not in template.names:
-            raise ApiError(404, f"template alias '{request.path_params['alias']}' not found")
-        return JSONResponse({"templateID": template.template_id, "public": False})
+        name = request.path_params["alias"]
+        template = self.registry.find(name)
+        if template is not None and name in template.names:
+            return JSONResponse({"templateID": template.template_id, "public": False})
+        if name in BASE_TEMPLATES:  # E2B's public base template: the host system here
+            return JSONResponse({"templateID": name, "public": True})
+        raise ApiError(404, f"template alias '{name}' not found")
 
     async def assign_tags(self, request: Request, body: dict) -> Response:
         target, tags = body.get("target"), body.get("tags")

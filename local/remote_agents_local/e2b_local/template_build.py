@@ -135,7 +135,7 @@ class Builder:
                     layer.mkdir(mode=0o700)
                     if base is not None:
                         await _copy_tree(self.registry.layer(base.build_id), layer)
-                    files = SandboxFiles(layer)
+                    files = SandboxFiles(layer, rootfs=True)
                     files.create(self.manager.boundary)
                     init = SandboxInit(self.manager.boundary, files,
                                        self.manager.cgroups.create(name, build.memory_mb << 20), name)
@@ -158,6 +158,7 @@ class Builder:
                     self.manager.cgroups.kill(name)
                     await init.stop()
                     await asyncio.to_thread(self.manager.cgroups.remove, name)
+                await asyncio.to_thread(shutil.rmtree, layer / "work", True)  # overlayfs's, not the layer's
                 await asyncio.to_thread(remove, self.registry.collect(self.manager.store))
                 log.info("template %s build %s: %s%s", build.template_id, build.build_id, build.status,
                          f" ({build.reason['message']})" if build.reason else "")
@@ -201,8 +202,12 @@ class Builder:
                 for key, value in zip(args[::2], args[1::2]):
                     build.env[key] = expand(value, {"PATH": DEFAULT_PATH, **build.env})
             elif kind == "WORKDIR":
+                # Created by root, as Docker does, but given to the current user (E2B's default
+                # user is not root) when it is new.
                 workdir = os.path.normpath(os.path.join(build.workdir or USERS[build.user][1], args[0]))
-                await self._run_step(build, table, number, f"mkdir -p {shlex.quote(workdir)}", build.user)
+                quoted = shlex.quote(workdir)
+                await self._run_step(build, table, number,
+                                     f"[ -d {quoted} ] || {{ mkdir -p {quoted} && chown {build.user}: {quoted}; }}", "root")
                 build.workdir = workdir
             elif kind == "USER":
                 if not args or args[0] not in USERS:

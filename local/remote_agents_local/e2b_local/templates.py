@@ -11,8 +11,6 @@ or a sandbox starts from it; `collect()` frees the others. Records are `STATE/te
 from __future__ import annotations
 
 import json
-import logging
-import os
 import re
 import secrets
 import shutil
@@ -23,9 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from remote_agents_local.e2b_local.sandboxes import ApiError
-from remote_agents_local.e2b_local.store import Store, iso, write_private
-
-log = logging.getLogger("e2b_local")
+from remote_agents_local.e2b_local.store import UNREADABLE, Store, iso, set_aside, write_private
 
 WAITING, BUILDING, READY, ERROR = "waiting", "building", "ready", "error"
 DEFAULT_TAG = "default"
@@ -137,11 +133,8 @@ class TemplateRegistry:
                          for k, r in data["templates"].items()}
             builds = {k: BuildRecord(**{f: v for f, v in r.items() if f in _BUILD_FIELDS})
                       for k, r in data["builds"].items()}
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
-            aside = self.path.with_name(f"{self.path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
-            os.replace(self.path, aside)
-            log.error("state file %s is unreadable (%s: %s): set aside as %s; starting with no templates",
-                      self.path, type(error).__name__, error, aside)
+        except UNREADABLE as error:
+            set_aside(self.path, error, "templates")
             return
         for build in builds.values():
             try:
