@@ -56,6 +56,9 @@ export const ask: Ask = async function* (session, query): AsyncGenerator<AgentEv
   for await (const event of agent.run(query, history)) {
     if (event.type === "done") {
       const answer = String(event.answer ?? "");
+      // Dexter reports a failed run (the LLM unreachable, a bad key, no tools) as a `done` answer:
+      // "Error: ..." after its retries, or a run of zero iterations. Here it fails the query instead.
+      if (answer.startsWith("Error: ") || event.iterations === 0) throw new Error(answer.replace(/^Error: /, ""));
       await history?.saveAnswer(answer);
       yield { type: "answer", text: answer };
       return;

@@ -40,7 +40,10 @@ export function serveResident(ask: Ask, port = Number(process.env.AGENT_SERVER_P
     let release!: () => void;
     const tail = new Promise<void>((resolve) => (release = resolve));
     sessionTails.set(session, tail);
+    let released = false;
     previous.then(() => body(() => {
+      if (released) return;
+      released = true;
       release();
       if (sessionTails.get(session) === tail) sessionTails.delete(session);
     }));
@@ -61,16 +64,28 @@ export function serveResident(ask: Ask, port = Number(process.env.AGENT_SERVER_P
         return new Response("the body is not JSON\n", { status: 400 });
       }
       const encoder = new TextEncoder();
+      let release = () => {};
       const stream = new ReadableStream({
         start(controller) {
           inSessionOrder(request.session ?? null, async (done) => {
+            release = done;
             try {
               for await (const line of answer(request)) controller.enqueue(encoder.encode(`${JSON.stringify(line)}\n`));
+            } catch {
+              // The client went away: enqueue failed; stop answering.
             } finally {
-              controller.close();
               done();
+              try {
+                controller.close();
+              } catch {
+                // already closed by the client's disconnect
+              }
             }
           });
+        },
+        // The client went away (a cancelled task): the session's next query need not wait for this one.
+        cancel() {
+          release();
         },
       });
       return new Response(stream, { headers: { "Content-Type": "application/x-ndjson" } });

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from remote_agents_local import processes
+from remote_agents_local import processes, research_demo
 from remote_agents.api import crds
 from remote_agents_local.cluster import control_plane
 
@@ -146,6 +146,14 @@ def up(root: Path, progress: Callable[[str], None] = lambda step: None) -> Stack
         ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={bare.parent}", f"--port={git_port}",
          "--listen=127.0.0.1", str(bare.parent)], root / "git-daemon.log")
     git_url = f"git://127.0.0.1:{git_port}/{bare.name}"
+    demo = research_demo.available()
+    if demo:
+        progress("starting the LLM and market-data stand-ins for the research-demo agent")
+        research_demo.repository(root)
+        standin_pids, llm_url, market_url = research_demo.start_standins(root)
+        pids.update(standin_pids)
+        _wait_http(f"{llm_url}/health", root / "llm-standin.log", "the LLM stand-in")
+        _wait_http(f"{market_url}/_requests", root / "market-data.log", "the market-data stand-in")
 
     operator_env = {**os.environ, "KUBECONFIG": kubeconfig, "E2B_API_URL": e2b_url, "E2B_SANDBOX_URL": e2b_url,
                     "E2B_API_KEY": e2b_key}
@@ -160,12 +168,24 @@ def up(root: Path, progress: Callable[[str], None] = lambda step: None) -> Stack
     _kubectl(kubeconfig, "apply", "-f", "-", input=json.dumps(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEMO_NAMESPACE}}))
     _kubectl(kubeconfig, "apply", "-f", "-", input=_sample_agent_manifest(git_url))
+    if demo:
+        _kubectl(kubeconfig, "apply", "-f", "-", input=research_demo.manifest(
+            DEMO_NAMESPACE, git_url.replace(bare.name, f"{research_demo.NAME}.git"), llm_url, market_url))
     try:
         _kubectl(kubeconfig, "wait", "--for=condition=Ready", "--timeout=120s", f"remoteagent/{SAMPLE_AGENT}",
                  "-n", DEMO_NAMESPACE)
     except StackError as error:
         raise StackError(f"the sample agent did not become Ready: {error}\noperator log:\n"
                          f"{processes.log_tail(root / 'operator.log')}") from None
+    if demo:
+        # Its setup installs Bun and its dependencies from npm: longer than the sample's.
+        progress(f"waiting for RemoteAgent {DEMO_NAMESPACE}/{research_demo.NAME} to be Ready")
+        try:
+            _kubectl(kubeconfig, "wait", "--for=condition=Ready", "--timeout=300s",
+                     f"remoteagent/{research_demo.NAME}", "-n", DEMO_NAMESPACE)
+        except StackError as error:
+            raise StackError(f"the research-demo agent did not become Ready: {error}\noperator log:\n"
+                             f"{processes.log_tail(root / 'operator.log')}") from None
     progress("ready")
     return stack
 
@@ -173,7 +193,7 @@ def up(root: Path, progress: Callable[[str], None] = lambda step: None) -> Stack
 def down(root: Path, keep_cluster: bool = False) -> None:
     stack = _load(root)
     if stack:
-        for name in ("operator", "git-daemon", "e2b-local"):
+        for name in ("operator", "git-daemon", "llm-standin", "market-data", "e2b-local"):
             pid = stack.pids.get(name)
             if pid:
                 # e2b-local leads a process group holding its sandboxes' processes: stop them all.
@@ -192,6 +212,10 @@ def summary(stack: Stack, root: Path) -> str:
         f"  operator           pid {stack.pids['operator']}  (log {root / 'operator.log'})",
         f"  sample agent repo  {stack.git_url}",
         f"  sample agent       RemoteAgent {DEMO_NAMESPACE}/{SAMPLE_AGENT}",
+        *([f"  research-demo      RemoteAgent {DEMO_NAMESPACE}/{research_demo.NAME} (Bun, LangChain; answers "
+           f"through the LLM stand-in, pid {stack.pids['llm-standin']})",
+           f"  ask it             remote-agents query --agent {research_demo.NAME} -n {DEMO_NAMESPACE} "
+           "\"What is the price of ACME?\""] if "llm-standin" in stack.pids else []),
         "",
         "Look at it:",
         f"  export {kube}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -31,8 +32,10 @@ def test_up_runs_everything_and_down_stops_it(tmp_path):
     steps = progress_steps(result.stderr)
     assert [step for _, step in steps] == [
         "stopping what an earlier run left", "starting the control plane (etcd, kube-apiserver, kube-controller-manager)", "installing the CRDs",
-        "starting e2b-local", "starting the git daemon with the sample agent's repository", "starting the operator",
-        "creating RemoteAgent remote-agents-demo/sample-agent and waiting for it to be Ready", "ready"]
+        "starting e2b-local", "starting the git daemon with the sample agent's repository",
+        "starting the LLM and market-data stand-ins for the research-demo agent", "starting the operator",
+        "creating RemoteAgent remote-agents-demo/sample-agent and waiting for it to be Ready",
+        "waiting for RemoteAgent remote-agents-demo/research-demo to be Ready", "ready"]
     assert [elapsed for elapsed, _ in steps] == sorted(elapsed for elapsed, _ in steps)
     kubeconfig = last.split("=", 1)[1]
     try:
@@ -40,6 +43,11 @@ def test_up_runs_everything_and_down_stops_it(tmp_path):
             ["kubectl", "--kubeconfig", kubeconfig, "get", "ra", "sample-agent", "-n", "remote-agents-demo",
              "-o", "json"], capture_output=True, text=True, check=True).stdout)
         assert agent["status"]["phase"] == "Ready"
+        # The agent of Dexter's shape answers through the LLM stand-in, after its one tool call.
+        asked = subprocess.run([sys.executable, "-m", "remote_agents.cli", "query", "--agent", "research-demo",
+                                "-n", "remote-agents-demo", "What is the price of ACME?"], capture_output=True,
+                               text=True, timeout=300, env={**os.environ, "KUBECONFIG": kubeconfig})
+        assert (asked.returncode, asked.stdout) == (0, "ACME closed at 123.45 USD on 2026-11-30.\n"), asked.stderr
         again = cli("up", "--state-dir", str(state))
         assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] == last
         assert [step for _, step in progress_steps(again.stderr)] == ["already running"]
