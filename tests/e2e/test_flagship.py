@@ -7,19 +7,15 @@ pool of 3 answers 9 tasks, and a template change rolls the pool with no task los
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from remote_agents_local import processes
 from tests.support.kubectl import eventually
+from tests.support.standins import llm_standin, market_data
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = ROOT / "agents"
-SCRIPT = ROOT / "local" / "remote_agents_local" / "samples" / "research_demo_script.yaml"
 BUN_VERSION = "1.4.5"
 AGENT_DIR = "/home/user/agent"  # where the operator checks the agent's code out (controller/agents/decide.py)
 ACME = "ACME closed at 123.45 USD on 2026-11-30."
@@ -27,42 +23,13 @@ ANSWERS = {"ACME": ACME, "GLOBEX": "GLOBEX closed at 87.2 USD on 2026-11-30.",
            "INITECH": "INITECH closed at 12.5 USD on 2026-11-30."}
 
 
-# Straight to loopback, whatever proxy the environment names.
-_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _up(url: str) -> bool:
-    try:
-        return _LOCAL.open(url, timeout=2).status == 200
-    except OSError:
-        return False
-
-
-def _serve(module: str, args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
-    port = processes.free_port()
-    process = subprocess.Popen([sys.executable, "-m", module, "--port", str(port), *args],
-                               stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    path = "/health" if "llm" in module else "/_requests"
-    eventually(lambda: _up(url + path), 30, what=f"{module} up")
-    return process, url
-
-
 @pytest.fixture(scope="module")
 def standins(tmp_path_factory):
     """The LLM stand-in (scripted, OpenAI-compatible) and the market-data stand-in, on loopback
     (sandboxes share the host's network)."""
     logs = tmp_path_factory.mktemp("standins")
-    llm, llm_url = _serve("remote_agents_local.llm_standin", ["--script", str(SCRIPT)], logs / "llm.log")
-    data, data_url = _serve("remote_agents_local.market_data", [], logs / "data.log")
-    yield {"llm": llm_url, "data": data_url}
-    for process in (llm, data):
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _get(url: str):
-    return json.loads(_LOCAL.open(url, timeout=5).read())
+    with llm_standin(logs) as llm, market_data(logs) as data:
+        yield {"llm": llm.url, "data": data.url, "llm_server": llm, "data_server": data}
 
 
 def demo_files() -> dict[str, str]:
@@ -142,13 +109,13 @@ def test_the_flagship_from_one_template(kubectl, namespace, operator, e2b_client
     assert sandbox.files.exists(f"{AGENT_DIR}/research-demo/node_modules/@langchain/openai/package.json")
 
     # A task: the answer from the LLM stand-in after one get_price call against the data stand-in.
-    _LOCAL.open(urllib.request.Request(f"{standins['llm']}/_standin/requests", method="DELETE"), timeout=5)
+    standins["llm_server"].forget()
     kubectl.apply(task(namespace, "acme", "What is the price of ACME?", agentRef={"name": "analyst"}))
     status = finished(kubectl, namespace, "acme")
     assert (status["phase"], status["output"].strip()) == ("Succeeded", ACME), status
-    asked = _get(f"{standins['llm']}/_standin/requests")
+    asked = standins["llm_server"].requests()
     assert [r["reply"].get("toolCall") for r in asked] == ["get_price", None] and asked[0]["api"] == "responses"
-    assert "/prices/ACME" in _get(f"{standins['data']}/_requests")
+    assert "/prices/ACME" in standins["data_server"].get("/_requests")
 
     # Pause and resume: the same sandbox, answering again.
     kubectl.run("patch", "remoteagent/analyst", "-n", namespace, "--type=merge", "-p", '{"spec":{"paused":true}}')
