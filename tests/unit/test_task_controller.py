@@ -266,3 +266,37 @@ async def test_finished_tasks_are_deleted_after_their_ttl(world, clock, phase_, 
 
     assert (world.kube.object(TASKS, NAMESPACE, "t") is None) == collected
 
+
+
+async def test_a_session_sticks_to_its_agent_and_waits_for_it_when_busy(world, clock):
+    world.e2b.programs["answer"] = Program(held=True)
+    for name in ("m0", "m1", "m2"):
+        await world.ready_agent(name, labels={POOL_LABEL: "p"})
+    await world.create_task("elsewhere", agent="m0")  # m0 busy: the session's first task goes to m1
+    clock.advance(1)
+    await world.create_task("s-1", pool="p", session="chat")
+    world.start_task_loop()
+    await world.eventually(lambda: phase(world, "s-1") == "Running", "the session's first task")
+    assert world.status("s-1", TASKS)["agent"] == "m1" and world.status("s-1", TASKS)["session"] == "chat"
+    for process in running(world):
+        process.end()
+    await ended(world, "elsewhere", "s-1")
+
+    await world.create_task("busy-m1", agent="m1", query="keep m1 busy")  # its holder busy, the others free
+    await world.eventually(lambda: phase(world, "busy-m1") == "Running", "m1 busy")
+    clock.advance(1)
+    await world.create_task("s-2", pool="p", session="chat")
+    clock.advance(1)
+    await world.create_task("other", pool="p")  # not held back by the session's waiting task
+    await world.eventually(lambda: phase(world, "other") == "Running", "another task runs meanwhile")
+    assert phase(world, "s-2") in (None, "Pending")  # queued for m1, not sent to a free agent
+    next(p for p in running(world) if p.query == "keep m1 busy").end()
+    await world.eventually(lambda: phase(world, "s-2") == "Running", "the session's next task")
+    assert world.status("s-2", TASKS)["agent"] == "m1"
+
+    await world.delete_agent("m1")
+    clock.advance(1)
+    await world.create_task("s-3", pool="p", session="chat")
+    await ended(world, "s-3")
+    failed = next(c for c in world.status("s-3", TASKS)["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "SessionAgentGone" and "m1" in failed["message"]

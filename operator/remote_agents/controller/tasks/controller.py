@@ -123,12 +123,19 @@ class TaskController:
             self._next_housekeeping = now + HOUSEKEEPING_SECONDS
             self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep(now))
 
+    def _awaited(self) -> set[tuple[str, str]]:
+        """(namespace, agent) of the agents some waiting task can run on only."""
+        named = {(namespace, name) for namespace, kind, name in self.book.index.targets() if kind == "agent"}
+        return named | {key for key, holding in self.sessions.holdings().items() if holding.active}
+
     async def _housekeep(self, now: float) -> None:
         try:
             await self.housekeeping.tidy(now)
             load = self.running_counts()
             await self.activity.mirror(load)
-            await self.activity.pause_idle(now, load)
+            # An agent a waiting task is bound to (by agentRef or its session) is not idle: pausing it
+            # while its wake-up is under way would make that task wait for the next one.
+            await self.activity.pause_idle(now, load + Counter(self._awaited()))
             await self.sessions.mirror()
             await self.activity.refresh_usage(now)
         except Exception:  # the next round tries again; logged with its trace
