@@ -84,8 +84,10 @@ def test_conditions_are_a_map_keyed_by_type():
 
 
 def test_times_are_date_time():
-    times = {"RemoteAgent": {"status.lastActivityTime", "status.conditions[].lastTransitionTime"},
-             "AgentPool": {"status.conditions[].lastTransitionTime"},
+    times = {"RemoteAgent": {"status.lastActivityTime", "status.idlePausedSince",
+                             "status.conditions[].lastTransitionTime"},
+             "AgentPool": {"status.conditions[].lastTransitionTime", "status.budget.windowStart",
+                           "status.budget.observedTime"},
              "AgentTask": {"status.startTime", "status.completionTime", "status.conditions[].lastTransitionTime"}}
     for crd in crds.definitions():
         kind = crd["spec"]["names"]["kind"]

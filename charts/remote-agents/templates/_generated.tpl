@@ -22,6 +22,12 @@
   verbs:
   - patch
 - apiGroups:
+  - remoteagents.io
+  resources:
+  - agentpools/scale
+  verbs:
+  - patch
+- apiGroups:
   - ''
   resources:
   - secrets
@@ -111,6 +117,12 @@
   - remoteagents/status
   - agentpools/status
   - agenttasks/status
+  verbs:
+  - patch
+- apiGroups:
+  - remoteagents.io
+  resources:
+  - agentpools/scale
   verbs:
   - patch
 - apiGroups:

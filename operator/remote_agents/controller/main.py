@@ -70,7 +70,8 @@ class Operator:
         self.tasks = TaskController(kube, self.gateway, inputs, self.fleet, activity, events,
                                     settings.github_api_hosts, listed=self.task_watch.synced)
         self.pools = PoolReconciler(kube, events, running_counts=self.tasks.running_counts,
-                                    tasks_listed=self.task_watch.synced)
+                                    tasks_listed=self.task_watch.synced, queued=self.tasks.queued,
+                                    with_sessions=self.tasks.agents_with_sessions, members=activity)
         self._background: list[asyncio.Task] = []
         self._servers: list[Any] = []
         self.leading = False  # nothing is reconciled, dispatched, swept or paused before start()
@@ -107,7 +108,8 @@ class Operator:
         self.agent_watch.start(loop)
         self.task_watch.start(loop)
         self._background = [loop.create_task(self.fleet.run(), name="fleet-checks"),
-                            loop.create_task(self.tasks.run(), name="task-loop")]
+                            loop.create_task(self.tasks.run(), name="task-loop"),
+                            loop.create_task(self.pools.autoscale(), name="pool-autoscaler")]
 
     async def stop(self) -> None:
         self.stop_requested.set()

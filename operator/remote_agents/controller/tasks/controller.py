@@ -74,6 +74,16 @@ class TaskController:
     def running_counts(self) -> Counter:
         return self.scheduler.running_counts()
 
+    def queued(self, namespace: str, pool: str) -> int:
+        """Tasks waiting for an agent of the pool (its autoscaler's demand)."""
+        return sum(1 for _ in self.book.index.waiting((namespace, "pool", pool)))
+
+    def agents_with_sessions(self, namespace: str) -> set[str]:
+        """Agents holding an open session: a task with spec.session on them that has not finished."""
+        return {task["status"]["agent"] for task in self.book.tasks.values()
+                if task["metadata"]["namespace"] == namespace and (task.get("spec") or {}).get("session")
+                and task["status"].get("agent") and task["status"].get("phase") not in ("Succeeded", "Failed")}
+
     # ---- the loop -----------------------------------------------------------------------------
     async def run(self) -> None:
         # Rounds judge by both views: a running task whose agent is not seen yet is not AgentGone,
