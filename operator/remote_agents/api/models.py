@@ -168,25 +168,29 @@ class UpdateStrategy(ApiModel):
     max_unavailable: int | str = Field(1, description="Agents that may be not Ready during a rollout (int or %).")
 
 
+def _stabilization_window(default: int) -> Any:
+    return Field(default, ge=0, le=3600, description="Act on the most conservative recommendation of this window "
+                                                     "(growing: the lowest; shrinking: the highest), so a short "
+                                                     "spike or dip is not followed.")
+
+
 class ScalingRules(ApiModel):
-    """How fast the autoscaler moves one way, like the HPA's behavior.scaleUp / scaleDown."""
-    stabilization_window_seconds: int = Field(
-        0, ge=0, le=3600, description="Act on the most conservative recommendation of this window (growing: the "
-                                      "lowest; shrinking: the highest), so a short dip or spike is not followed.")
+    """How fast the autoscaler grows the pool, like the HPA's behavior.scaleUp."""
+    stabilization_window_seconds: int = _stabilization_window(0)
     max_step: int = Field(10, ge=1, le=1000, description="Most replicas added (or removed) in one decision.")
 
 
-def _scale_down_rules() -> ScalingRules:
-    return ScalingRules(stabilization_window_seconds=300)
+class ScaleDownRules(ScalingRules):
+    """How fast the autoscaler shrinks the pool, like the HPA's behavior.scaleDown."""
+    stabilization_window_seconds: int = _stabilization_window(300)
 
 
 class ScalingBehavior(ApiModel):
     """How fast the pool grows and shrinks."""
     scale_up: ScalingRules = Field(default_factory=ScalingRules, json_schema_extra={"default": {}},
                                    description="Growing: at once by default.")
-    scale_down: ScalingRules = Field(default_factory=_scale_down_rules,
-                                     json_schema_extra={"default": {"stabilizationWindowSeconds": 300}},
-                                     description="Shrinking: after 300 s of lower demand by default.")
+    scale_down: ScaleDownRules = Field(default_factory=ScaleDownRules, json_schema_extra={"default": {}},
+                                       description="Shrinking: after 300 s of lower demand by default.")
 
 
 class PoolBudget(ApiModel):

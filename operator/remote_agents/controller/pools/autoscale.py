@@ -101,7 +101,7 @@ def plan_members(autoscaling: PoolAutoscaling, replicas: int, children: list[Chi
         plan.pause = [c.name for c in running if c.active_tasks == 0 and not is_waking(c)]
     elif missing > 0:
         # The warmest first: the most recently used memory is the likeliest to matter again.
-        wake = sorted(paused, key=lambda c: (c.last_activity or 0, c.name), reverse=True)[:missing]
+        wake = sorted(paused, key=lambda c: (-(c.last_activity or 0), c.name))[:missing]
         plan.wake = [c.name for c in wake]
         missing -= len(wake)
         room = autoscaling.max_replicas - len(children)
