@@ -135,7 +135,7 @@ def test_never_deleted_with_a_session_or_a_task_or_when_woken():
                member("p-2", "idle-paused", **old)]
     assert plan(0, members, sessions={"p-0"}).delete == ["p-2"]
     woken = plan(1, members, sessions={"p-0"})
-    assert (woken.wake, woken.delete) == (["p-2"], [])  # the one it wakes stays
+    assert (woken.wake, woken.delete) == (["p-0"], ["p-2"])  # the one it wakes stays, past its retention too
 
 
 def test_a_user_paused_member_is_neither_woken_nor_deleted():
