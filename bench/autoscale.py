@@ -2,13 +2,13 @@
 
     python bench/autoscale.py [--tasks 200] [--max 20] [--task-seconds 1]
 
-The pool (minReplicas 0, maxReplicas --max) is made with all its agents running, then lowered to
-minReplicas 0 so that every agent is idle-paused. Then --tasks tasks are created at once.
-Figures: time to drain (first task created -> last one finished) against the ideal, wake latency +
-tasks x task-seconds / max, where the wake latency is the time to the first task Running; E2B
-creates during the burst (goal: none, paused agents are there); and the idle cost after the
-burst: running agent-seconds from the last task's end until every agent is paused again, and the
-running sandboxes then.
+The pool (maxReplicas --max) is made with all its agents running, then lowered to minReplicas 0
+so that every agent is idle-paused; then --tasks tasks are created at once. Figures: time to drain
+(first task created -> last one finished) against the ideal, wake latency + tasks x task-seconds /
+max, where the wake latency is the time to the first task Running (all_agents_busy_s: until
+every agent has run one); E2B creates during the burst (goal: none, paused agents are there); and the
+idle cost after the burst: running agent-seconds from the last task's end until every agent is
+paused again, and the running sandboxes then.
 """
 
 from __future__ import annotations
@@ -54,14 +54,19 @@ def main() -> None:
                           f"{args.max} paused agents")
         harness.log(f"{args.max} agents paused; submitting {args.tasks} tasks of {args.task_seconds}s")
         creates_before = stack.e2b_creates()
-        with harness.Watch(stack.kubectl, "agenttasks", "-n", stack.namespace, "--watch", "--no-headers",
-                           "-o", "custom-columns=N:.metadata.name,P:.status.phase") as watch:
+        with harness.Watch(stack.kubectl, "agenttasks", "-n", stack.namespace, "--watch", "--no-headers", "-o",
+                           "custom-columns=N:.metadata.name,P:.status.phase,A:.status.agent") as watch:
             submitted = time.monotonic()
             with ThreadPoolExecutor(SUBMITTERS) as submitters:
                 list(submitters.map(stack.create, tasks_manifests(args.tasks, stack.namespace, POOL, SUBMITTERS)))
             stack.wait(lambda: len(first_times(watch)[2]) == args.tasks, 300 + args.tasks * args.task_seconds,
                        f"{args.tasks} finished tasks", interval=0.5)
             seen, dispatched, finished, phases = first_times(watch)
+            busy = {}  # agent -> when it was first seen running a task
+            for at, line in list(watch.lines):
+                _, phase, agent = (line.split() + ["<none>"] * 2)[:3]
+                if phase == "Running" and agent != "<none>":
+                    busy.setdefault(agent, at)
         creates = stack.e2b_creates() - creates_before
         # The idle cost: agents still running after the last task ended, integrated until all pause.
         drained_at = last = max(finished.values())
@@ -81,7 +86,8 @@ def main() -> None:
     ideal = wake_latency + args.tasks * args.task_seconds / args.max
     figures = {"tasks": args.tasks, "max_replicas": args.max, "task_seconds": args.task_seconds,
                "succeeded": sum(p == "Succeeded" for p in phases.values()),
-               "wake_latency_s": wake_latency, "drain_s": drain, "ideal_s": ideal, "drain_over_ideal": drain / ideal,
+               "wake_latency_s": wake_latency,
+               "agents_used": len(busy), "all_agents_busy_s": max(busy.values()) - start if busy else None, "drain_s": drain, "ideal_s": ideal, "drain_over_ideal": drain / ideal,
                "e2b_creates_during_burst": creates, "idle_agent_seconds_after_burst": idle_agent_seconds,
                "all_paused_after_drain_s": all_paused_s, "running_sandboxes_at_rest": running_after}
     harness.report("autoscale", figures, [
