@@ -245,6 +245,7 @@ class PoolReconciler:
                                              history, now, exhausted)
         self._history[key] = autoscale.prune([*history, (now, decision.wanted)], now, autoscaling)
         if decision.replicas != spec.replicas:
+            log.info("pool %s/%s: %s", *key, decision.message)
             await self.kube.scale(POOLS, *key, decision.replicas)
             self.emit(pool, "Normal", decision.reason, decision.message)
         if exhausted and condition(pool, "BudgetExhausted").get("status") != "True":
@@ -258,8 +259,8 @@ class PoolReconciler:
                                          (plan.pause, self.members.pause, "AgentsPaused", "paused idle")):
             if not names:
                 continue
-            for name in names:
-                await act(namespace, name)
+            # All at once: one after the other, a burst waits on 2 API calls per agent before it runs.
+            await asyncio.gather(*(act(namespace, name) for name in names))
             why = "the daily budget is used up" if scaled.exhausted and reason == "AgentsPaused" \
                 else scaled.decision.message
             self.emit(pool, "Normal", reason, f"{verb} {len(names)} agents ({', '.join(names)}): {why}")
