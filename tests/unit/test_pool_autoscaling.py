@@ -5,8 +5,11 @@ conditions and metrics."""
 
 from __future__ import annotations
 
+import asyncio
+
 from remote_agents.api.names import AGENTS, POOLS, TASKS
 from remote_agents.controller import metrics
+from remote_agents.controller.pools import reconcile as pool_reconcile
 from tests.support.fake_e2b import Program
 from tests.support.world import NAMESPACE, World
 from tests.unit.test_pool_reconciler import POOL, live, members, reconcile_pool, set_pool, settle_members
@@ -165,3 +168,15 @@ async def test_the_budget_stops_the_pool_and_counts_once_across_restarts(world, 
     assert world.status(POOL, POOLS)["budget"]["runningAgents"] == 0
     assert world.events.reasons(POOL).count("BudgetExhausted") == 1
     assert paused(world) == ["p-0", "p-1"]  # the queued task wakes nothing
+
+
+async def test_the_autoscale_loop_follows_the_queue(world, monkeypatch):
+    monkeypatch.setattr(pool_reconcile, "AUTOSCALE_SECONDS", 0.01)
+    await world.create_pool(POOL, 0, autoscaling=SCALING)
+    await reconcile_pool(world)  # as Kopf's handler does first: from now on the loop looks after it
+    asyncio.get_running_loop().create_task(world.operator.pools.autoscale())
+
+    await world.create_task("first", pool=POOL)
+
+    await world.eventually(lambda: live(world) == ["p-0"], "the pool grown by the queue alone")
+    assert pool(world)["spec"]["replicas"] == 1
