@@ -177,7 +177,8 @@ def _stabilization_window(default: int) -> Any:
 class ScalingRules(ApiModel):
     """How fast the autoscaler grows the pool, like the HPA's behavior.scaleUp."""
     stabilization_window_seconds: int = _stabilization_window(0)
-    max_step: int = Field(10, ge=1, le=1000, description="Most replicas added (or removed) in one decision.")
+    # Waking a paused agent is cheap (E2B's rate limit paces creates anyway): a burst gets its agents at once.
+    max_step: int = Field(100, ge=1, le=1000, description="Most replicas added (or removed) in one decision.")
 
 
 class ScaleDownRules(ScalingRules):
