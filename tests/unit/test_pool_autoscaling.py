@@ -180,3 +180,13 @@ async def test_the_autoscale_loop_follows_the_queue(world, monkeypatch):
 
     await world.eventually(lambda: live(world) == ["p-0"], "the pool grown by the queue alone")
     assert pool(world)["spec"]["replicas"] == 1
+
+
+async def test_a_paused_autoscaled_pool_keeps_its_members(world):
+    await three_paused_agents(world)
+    await world.create_task("waits", pool=POOL)
+    await set_pool(world, paused=True)
+    await round_trip(world)
+    assert live(world) == ["p-0", "p-1", "p-2"] and world.e2b.count("create") == 3
+    assert all(m["spec"]["paused"] for m in members(world))
+    assert pool(world)["spec"]["replicas"] == 0  # not autoscaled while paused

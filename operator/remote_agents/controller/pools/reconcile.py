@@ -193,7 +193,9 @@ class PoolReconciler:
         running = self.running_counts()
         children = [child_view(a, running.get((namespace, a["metadata"]["name"]), 0)) for a in owned]
         scaled, members = None, None
-        if spec.autoscaling is not None and self.members is not None and not decide.desired_paused(spec):
+        if spec.autoscaling is not None and self.members is not None and decide.desired_paused(spec):
+            members = decide.MemberPlan()  # paused: neither grows nor shrinks, every member just pauses
+        elif spec.autoscaling is not None and self.members is not None:
             self._looked.setdefault((namespace, name), (-1, 0.0))  # the autoscale loop looks after it from now on
             scaled = await self._autoscale(pool, spec, children)
             spec = spec.model_copy(update={"replicas": scaled.decision.replicas})
@@ -235,8 +237,10 @@ class PoolReconciler:
         if autoscaling.budget is not None:
             previous = _budget_count((pool.get("status") or {}).get("budget"))
             count = autoscale.accrue(previous, sum(_costs(c) for c in live), int(now))
-            budget = _budget_status(count if autoscale.worth_writing(previous, count) else previous)
-            exhausted = count.used >= autoscaling.budget.agent_seconds_per_day
+            limit = autoscaling.budget.agent_seconds_per_day
+            exhausted = count.used >= limit
+            crossed = previous is not None and (previous.used >= limit) != exhausted  # shown as it happens
+            budget = _budget_status(count if crossed or autoscale.worth_writing(previous, count) else previous)
         queued = self.queued(*key)
         # A pool seen for the first time (or by a restarted operator) starts from its replicas, so
         # that it shrinks only after a whole window of lower demand.
