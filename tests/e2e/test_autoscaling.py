@@ -119,3 +119,19 @@ def test_scale_from_zero(kubectl, namespace, operator, e2b, agent_repo):
                what="the task done")
     assert [kind for kind, _ in e2b_requests(e2b, offset)].count("create") == 0
     assert [m["metadata"]["name"] for m in members(kubectl, namespace, "cold")] == ["cold-0"]
+
+
+def test_the_api_server_checks_and_defaults_autoscaling(kubectl, crds, namespace):
+    manifest = json.loads(autoscaled_pool("bad", namespace, "owner/name", 0, minReplicas=5, maxReplicas=2))
+    refused = kubectl.run("create", "-f", "-", input=json.dumps(manifest), check=False)
+    assert refused.returncode != 0
+    assert "autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas" in refused.stderr
+
+    manifest["metadata"]["name"], manifest["spec"]["autoscaling"] = "defaults", {"maxReplicas": 3}
+    manifest["spec"]["replicas"] = 0
+    manifest["spec"]["paused"] = True  # nothing to run: only the stored defaults matter here
+    kubectl.run("create", "-f", "-", input=json.dumps(manifest))
+    stored = kubectl.get("agentpool", "defaults", namespace)["spec"]["autoscaling"]
+    assert stored == {"minReplicas": 0, "maxReplicas": 3, "targetTasksPerAgent": 1, "pausedRetentionSeconds": 3600,
+                      "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0, "maxStep": 100},
+                                   "scaleDown": {"stabilizationWindowSeconds": 300, "maxStep": 100}}}
