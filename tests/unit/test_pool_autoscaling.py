@@ -6,6 +6,7 @@ conditions and metrics."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 from remote_agents.api.names import AGENTS, POOLS, TASKS
 from remote_agents.controller import metrics
@@ -190,3 +191,15 @@ async def test_a_paused_autoscaled_pool_keeps_its_members(world):
     assert live(world) == ["p-0", "p-1", "p-2"] and world.e2b.count("create") == 3
     assert all(m["spec"]["paused"] for m in members(world))
     assert pool(world)["spec"]["replicas"] == 0  # not autoscaled while paused
+
+
+async def test_an_agent_handed_a_task_during_the_round_is_not_paused(world):
+    await world.create_pool(POOL, 2, autoscaling={**SCALING, "minReplicas": 2})
+    await round_trip(world)
+    await set_pool(world, autoscaling={"minReplicas": 0})
+    looks = iter([Counter(), Counter({(NAMESPACE, "p-0"): 1})])  # idle when read, busy just before the pause
+    world.operator.pools.running_counts = lambda: next(looks, Counter({(NAMESPACE, "p-0"): 1}))
+
+    await reconcile_pool(world)
+
+    assert paused(world) == ["p-1"]

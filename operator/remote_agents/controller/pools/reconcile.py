@@ -259,8 +259,10 @@ class PoolReconciler:
 
     async def _wake_and_pause(self, pool: Mapping[str, Any], plan: decide.PoolPlan, scaled: Autoscaled | None) -> None:
         namespace = pool["metadata"]["namespace"]
+        running = self.running_counts()  # again: a task may have been handed to one while this round read the API
+        idle = [name for name in plan.pause if not running.get((namespace, name))]
         for names, act, reason, verb in ((plan.wake, self.members.resume, "AgentsWoken", "woke paused"),
-                                         (plan.pause, self.members.pause, "AgentsPaused", "paused idle")):
+                                         (idle, self.members.pause, "AgentsPaused", "paused idle")):
             if not names:
                 continue
             # All at once: one after the other, a burst waits on 2 API calls per agent before it runs.
