@@ -92,7 +92,8 @@ def is_waking(child: Child) -> bool:
 def plan_members(autoscaling: PoolAutoscaling, replicas: int, children: list[Child], now: float,
                  with_session: set[str], budget_exhausted: bool) -> MemberPlan:
     """Bring the running members to `replicas`, memory first. `children`: the live members (not
-    deleting, current template); `with_session`: members with an open session."""
+    deleting; a rollout replaces outdated ones on its own); `with_session`: members with an open
+    session. A member paused by spec (the user's) is neither woken nor deleted here."""
     plan = MemberPlan()
     running = [c for c in children if not is_paused(c)]
     paused = [c for c in children if is_paused(c) and not c.paused]  # the pool's own pauses (not spec.paused)

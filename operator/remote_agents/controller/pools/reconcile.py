@@ -282,12 +282,12 @@ class PoolReconciler:
                          queued=scaled.queued if scaled else None)
         acting = bool(plan.create or plan.delete or plan.patch or plan.wake or plan.pause or plan.waiting_for_wakes)
         if scaled is None:
-            members, members_ready = counts["replicas"], counts["readyReplicas"]
+            running, running_ready = counts["replicas"], counts["readyReplicas"]
         else:  # replicas are the running agents; paused ones stay members
             live = [c for c in children if not c.deleting]
-            members = sum(not autoscale.is_paused(c) for c in live)
-            members_ready = sum(c.ready and not autoscale.is_paused(c) and not autoscale.is_waking(c) for c in live)
-        settled = (members == members_ready == spec.replicas and counts["updatedReplicas"] == counts["replicas"]
+            running = sum(not autoscale.is_paused(c) for c in live)
+            running_ready = sum(c.ready and not autoscale.is_paused(c) and not autoscale.is_waking(c) for c in live)
+        settled = (running == running_ready == spec.replicas and counts["updatedReplicas"] == counts["replicas"]
                    and not acting)
         rolling = counts["updatedReplicas"] < counts["replicas"]
         paused_note = f", {counts['pausedReplicas']} paused" if scaled else ""
@@ -300,7 +300,7 @@ class PoolReconciler:
             extra = f", keeping {plan.waiting_for_busy} busy agents until their tasks end" if plan.waiting_for_busy else ""
             if plan.waiting_for_wakes:
                 extra += f", {plan.waiting_for_wakes} to create once the woken agents run"
-            outcome = Outcome(False, why, f"{members_ready}/{spec.replicas} ready, "
+            outcome = Outcome(False, why, f"{running_ready}/{spec.replicas} ready, "
                                           f"{counts['updatedReplicas']} updated{paused_note}{extra}", reconciling=True)
         progressing_reason = "RolloutComplete" if settled else ("RollingUpdate" if rolling else "Scaling")
         extra_conditions: tuple[tuple, ...] = (("Progressing", not stalled, progressing_reason),)
