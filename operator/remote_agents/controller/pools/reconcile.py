@@ -151,7 +151,8 @@ class PoolReconciler:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.coalescer = Coalescer(lambda key: self.reconcile(*key))
         self._history: dict[tuple[str, str], list[autoscale.Recommendation]] = {}  # autoscaled pools' recommendations
-        self._looked: dict[tuple[str, str], tuple[int, float]] = {}  # autoscaled pool -> (queued, when) at its last poke
+        # Autoscaled pools -> (queued, when) at their last poke by the autoscale loop.
+        self._looked: dict[tuple[str, str], tuple[int, float]] = {}
 
     def poke(self, namespace: str, name: str) -> None:
         self.coalescer.poke((namespace, name))
@@ -226,7 +227,8 @@ class PoolReconciler:
             raise
         await self._write_status(pool, spec, children, plan, scaled)
 
-    async def _autoscale(self, pool: Mapping[str, Any], spec: AgentPoolSpec, children: list[decide.Child]) -> Autoscaled:
+    async def _autoscale(self, pool: Mapping[str, Any], spec: AgentPoolSpec,
+                         children: list[decide.Child]) -> Autoscaled:
         """Decide the replicas from the queue (and the budget) and write them through /scale."""
         meta = pool["metadata"]
         key = (meta["namespace"], meta["name"])
@@ -253,8 +255,8 @@ class PoolReconciler:
             await self.kube.scale(POOLS, *key, decision.replicas)
             self.emit(pool, "Normal", decision.reason, decision.message)
         if exhausted and condition(pool, "BudgetExhausted").get("status") != "True":
-            self.emit(pool, "Warning", "BudgetExhausted", f"used {budget['usedAgentSeconds']} of "
-                      f"{autoscaling.budget.agent_seconds_per_day} agent-seconds today: not growing, pausing idle agents")
+            self.emit(pool, "Warning", "BudgetExhausted", f"used {budget['usedAgentSeconds']} of {limit} "
+                      "agent-seconds today: not growing, pausing idle agents")
         return Autoscaled(decision, queued, budget, exhausted)
 
     async def _wake_and_pause(self, pool: Mapping[str, Any], plan: decide.PoolPlan, scaled: Autoscaled | None) -> None:
