@@ -74,6 +74,7 @@ async def test_paused_agents_are_woken_before_any_create(world):
     assert paused(world) == []  # all three woken at once
     assert world.e2b.count("create") == 3 and live(world) == ["p-0", "p-1", "p-2"]  # no create yet
     assert "3 to create once the woken agents run" in condition(world, "Ready")["message"]
+    world.operator.refresh_metrics()  # (at scrape time)
     assert metrics.registry.get_sample_value("remote_agents_pool_queued_tasks",
                                              {"namespace": NAMESPACE, "pool": POOL}) == 10
 

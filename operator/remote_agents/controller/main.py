@@ -130,6 +130,7 @@ class Operator:
         metrics.set_agent_phases(Counter(view.phase for view in self.fleet.agents.values()))
         metrics.AGENTS_STALLED.set(sum(view.stalled for view in self.fleet.agents.values()))
         metrics.set_task_queue(*self.tasks.book.index.queue_size())
+        metrics.set_pool_queues(self.tasks.pool_queues())
 
 
 def kopf_settings() -> kopf.OperatorSettings:

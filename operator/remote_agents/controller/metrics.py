@@ -25,8 +25,8 @@ RECONCILE_DURATION = Histogram("remote_agents_reconcile_duration_seconds", "Reco
 AGENTS = Gauge("remote_agents_agents", "RemoteAgents by phase", ["phase"], registry=registry)
 POOL_REPLICAS = Gauge("remote_agents_pool_replicas", "AgentPool replicas by kind (desired, ready, current, paused)",
                       ["namespace", "pool", "kind"], registry=registry)
-POOL_QUEUED_TASKS = Gauge("remote_agents_pool_queued_tasks", "AgentTasks waiting for an agent of an autoscaled pool",
-                          ["namespace", "pool"], registry=registry)
+POOL_QUEUED_TASKS = Gauge("remote_agents_pool_queued_tasks", "AgentTasks waiting for an agent of a pool (pools with "
+                          "none waiting have no series)", ["namespace", "pool"], registry=registry)
 ORPHANS_KILLED = Counter("remote_agents_orphan_sandboxes_killed_total", "Untracked sandboxes of ours killed",
                          registry=registry)
 TIME_TO_READY = Histogram("remote_agents_agent_time_to_ready_seconds", "From a RemoteAgent's creation to Ready",
@@ -68,23 +68,26 @@ def observe_time_to_ready(created: str | None) -> None:
 POOL_REPLICA_KINDS = ("desired", "ready", "current", "paused")
 
 
-def set_pool(namespace: str, pool: str, desired: int, ready: int, current: int = 0, paused: int = 0,
-             queued: int | None = None) -> None:
-    """`current`: members that exist (running or paused); `queued`: an autoscaled pool's demand."""
+def set_pool(namespace: str, pool: str, desired: int, ready: int, current: int = 0, paused: int = 0) -> None:
+    """`current`: members that exist (running or paused)."""
     for kind, value in zip(POOL_REPLICA_KINDS, (desired, ready, current, paused)):
         POOL_REPLICAS.labels(namespace, pool, kind).set(value)
-    if queued is not None:
-        POOL_QUEUED_TASKS.labels(namespace, pool).set(queued)
 
 
 def forget_pool(namespace: str, pool: str) -> None:
     """A deleted pool leaves no stale series behind."""
-    for gauge, labels in [*((POOL_REPLICAS, (namespace, pool, kind)) for kind in POOL_REPLICA_KINDS),
-                          (POOL_QUEUED_TASKS, (namespace, pool))]:
+    for kind in POOL_REPLICA_KINDS:
         try:
-            gauge.remove(*labels)
+            POOL_REPLICAS.remove(namespace, pool, kind)
         except KeyError:
             pass
+
+
+def set_pool_queues(queued: dict[tuple[str, str], int]) -> None:
+    """Tasks waiting per (namespace, pool), from the queue in memory at scrape time."""
+    POOL_QUEUED_TASKS.clear()
+    for (namespace, pool), count in queued.items():
+        POOL_QUEUED_TASKS.labels(namespace, pool).set(count)
 
 
 def set_task_queue(waiting: int, oldest_created: str | None) -> None:

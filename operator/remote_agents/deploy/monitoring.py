@@ -64,7 +64,7 @@ PANELS = [
            ('sum by (namespace, pool) (remote_agents_pool_replicas{kind="ready"})', "{{namespace}}/{{pool}} ready"),
            ('sum by (namespace, pool) (remote_agents_pool_replicas{kind="paused"})', "{{namespace}}/{{pool}} paused"),
            ('sum by (namespace, pool) (remote_agents_pool_queued_tasks)', "{{namespace}}/{{pool}} queued tasks")),
-          "Desired, Ready and paused agents per AgentPool, and an autoscaled pool's queue."),
+          "Desired, Ready and paused agents per AgentPool, and the tasks waiting for it."),
     Panel("Tasks finished", "timeseries", "ops", (("sum by (outcome) (rate(remote_agents_tasks_total[5m]))",
                                                     "{{outcome}}"),),
           "AgentTasks finishing per second, by outcome."),

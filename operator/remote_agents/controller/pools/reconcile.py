@@ -280,8 +280,7 @@ class PoolReconciler:
         current = dict(pool.get("status") or {})
         counts = decide.pool_status(meta["name"], spec, children)
         metrics.set_pool(meta["namespace"], meta["name"], desired=spec.replicas, ready=counts["readyReplicas"],
-                         current=counts["replicas"], paused=counts["pausedReplicas"],
-                         queued=scaled.queued if scaled else None)
+                         current=counts["replicas"], paused=counts["pausedReplicas"])
         acting = bool(plan.create or plan.delete or plan.patch or plan.wake or plan.pause or plan.waiting_for_wakes)
         if scaled is None:
             running, running_ready = counts["replicas"], counts["readyReplicas"]

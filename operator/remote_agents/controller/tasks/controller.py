@@ -78,6 +78,12 @@ class TaskController:
         """Tasks waiting for an agent of the pool (its autoscaler's demand)."""
         return sum(1 for _ in self.book.index.waiting((namespace, "pool", pool)))
 
+    def pool_queues(self) -> dict[tuple[str, str], int]:
+        """Tasks waiting per (namespace, pool), for the pools that have any."""
+        index = self.book.index
+        return {(namespace, name): sum(1 for _ in index.waiting((namespace, kind, name)))
+                for namespace, kind, name in index.targets() if kind == "pool"}
+
     def agents_with_sessions(self, namespace: str) -> set[str]:
         """Agents holding an open session: a task with spec.session on them that has not finished."""
         return {task["status"]["agent"] for task in self.book.tasks.values()
