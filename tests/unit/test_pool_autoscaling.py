@@ -204,3 +204,11 @@ async def test_an_agent_handed_a_task_during_the_round_is_not_paused(world):
     await reconcile_pool(world)
 
     assert paused(world) == ["p-1"]
+
+
+async def test_a_task_being_claimed_is_demand_once(world):
+    task = await world.create_task("first", pool=POOL)
+    assert world.operator.tasks.queued(NAMESPACE, POOL) == 1
+    world.operator.tasks.scheduler.starting[task["metadata"]["uid"]] = (NAMESPACE, "p-0")  # counted as running now
+    assert world.operator.tasks.queued(NAMESPACE, POOL) == 0
+    assert world.operator.tasks.running_counts()[(NAMESPACE, "p-0")] == 1
