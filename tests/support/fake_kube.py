@@ -159,6 +159,11 @@ class FakeKube:
         self.faults.check("patch_status", after=True, plural=plural, namespace=namespace, name=name, body=status)
         return copy.deepcopy(found)
 
+    async def scale(self, plural: str, namespace: str, name: str, replicas: int) -> None:
+        """The /scale subresource: spec.replicas only."""
+        self.faults.check("scale", after=False, plural=plural, namespace=namespace, name=name)
+        await self.patch(plural, namespace, name, {"spec": {"replicas": replicas}})
+
     async def configmap_value(self, namespace: str, name: str, key: str) -> str | None:
         found = self.objects.get(("configmaps", namespace, name))
         return (found.get("data") or {}).get(key) if found else None

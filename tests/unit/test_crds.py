@@ -84,10 +84,11 @@ def test_conditions_are_a_map_keyed_by_type():
 
 
 def test_times_are_date_time():
-    times = {"RemoteAgent": {"status.lastActivityTime", "status.server.startedAt",
+    times = {"RemoteAgent": {"status.lastActivityTime", "status.server.startedAt", "status.idlePausedSince",
                              "status.conditions[].lastTransitionTime",
                              "status.usage.since", "status.usage.lastObservedTime"},
-             "AgentPool": {"status.conditions[].lastTransitionTime"},
+             "AgentPool": {"status.conditions[].lastTransitionTime", "status.budget.windowStart",
+                           "status.budget.observedTime"},
              "AgentTask": {"status.startTime", "status.completionTime", "status.progress.updateTime",
                            "status.conditions[].lastTransitionTime", "status.nextAttemptTime"},
              "E2BTemplate": {"status.conditions[].lastTransitionTime"}}

@@ -11,9 +11,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "remote_agents"
 CONTROLLER = PACKAGE / "controller"
 PURE = ["api/models.py", "api/names.py", "api/schema.py", "api/timestamps.py", "controller/status.py",
         "controller/sandboxes.py", "controller/redaction.py", "controller/retry.py", "controller/agents/decide.py",
-        "controller/pools/decide.py", "controller/tasks/decide.py", "controller/tasks/index.py",
-        "controller/tasks/runner.py", "controller/tasks/progress.py", "controller/sources/repos.py",
-        "controller/templates/decide.py", "controller/templates/users.py"]
+        "controller/pools/decide.py", "controller/pools/autoscale.py", "controller/tasks/decide.py",
+        "controller/tasks/index.py", "controller/tasks/runner.py", "controller/tasks/progress.py",
+        "controller/sources/repos.py", "controller/templates/decide.py", "controller/templates/users.py"]
 CLIENT_LIBRARIES = {"kopf", "kubernetes", "e2b", "aiohttp", "github"}
 OUR_CLIENTS = "remote_agents.controller.clients"
 

@@ -24,6 +24,12 @@
   verbs:
   - patch
 - apiGroups:
+  - remoteagents.io
+  resources:
+  - agentpools/scale
+  verbs:
+  - patch
+- apiGroups:
   - ''
   resources:
   - secrets
@@ -115,6 +121,12 @@
   - agentpools/status
   - agenttasks/status
   - e2btemplates/status
+  verbs:
+  - patch
+- apiGroups:
+  - remoteagents.io
+  resources:
+  - agentpools/scale
   verbs:
   - patch
 - apiGroups:

@@ -102,6 +102,8 @@ def definitions() -> list[dict[str, Any]]:
             _age_column(),
             _wide("Repo", "string", ".spec.template.spec.source.repo"),
             _wide("Strategy", "string", ".spec.updateStrategy.type"),
+            _wide("Queued", "integer", ".status.queuedTasks"),
+            _wide("Max", "integer", ".spec.autoscaling.maxReplicas"),
             _message_column(),
         ], scale={"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
                   "labelSelectorPath": ".status.selector"}),

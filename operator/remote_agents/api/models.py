@@ -192,6 +192,9 @@ class RemoteAgentStatus(ApiModel):
     server: ServerStatus | None = Field(None, description="The resident process (spec.server).")
     sessions: int = Field(0, ge=0, description="Sessions this agent holds (their latest task ran here).")
     usage: AgentUsage | None = Field(None, description="Sandbox-seconds this agent has cost (the cost ledger).")
+    idle_paused_since: str | None = Field(
+        None, description="When the operator last idle-paused it (its pool's autoscaler deletes paused agents only "
+                          "after spec.autoscaling.pausedRetentionSeconds from here).", json_schema_extra=DATE_TIME)
     conditions: list[Condition] = conditions_field()
 
 
@@ -222,12 +225,76 @@ class UpdateStrategy(ApiModel):
     max_unavailable: int | str = Field(1, description="Agents that may be not Ready during a rollout (int or %).")
 
 
+def _stabilization_window(default: int) -> Any:
+    return Field(default, ge=0, le=3600, description="Act on the most conservative recommendation of this window "
+                                                     "(growing: the lowest; shrinking: the highest), so a short "
+                                                     "spike or dip is not followed.")
+
+
+class ScalingRules(ApiModel):
+    """How fast the autoscaler grows the pool, like the HPA's behavior.scaleUp."""
+    stabilization_window_seconds: int = _stabilization_window(0)
+    # Waking a paused agent is cheap (E2B's rate limit paces creates anyway): a burst gets its agents at once.
+    max_step: int = Field(100, ge=1, le=1000, description="Most replicas added (or removed) in one decision.")
+
+
+class ScaleDownRules(ScalingRules):
+    """How fast the autoscaler shrinks the pool, like the HPA's behavior.scaleDown."""
+    stabilization_window_seconds: int = _stabilization_window(300)
+
+
+class ScalingBehavior(ApiModel):
+    """How fast the pool grows and shrinks."""
+    scale_up: ScalingRules = Field(default_factory=ScalingRules, json_schema_extra={"default": {}},
+                                   description="Growing: at once by default.")
+    scale_down: ScaleDownRules = Field(default_factory=ScaleDownRules, json_schema_extra={"default": {}},
+                                       description="Shrinking: after 300 s of lower demand by default.")
+
+
+class PoolBudget(ApiModel):
+    """What the pool may spend; at the budget it stops growing and pauses its idle agents."""
+    agent_seconds_per_day: int = Field(ge=1, description="Running sandbox-seconds of all the pool's agents per "
+                                                         "24 h window (status.budget); paused ones cost nothing.")
+
+
+class PoolAutoscaling(ApiModel):
+    """The operator sets spec.replicas (through /scale) from the pool's own task queue: queued plus
+    running tasks over targetTasksPerAgent, within [minReplicas, maxReplicas]. Memory first: it
+    wakes idle-paused agents before creating any, and shrinks by pausing idle agents (they stay
+    members) and deleting only agents paused longer than pausedRetentionSeconds."""
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
+        "rule": "self.minReplicas <= self.maxReplicas",
+        "message": "autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas",
+        "fieldPath": ".minReplicas",
+    }]})
+    min_replicas: int = Field(0, ge=0, le=1000, description="Fewest running agents (0: scale to zero, memory kept).")
+    max_replicas: int = Field(ge=1, le=1000, description="Most agents, running and paused together.")
+    target_tasks_per_agent: int = Field(1, ge=1, le=64, description="Queued plus running tasks per running agent "
+                                                                    "(e.g. the agents' maxConcurrentTasks).")
+    behavior: ScalingBehavior = Field(default_factory=ScalingBehavior, json_schema_extra={"default": {}})
+    paused_retention_seconds: int = Field(3600, ge=0, le=30 * 86400,
+                                          description="An agent paused this long is deleted (never one with a "
+                                                      "session or a running task), oldest first.")
+    budget: PoolBudget | None = Field(None, description="Running agent-seconds the pool may use per day.")
+
+
 class AgentPoolSpec(ApiModel):
     """The desired pool: replicas identical agents from a template; tasks sent to the pool go to a free one."""
-    replicas: int = Field(1, ge=0, le=1000, description="Number of agents.")
+    replicas: int = Field(1, ge=0, le=1000, description="Number of agents (with autoscaling: of running agents, "
+                                                        "set by the operator).")
     template: AgentTemplate
     paused: bool = Field(False, description="Pause every agent of the pool (memory kept) or resume them.")
     update_strategy: UpdateStrategy = Field(default_factory=UpdateStrategy, json_schema_extra={"default": {}})
+    autoscaling: PoolAutoscaling | None = Field(None, description="Let the operator set replicas from the task queue.")
+
+
+class PoolBudgetStatus(ApiModel):
+    """Running agent-seconds counted up to observedTime: each write adds what ran since the last
+    one (runningAgents x elapsed), so a restarted operator goes on from here and counts nothing twice."""
+    window_start: str = Field(description="Start of the current 24 h window.", json_schema_extra=DATE_TIME)
+    used_agent_seconds: int = Field(0, ge=0, description="Running agent-seconds used in the window.")
+    observed_time: str = Field(description="Time up to which usedAgentSeconds is counted.", json_schema_extra=DATE_TIME)
+    running_agents: int = Field(0, ge=0, description="Agents seen running at observedTime.")
 
 
 class AgentPoolStatus(ApiModel):
@@ -236,8 +303,10 @@ class AgentPoolStatus(ApiModel):
     replicas: int = Field(0, description="Agents that exist.")
     ready_replicas: int = Field(0, description="Agents that are Ready.")
     updated_replicas: int = Field(0, description="Agents made from the current template.")
-    paused_replicas: int = Field(0, description="Agents that are paused.")
+    paused_replicas: int = Field(0, description="Agents that are paused (by spec, or idle-paused).")
     selector: str = Field("", description="Label selector of the pool's agents (for the scale subresource).")
+    queued_tasks: int | None = Field(None, description="Tasks waiting for an agent of the pool (with autoscaling).")
+    budget: PoolBudgetStatus | None = Field(None, description="What the pool used of spec.autoscaling.budget.")
     conditions: list[Condition] = conditions_field()
 
 

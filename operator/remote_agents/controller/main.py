@@ -85,7 +85,8 @@ class Operator:
         self.pools = PoolReconciler(kube, events, running_counts=self.tasks.running_counts,
                                     tasks_listed=self.task_watch.synced, template_users=self.template_users,
                                     template_of=self.template_of,
-                                    session_holdings=self.tasks.sessions.holdings)
+                                    session_holdings=self.tasks.sessions.holdings,
+                                    queued=self.tasks.queued, members=activity)
         self.templates = TemplateReconciler(builds if builds is not None else TemplateBuilds(self.gateway), kube,
                                             inputs, settings, cluster_id, events, refs)
         # Resident processes are upgraded only between tasks, and say which sessions a death lost.
@@ -155,7 +156,8 @@ class Operator:
         self.task_watch.start(loop)
         self.template_watch.start(loop)
         self._background = [loop.create_task(self.fleet.run(), name="fleet-checks"),
-                            loop.create_task(self.tasks.run(), name="task-loop")]
+                            loop.create_task(self.tasks.run(), name="task-loop"),
+                            loop.create_task(self.pools.autoscale(), name="pool-autoscaler")]
 
     async def stop(self) -> None:
         self.stop_requested.set()
@@ -179,6 +181,7 @@ class Operator:
         metrics.AGENTS_STALLED.set(sum(view.stalled for view in self.fleet.agents.values()))
         metrics.set_task_queue(*self.tasks.book.index.queue_size())
         metrics.set_agent_usage(ledger.totals(self.fleet.agents.values(), time.time()))
+        metrics.set_pool_queues(self.tasks.pool_queues())
 
 
 def kopf_settings() -> kopf.OperatorSettings:

@@ -23,8 +23,10 @@ RATE_LIMIT_WAIT = Counter("remote_agents_e2b_rate_limit_wait_seconds", "Time cal
 RECONCILE_DURATION = Histogram("remote_agents_reconcile_duration_seconds", "Reconcile duration", ["kind"],
                                registry=registry, buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300))
 AGENTS = Gauge("remote_agents_agents", "RemoteAgents by phase", ["phase"], registry=registry)
-POOL_REPLICAS = Gauge("remote_agents_pool_replicas", "AgentPool replicas by kind (desired, ready)",
+POOL_REPLICAS = Gauge("remote_agents_pool_replicas", "AgentPool replicas by kind (desired, ready, current, paused)",
                       ["namespace", "pool", "kind"], registry=registry)
+POOL_QUEUED_TASKS = Gauge("remote_agents_pool_queued_tasks", "AgentTasks waiting for an agent of a pool (pools with "
+                          "none waiting have no series)", ["namespace", "pool"], registry=registry)
 ORPHANS_KILLED = Counter("remote_agents_orphan_sandboxes_killed_total", "Untracked sandboxes of ours killed",
                          registry=registry)
 TIME_TO_READY = Histogram("remote_agents_agent_time_to_ready_seconds", "From a RemoteAgent's creation to Ready",
@@ -69,18 +71,29 @@ def observe_time_to_ready(created: str | None) -> None:
         TIME_TO_READY.observe(max(0.0, time.time() - created_at))
 
 
-def set_pool(namespace: str, pool: str, desired: int, ready: int) -> None:
-    POOL_REPLICAS.labels(namespace, pool, "desired").set(desired)
-    POOL_REPLICAS.labels(namespace, pool, "ready").set(ready)
+POOL_REPLICA_KINDS = ("desired", "ready", "current", "paused")
+
+
+def set_pool(namespace: str, pool: str, desired: int, ready: int, current: int = 0, paused: int = 0) -> None:
+    """`current`: members that exist (running or paused)."""
+    for kind, value in zip(POOL_REPLICA_KINDS, (desired, ready, current, paused)):
+        POOL_REPLICAS.labels(namespace, pool, kind).set(value)
 
 
 def forget_pool(namespace: str, pool: str) -> None:
     """A deleted pool leaves no stale series behind."""
-    for kind in ("desired", "ready"):
+    for kind in POOL_REPLICA_KINDS:
         try:
             POOL_REPLICAS.remove(namespace, pool, kind)
         except KeyError:
             pass
+
+
+def set_pool_queues(queued: dict[tuple[str, str], int]) -> None:
+    """Tasks waiting per (namespace, pool), from the queue in memory at scrape time."""
+    POOL_QUEUED_TASKS.clear()
+    for (namespace, pool), count in queued.items():
+        POOL_QUEUED_TASKS.labels(namespace, pool).set(count)
 
 
 def set_task_queue(waiting: int, oldest_created: str | None) -> None:

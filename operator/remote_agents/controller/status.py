@@ -59,13 +59,15 @@ def same_status(current: dict[str, Any], desired: dict[str, Any]) -> bool:
 
 
 def status_update(current: dict[str, Any], outcome: Outcome, generation: int,
-                  extra: tuple[tuple[str, bool, str], ...] = (), **fields: Any) -> dict[str, Any] | None:
+                  extra: tuple[tuple, ...] = (), **fields: Any) -> dict[str, Any] | None:
     """The status patch reporting `outcome` (the kstatus conditions, then `extra` ones given as
-    (type, true?, reason) with the outcome's message) with `fields` and observedGeneration; None
-    when writing it would change nothing visible. Every kind's status writer goes through here."""
+    (type, true?, reason) with the outcome's message, or (type, true?, reason, message)) with
+    `fields` and observedGeneration; None when writing it would change nothing visible. Every
+    kind's status writer goes through here."""
     previous = current.get("conditions") or []
     by_type = {c.get("type"): c for c in previous}
     conditions = conditions_for(outcome, generation, previous) + [
-        condition(kind, is_true, reason, outcome.message, generation, by_type) for kind, is_true, reason in extra]
+        condition(kind, is_true, reason, message[0] if message else outcome.message, generation, by_type)
+        for kind, is_true, reason, *message in extra]
     desired = {**fields, "observedGeneration": generation, "conditions": conditions}
     return None if same_status(current, desired) else desired

@@ -36,6 +36,8 @@ def namespace_rules() -> list[dict[str, Any]]:
         # agents; finished tasks are deleted after their TTL.
         _rule(GROUP, _OWN_KINDS, ["get", "list", "watch", "patch", "create", "delete"]),
         _rule(GROUP, [f"{kind}/status" for kind in _OWN_KINDS], ["patch"]),
+        # An autoscaled pool's replicas are written as an HPA writes them.
+        _rule(GROUP, [f"{POOLS}/scale"], ["patch"]),
         # Secrets referenced by an agent's env, source credentials or E2B key, or a task's GitHub
         # token: read by name only, never listed or watched; patched only to add or remove the E2B
         # key's protection finalizer (names.KEY_PROTECTION_FINALIZER).

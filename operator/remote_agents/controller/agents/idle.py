@@ -72,12 +72,20 @@ class AgentActivity:
             idle_since = max(filter(None, (recorded, self._activity.get((view.namespace, view.name)))), default=None)
             if should_idle_pause(view.spec.idle_pause_seconds, load.get((view.namespace, view.name), 0),
                                  idle_since, view.idle_paused, now):
-                await self.kube.patch_status(AGENTS, view.namespace, view.name, {"idlePaused": True})
-                await self.kube.request_reconcile(AGENTS, view.namespace, view.name)
+                await self.pause(view.namespace, view.name)
+
+    async def pause(self, namespace: str, name: str) -> None:
+        """Idle-pause an agent (its reconcile does the pause); the next task, or its pool, wakes it."""
+        await self.kube.patch_status(AGENTS, namespace, name, {"idlePaused": True, "idlePausedSince": now_rfc3339()})
+        await self.kube.request_reconcile(AGENTS, namespace, name)
+
+    async def resume(self, namespace: str, name: str) -> None:
+        """Wake an idle-paused agent (its reconcile does the resume); its idle clock starts now."""
+        await self.kube.patch_status(AGENTS, namespace, name,
+                                     {"idlePaused": False, "idlePausedSince": None, "lastActivityTime": now_rfc3339()})
+        await self.kube.request_reconcile(AGENTS, namespace, name)
 
     async def wake(self, view: AgentView, for_task: Mapping[str, Any]) -> None:
-        """Resume an idle-paused agent for a task (its reconcile does the resume)."""
-        await self.kube.patch_status(AGENTS, view.namespace, view.name,
-                                     {"idlePaused": False, "lastActivityTime": now_rfc3339()})
-        await self.kube.request_reconcile(AGENTS, view.namespace, view.name)
+        """Resume an idle-paused agent for a task."""
+        await self.resume(view.namespace, view.name)
         self.emit(for_task, "Normal", "WakingAgent", f"resuming idle agent {view.name} for this task")

@@ -150,6 +150,12 @@ class Kube:
             "PATCH", api_path(plural, namespace, name, ours=True) + "/status", {"status": status},
             "application/merge-patch+json"))
 
+    async def scale(self, plural: str, namespace: str, name: str, replicas: int) -> None:
+        """Set spec.replicas through the /scale subresource, as an HPA does."""
+        await self._unless_gone(self.http.request(
+            "PATCH", api_path(plural, namespace, name, ours=True) + "/scale", {"spec": {"replicas": replicas}},
+            "application/merge-patch+json"))
+
     async def configmap_value(self, namespace: str, name: str, key: str) -> str | None:
         config_map = await self._unless_gone(asyncio.to_thread(self.core.read_namespaced_config_map, name, namespace))
         return (config_map.data or {}).get(key) if config_map else None

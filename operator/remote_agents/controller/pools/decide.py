@@ -28,11 +28,26 @@ class Child:
     created: str  # RFC 3339; sorts chronologically
     sessions: int = 0  # sessions it holds (their latest task ran on it)
     active_sessions: tuple[str, ...] = ()  # those with a task queued or running: drained before removal
+    idle_paused: bool = False  # paused by the operator (idleness or the autoscaler): a task or the pool wakes it
+    phase: str | None = None
+    last_activity: float | None = None  # epoch of its last task start or end, or wake
+    paused_since: float | None = None  # epoch of its last idle pause
 
     @property
     def busy(self) -> bool:
         """Running a task, or holding a session whose next task waits for it."""
         return self.active_tasks > 0 or bool(self.active_sessions)
+
+
+@dataclass
+class MemberPlan:
+    """What an autoscaled pool does with its members (pools/autoscale.py plan_members)."""
+    wake: list[str] = field(default_factory=list)
+    pause: list[str] = field(default_factory=list)
+    create: int = 0  # new agents (named by plan_pool)
+    delete: list[str] = field(default_factory=list)
+    waiting_for_busy: int = 0  # running agents kept beyond replicas because they have tasks
+    waiting_for_wakes: int = 0  # creates held back until the woken agents run
 
 
 @dataclass
@@ -42,6 +57,9 @@ class PoolPlan:
     patch: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> merge patch of its spec
     waiting_for_busy: int = 0  # extra agents kept because they are running tasks or hold active sessions
     lost_sessions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # deleted anyway -> its active sessions
+    wake: list[str] = field(default_factory=list)  # idle-paused members to resume (autoscaling)
+    pause: list[str] = field(default_factory=list)  # idle members to pause (autoscaling)
+    waiting_for_wakes: int = 0
 
 
 # Optional agent fields newer than the first release, left out of the hash while unset.
@@ -97,15 +115,21 @@ def _removal_order(children: list[Child]) -> list[Child]:
     return sorted(by_newest, key=lambda c: (c.ready, c.busy, c.sessions > 0))
 
 
-def plan_pool(pool: str, spec: AgentPoolSpec, children: list[Child], template_content: str | None = None) -> PoolPlan:
+def plan_pool(pool: str, spec: AgentPoolSpec, children: list[Child], template_content: str | None = None,
+              members: MemberPlan | None = None) -> PoolPlan:
     """`template_content`: see template_hash; while an E2BTemplate the agents name has no Ready
-    build, nothing is rolled out (its agents could not be replaced)."""
+    build, nothing is rolled out (its agents could not be replaced). `members`: an autoscaled
+    pool's plan for its members, which replaces counting them against spec.replicas (there
+    replicas are the running ones; paused members stay)."""
     plan = PoolPlan()
     current_hash = template_hash(spec, template_content)
     holding = spec.template.spec.template_ref is not None and template_content is None
     live = [c for c in children if not c.deleting]
+    if members is not None:
+        plan.delete, plan.wake, plan.pause = list(members.delete), list(members.wake), list(members.pause)
+        plan.waiting_for_busy, plan.waiting_for_wakes = members.waiting_for_busy, members.waiting_for_wakes
     # Scale down.
-    excess = len(live) - spec.replicas
+    excess = len(live) - spec.replicas if members is None else 0
     if excess > 0:
         for child in _removal_order(live):
             if excess == 0:
@@ -125,12 +149,13 @@ def plan_pool(pool: str, spec: AgentPoolSpec, children: list[Child], template_co
         ready = sum(1 for c in kept if c.ready)
         budget = max_unavailable(spec) - max(0, spec.replicas - ready)
         replace = sorted(outdated, key=lambda c: (c.ready, c.busy, c.created))[:max(0, budget)]  # idle ones first
-    plan.delete += [c.name for c in replace if not c.busy or spec.update_strategy.type == "Recreate"]
+    replaced = [c.name for c in replace if not c.busy or spec.update_strategy.type == "Recreate"]
+    plan.delete += replaced
     kept = [c for c in kept if c.name not in plan.delete]
     plan.lost_sessions = {c.name: c.active_sessions for c in live if c.name in plan.delete and c.active_sessions}
 
     # Scale up (also refills what the rollout removed). Names still held by deleting agents stay taken.
-    missing = spec.replicas - len(kept)
+    missing = spec.replicas - len(kept) if members is None else members.create + len(replaced)
     if missing > 0:
         plan.create = _free_names(pool, [c.name for c in children], missing)
 
@@ -155,6 +180,6 @@ def pool_status(pool: str, spec: AgentPoolSpec, children: list[Child],
         "replicas": len(live),
         "readyReplicas": sum(1 for c in live if c.ready),
         "updatedReplicas": sum(1 for c in live if c.template_hash == current_hash),
-        "pausedReplicas": sum(1 for c in live if c.paused),
+        "pausedReplicas": sum(1 for c in live if c.paused or c.idle_paused),
         "selector": f"{POOL_LABEL}={pool}",
     }

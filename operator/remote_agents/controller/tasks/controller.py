@@ -81,6 +81,18 @@ class TaskController:
     def running_counts(self) -> Counter:
         return self.scheduler.running_counts()
 
+    def queued(self, namespace: str, pool: str) -> int:
+        """Tasks waiting for an agent of the pool (its autoscaler's demand). One being claimed is
+        left out: running_counts has it already, and counted twice it would ask for a second agent."""
+        starting = self.scheduler.starting
+        return sum(1 for uid in self.book.index.waiting((namespace, "pool", pool)) if uid not in starting)
+
+    def pool_queues(self) -> dict[tuple[str, str], int]:
+        """Tasks waiting per (namespace, pool), for the pools that have any."""
+        index = self.book.index
+        return {(namespace, name): sum(1 for _ in index.waiting((namespace, kind, name)))
+                for namespace, kind, name in index.targets() if kind == "pool"}
+
     # ---- the loop -----------------------------------------------------------------------------
     async def run(self) -> None:
         # Rounds judge by both views: a running task whose agent is not seen yet is not AgentGone,
