@@ -20,6 +20,7 @@ NAMESPACE_RULES = [
     (["remoteagents.io"], ["remoteagents", "agentpools", "agenttasks"],
      ["get", "list", "watch", "patch", "create", "delete"], None),
     (["remoteagents.io"], ["remoteagents/status", "agentpools/status", "agenttasks/status"], ["patch"], None),
+    (["remoteagents.io"], ["agentpools/scale"], ["patch"], None),  # an autoscaled pool's replicas, as an HPA
     ([""], ["secrets"], ["get", "patch"], None),  # patch: the E2B key protection finalizer only
     ([""], ["configmaps"], ["get", "list", "create", "update"], None),
     ([""], ["configmaps"], ["patch"], ["remote-agents-orphaned-sandboxes"]),

@@ -73,7 +73,10 @@ def run_agents_pool_and_published_task(kubectl, namespace: str, agent_repo) -> N
     token = {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "keys", "key": "token"}}}
     for name in ("solo", "spare"):
         kubectl.apply(agent_manifest(name, namespace, agent_repo.url, query=ANSWER, deletionPolicy="Orphan", env=[token]))
-    kubectl.apply(pool_manifest("crew", namespace, agent_repo.url, 1, query=ANSWER))
+    # Autoscaled from 0 to its minReplicas: its replicas are written through /scale.
+    crew = json.loads(pool_manifest("crew", namespace, agent_repo.url, 0, query=ANSWER))
+    crew["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 1}
+    kubectl.apply(json.dumps(crew))
     for name in ("solo", "spare"):
         wait_ready(kubectl, name, namespace)
     wait_pool_ready(kubectl, "crew", namespace)
@@ -93,7 +96,7 @@ def run_agents_pool_and_published_task(kubectl, namespace: str, agent_repo) -> N
     assert len(kubectl.get("configmap", ORPHANS_CONFIGMAP, namespace)["data"]) == 2
     events = json.loads(kubectl.run("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
     reasons = {event["reason"] for event in events}
-    assert {"SandboxCreated", "AgentCreated", "Succeeded", "Published", "SandboxOrphaned"} <= reasons
+    assert {"SandboxCreated", "AgentCreated", "ScaledUp", "Succeeded", "Published", "SandboxOrphaned"} <= reasons
 
 
 @pytest.fixture
