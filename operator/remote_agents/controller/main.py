@@ -33,6 +33,7 @@ from remote_agents.controller.agents.reconcile import AgentReconciler
 from remote_agents.controller.agents.sightings import Sightings
 from remote_agents.controller.clients.e2b import SandboxGateway
 from remote_agents.controller.clients.events import EventRecorder, EventSink
+from remote_agents.controller.clients.github_app import InstallationTokens
 from remote_agents.controller.clients.kube import API_THREADS, Kube, load_config
 from remote_agents.controller.clients.lease import LeaderElector
 from remote_agents.controller.clients.watch import ObjectWatch
@@ -63,9 +64,11 @@ class Operator:
         # event and waits for it, as nothing may be taken for absent before the view is whole.
         self.agent_watch = ObjectWatch(kube, AGENTS, settings.namespaces, self.agent_changed)
         self.task_watch = ObjectWatch(kube, TASKS, settings.namespaces, self.task_changed)
-        inputs = AgentInputs(kube)
+        app_tokens = InstallationTokens()  # one cache of GitHub App tokens for sources and publishing
+        inputs = AgentInputs(kube, app_tokens, settings.github_api_hosts)
         self.agents = AgentReconciler(self.gateway, kube, inputs, settings, cluster_id, events, sightings, refs)
-        self.fleet = Fleet(self.gateway, kube, settings, cluster_id, sightings, refs, listed=self.agent_watch.synced)
+        self.fleet = Fleet(self.gateway, kube, settings, cluster_id, sightings, refs, listed=self.agent_watch.synced,
+                           inputs=inputs)
         activity = AgentActivity(kube, self.fleet, events)
         self.tasks = TaskController(kube, self.gateway, inputs, self.fleet, activity, events,
                                     settings.github_api_hosts, listed=self.task_watch.synced)

@@ -42,7 +42,7 @@ class TaskController:
         self.fleet = fleet
         self.runs = Runs(self.book, self.scheduler, kube, gateway, inputs, fleet, activity, emit)
         self.dispatcher = Dispatcher(self.book, self.scheduler, fleet, activity, self.runs)
-        self.housekeeping = Housekeeping(self.book, kube, emit, github_api_hosts)
+        self.housekeeping = Housekeeping(self.book, kube, emit, github_api_hosts, inputs.app_tokens)
         self._next_full_poll = 0.0
         self._next_deadline_check = 0.0
         self._next_housekeeping = 0.0
