@@ -25,7 +25,7 @@ import kopf
 import kubernetes
 
 from remote_agents.api.names import AGENTS, FINALIZER, GROUP, POOL_LABEL, TASKS
-from remote_agents.controller import metrics
+from remote_agents.controller import metrics, tracing
 from remote_agents.controller.agents.fleet import Fleet
 from remote_agents.controller.agents.idle import AgentActivity
 from remote_agents.controller.agents.inputs import AgentInputs
@@ -257,6 +257,7 @@ def _webhook_secret(args: argparse.Namespace) -> bytes:
 
 def run(args: argparse.Namespace) -> int:
     _configure_logging(args.verbose, args.log_format)
+    tracing.configure()  # off unless OTEL_* asks for traces
     secret = _webhook_secret(args) if args.webhook_port is not None else b""
     if args.webhook_port is not None and not secret.strip():  # whitespace is no secret either
         print("refusing to serve webhooks without a secret: set GITHUB_WEBHOOK_SECRET or --webhook-secret-from",
