@@ -68,6 +68,8 @@ def _exporter(name: str, environ: Mapping[str, str]):
 
 def traceparent(span: trace.Span) -> dict[str, str]:
     """TRACEPARENT (and TRACESTATE) for a process that continues `span`'s trace; empty when off."""
+    if not span.get_span_context().is_valid:
+        return {}  # off: the no-op span has no trace to continue
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=trace.set_span_in_context(span))
     return {key.upper(): value for key, value in carrier.items() if key in ("traceparent", "tracestate")}
