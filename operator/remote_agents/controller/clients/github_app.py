@@ -87,7 +87,7 @@ class InstallationTokens:
         except GithubException as error:
             status = error.status or 0
             raise AppTokenError(f"GitHub answered {error.status} to making {what}: {error_message(error)}",
-                                retryable=status in (429,) or status >= 500) from None
+                                retryable=status == 429 or status >= 500) from None
         except requests.RequestException as error:
             raise AppTokenError(f"GitHub unreachable while making {what}: {type(error).__name__}",
                                 retryable=True) from None
