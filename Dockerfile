@@ -21,7 +21,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 # A regular (not editable) install, then the sources go: the image runs from site-packages only.
-RUN pip install . && rm -rf /src
+RUN pip install ".[otel]" && rm -rf /src
 
 USER 10001:10001
 WORKDIR /home/app

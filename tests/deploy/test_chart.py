@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from remote_agents.api import crds
-from remote_agents.deploy import chart, names
+from remote_agents.deploy import chart, monitoring, names
 from tests.deploy.test_manifests import ROOT, kustomize_build
 from tests.support.helm import Helm, HelmMissing
+from tests.support.promql import matchers
 
 CHART = ROOT / "charts" / "remote-agents"
 
@@ -138,7 +139,14 @@ def test_monitoring_toggles(helm):
     monitor = rendered[("ServiceMonitor", "remote-agents-operator", names.NAMESPACE)]
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     rule = rendered[("PrometheusRule", "remote-agents-operator", names.NAMESPACE)]
-    assert "RemoteAgentsNoLeader" in {r["alert"] for r in rule["spec"]["groups"][0]["rules"]}
+    # The same alerts as manifests/monitoring (one source: deploy/monitoring.py), scoped to the
+    # release's metrics Service, Prometheus' own templates intact after Helm's.
+    charted = rule["spec"]["groups"][0]["rules"]
+    assert charted == monitoring.prometheus_rule()["spec"]["groups"][0]["rules"]
+    rendered = render(helm, "metrics.prometheusRule.enabled=true", "namePrefix=ra")
+    no_leader, = [r for r in rendered[("PrometheusRule", "ra-operator", names.NAMESPACE)]["spec"]["groups"][0]["rules"]
+                  if r["alert"] == "RemoteAgentsNoLeader"]
+    assert matchers(no_leader["expr"], "remote_agents_leader") == [{"job": "ra-metrics"}]
 
 
 @pytest.mark.parametrize("values, message", [

@@ -17,9 +17,10 @@ BASE = ROOT / "manifests" / "base"
 
 # The brief's list, restated independently of rbac.py so that a change there is a visible decision.
 NAMESPACE_RULES = [
-    (["remoteagents.io"], ["remoteagents", "agentpools", "agenttasks"],
+    (["remoteagents.io"], ["remoteagents", "agentpools", "agenttasks", "e2btemplates"],
      ["get", "list", "watch", "patch", "create", "delete"], None),
-    (["remoteagents.io"], ["remoteagents/status", "agentpools/status", "agenttasks/status"], ["patch"], None),
+    (["remoteagents.io"], ["remoteagents/status", "agentpools/status", "agenttasks/status", "e2btemplates/status"],
+     ["patch"], None),
     (["remoteagents.io"], ["agentpools/scale"], ["patch"], None),  # an autoscaled pool's replicas, as an HPA
     ([""], ["secrets"], ["get", "patch"], None),  # patch: the E2B key protection finalizer only
     ([""], ["configmaps"], ["get", "list", "create", "update"], None),

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from remote_agents.deploy import manifests, monitoring
-from tests.support.promql import selected_series
+from tests.support.promql import matchers, selected_series
 
 ROOT = Path(__file__).resolve().parents[2]
 KIT = ROOT / "manifests" / "monitoring"
@@ -36,6 +36,17 @@ def test_every_expression_is_valid_promql_and_selects_our_series():
     for expr in monitoring.expressions():
         series = selected_series(expr)  # raises on a syntax error
         assert series and all(name.startswith("remote_agents_") or name == "up" for name in series), expr
+
+
+def test_the_leader_alerts_read_the_operator_jobs_leader_gauge():
+    rules = {rule["alert"]: rule for rule in monitoring.prometheus_rule()["spec"]["groups"][0]["rules"]}
+    for name in ("RemoteAgentsNoLeader", "RemoteAgentsTwoLeaders"):
+        expr = rules[name]["expr"]
+        assert selected_series(expr) == {"remote_agents_leader"}
+        assert matchers(expr, "remote_agents_leader") == [{"job": monitoring.JOB}]
+    # No series at all (no instance scraped) must be "no leader", not an empty result that never fires.
+    assert "or vector(0)" in rules["RemoteAgentsNoLeader"]["expr"] and rules["RemoteAgentsNoLeader"]["expr"].endswith("< 1")
+    assert rules["RemoteAgentsNoLeader"]["labels"]["severity"] == "critical"
 
 
 def test_invalid_promql_is_refused():

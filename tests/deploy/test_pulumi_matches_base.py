@@ -41,7 +41,7 @@ def test_same_rbac_and_crds_in_both():
     pulumi_objects = _by_key(run_program(base_config()).manifests())
     shared = [key for key in base if key[0] in {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
                                                 "ServiceAccount"}]
-    assert len(shared) == 6
+    assert len(shared) == 7  # the 4 CRDs, the ClusterRole, its binding and the ServiceAccount
     assert ("ClusterRole", names.CLUSTER_ROLE) in shared
     for key in shared:
         assert pulumi_objects[key] == base[key], key

@@ -57,7 +57,8 @@ def test_crds_are_declared_protected_with_full_content(run):
     crd_type = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
     declared = {r.name: unwrap(r.inputs) for r in run.of_type(crd_type)}
     assert sorted(c["metadata"]["name"] for c in declared.values()) == [
-        "agentpools.remoteagents.io", "agenttasks.remoteagents.io", "remoteagents.remoteagents.io"]
+        "agentpools.remoteagents.io", "agenttasks.remoteagents.io", "e2btemplates.remoteagents.io",
+        "remoteagents.remoteagents.io"]
     for name, crd in declared.items():
         assert crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"], name
         assert run.protect[(crd_type, name)] is True
@@ -66,7 +67,7 @@ def test_crds_are_declared_protected_with_full_content(run):
 def test_crd_protection_can_be_turned_off():
     unprotected = run_program(base_config(protectCrds="false"))
     crd_type = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
-    assert [unprotected.protect[(crd_type, r.name)] for r in unprotected.of_type(crd_type)] == [False] * 3
+    assert [unprotected.protect[(crd_type, r.name)] for r in unprotected.of_type(crd_type)] == [False] * 4
 
 
 def test_namespace_and_image_are_configurable():

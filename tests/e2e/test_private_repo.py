@@ -14,12 +14,13 @@ from tests.support.kubectl import eventually
 TOKEN = "ghp_private_9d8c7b6a5f4e3d2c"
 
 
-def serve_privately(git_server, tmp_path, name: str) -> PrivateGitServer:
+def serve_privately(git_server, tmp_path, name: str, **server_options) -> PrivateGitServer:
+    """The repository `name` at a PrivateGitServer (taking TOKEN unless `server_options` say otherwise)."""
     source = git_server.create(name, {"agent.txt": "secret sauce\n"})
     root = tmp_path / name
     root.mkdir()
     subprocess.run(["git", "clone", "-q", "--bare", str(source.work), str(root / "agent.git")], check=True)
-    return PrivateGitServer(root, TOKEN)
+    return PrivateGitServer(root, **(server_options or {"token": TOKEN}))
 
 
 def apply_private_agent(kubectl, namespace: str, name: str, server: PrivateGitServer) -> dict:

@@ -4,9 +4,11 @@ through PyGithub, served by aiohttp on a free loopback port from a background th
     POST /repos/{o}/{n}/issues/{number}/comments      GET  /repos/{o}/{n}/git/ref/heads/{branch}
     POST /repos/{o}/{n}/git/refs                      GET  /repos/{o}/{n}/contents/{path}?ref=
     PUT  /repos/{o}/{n}/contents/{path}               GET  /repos/{o}/{n}/pulls?state=&head=&base=
-    POST /repos/{o}/{n}/pulls
+    POST /repos/{o}/{n}/pulls                         POST /app/installations/{id}/access_tokens
 
-Answers carry the fields PyGithub reads (url, html_url, sha, ...) and GitHub's error shapes;
+The installation-token endpoint takes a GitHub App's JWT (RS256, verified with the public key of
+the App `add_app` made) and answers a token that expires after `token_lifetime_seconds`; an
+expired token is refused (401) as GitHub refuses it. Answers carry the fields PyGithub reads (url, html_url, sha, ...) and GitHub's error shapes;
 anything else is 404 and stays visible in `calls`."""
 
 from __future__ import annotations
@@ -16,9 +18,14 @@ import base64
 import hashlib
 import itertools
 import threading
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
+import jwt
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 WEB = "https://github.com"
 
@@ -45,8 +52,13 @@ REPO = web.RequestKey("repo", FakeRepo)
 
 
 class FakeGitHub:
-    def __init__(self, tokens: tuple[str, ...] = ("ghp_good",)):
+    def __init__(self, tokens: tuple[str, ...] = ("ghp_good",), token_lifetime_seconds: float = 3600):
         self.tokens = set(tokens)
+        self.token_lifetime_seconds = token_lifetime_seconds
+        self.app_keys: dict[int, rsa.RSAPublicKey] = {}  # app id -> public key
+        self.installations: dict[int, int] = {}  # installation id -> app id
+        self.installation_tokens: dict[str, float] = {}  # token -> when it expires (epoch), in order made
+        self.used_tokens: list[tuple[str, str]] = []  # (path, token) of each request let through
         self.repos: dict[str, FakeRepo] = {}
         self.calls: list[tuple[str, str]] = []  # (method, path), in order
         self.fail_next: list[int] = []  # statuses (with an error body) for the next authenticated requests
@@ -62,6 +74,17 @@ class FakeGitHub:
         repo.branches[default_branch] = commit
         self.repos[full_name.lower()] = repo
         return repo
+
+    def add_app(self, app_id: int, installation_id: int) -> str:
+        """A GitHub App installed once; returns its private key (PEM), as GitHub hands it out."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.app_keys[app_id] = key.public_key()
+        self.installations[installation_id] = app_id
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                 serialization.NoEncryption()).decode()
+
+    def expired(self, token: str) -> bool:
+        return time.time() >= self.installation_tokens[token]
 
     def _commit(self, repo: FakeRepo, files: dict[str, bytes]) -> str:
         commit = hashlib.sha1(f"{repo.full_name}:{next(self._ids)}".encode()).hexdigest()
@@ -114,14 +137,18 @@ class FakeGitHub:
         app.router.add_put(repo + "/contents/{path:.+}", self._put_contents)
         app.router.add_get(repo + "/pulls", self._list_pulls)
         app.router.add_post(repo + "/pulls", self._create_pull)
+        app.router.add_post("/app/installations/{installation:[0-9]+}/access_tokens", self._create_installation_token)
         return app
 
     @web.middleware
     async def _gate(self, request: web.Request, handler) -> web.StreamResponse:
         self.calls.append((request.method, request.path))
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() not in ("token", "bearer") or token not in self.tokens:
+        if request.path.startswith("/app/"):
+            return await handler(request)  # authenticated by the App's JWT, checked there
+        if scheme.lower() not in ("token", "bearer") or not self._valid(token):
             return _error(401, "Bad credentials")
+        self.used_tokens.append((request.path, token))
         if self.fail_next:
             return _error(self.fail_next.pop(0), "Server Error")
         if "owner" in request.match_info:
@@ -134,7 +161,32 @@ class FakeGitHub:
         except web.HTTPNotFound:
             return _error(404, "Not Found")
 
+    def _valid(self, token: str) -> bool:
+        if token in self.installation_tokens:
+            return not self.expired(token)
+        return token in self.tokens
+
     # -- endpoints ------------------------------------------------------------------------------
+
+    async def _create_installation_token(self, request: web.Request) -> web.Response:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        installation = int(request.match_info["installation"])
+        app_id = self.installations.get(installation)
+        if scheme.lower() != "bearer" or app_id is None:
+            return _error(401, "A JSON web token could not be decoded")
+        try:  # GitHub checks the signature, iss and the expiry (at most 10 minutes ahead)
+            claims = jwt.decode(token, self.app_keys[app_id], algorithms=["RS256"], options={"require": ["iat", "exp", "iss"]})
+        except jwt.PyJWTError as error:
+            return _error(401, f"A JSON web token could not be decoded ({type(error).__name__})")
+        if str(claims["iss"]) != str(app_id) or claims["exp"] - claims["iat"] > 660:
+            return _error(401, "'Expiration time' claim ('exp') is too far in the future")
+        made = f"ghs_{hashlib.sha1(f'{installation}:{next(self._ids)}'.encode()).hexdigest()[:36]}"
+        expires = time.time() + self.token_lifetime_seconds
+        self.installation_tokens[made] = expires
+        stamp = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return web.json_response({"token": made, "expires_at": stamp, "permissions": {"issues": "write"},
+                                  "repository_selection": "all"}, status=201)
+
 
     async def _create_comment(self, request: web.Request) -> web.Response:
         repo, number = request[REPO], int(request.match_info["number"])

@@ -7,14 +7,25 @@ import base64
 import os
 import subprocess
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
 class PrivateGitServer:
-    def __init__(self, root: Path, token: str):
+    def __init__(self, root: Path, token: str = "", accepts: Callable[[str], bool] | None = None):
+        """Lets through requests with `token`, or with any token `accepts` (e.g. a GitHub App's
+        installation tokens that have not expired)."""
         self.root = root
-        expected = "Basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        accepts = accepts or (lambda given: given == token)
+
+        def authorised_header(header: str | None) -> bool:
+            scheme, _, encoded = (header or "").partition(" ")
+            try:
+                user, _, given = base64.b64decode(encoded).decode().partition(":")
+            except ValueError:
+                return False
+            return scheme == "Basic" and user == "x-access-token" and accepts(given)
         self.requests: list[tuple[str, bool]] = []  # (path, authorised)
         server = self
 
@@ -33,7 +44,7 @@ class PrivateGitServer:
                 self._serve()
 
             def _serve(self):
-                authorised = self.headers.get("Authorization") == expected
+                authorised = authorised_header(self.headers.get("Authorization"))
                 server.requests.append((self.path, authorised))
                 if not authorised:
                     self.send_response(401)

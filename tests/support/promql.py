@@ -15,3 +15,14 @@ def selected_series(expr: str) -> set[str]:
             found.add(node.name)
     promql_parser.walk(promql_parser.parse(expr), visit)
     return found
+
+
+def matchers(expr: str, series: str) -> list[dict[str, str]]:
+    """The equality matchers (label -> value) of each selector of `series` in `expr`."""
+    found: list[dict[str, str]] = []
+
+    def visit(node) -> None:
+        if isinstance(node, promql_parser.VectorSelector) and node.name == series:
+            found.append({m.name: m.value for m in node.matchers.matchers if m.op == promql_parser.MatchOp.Equal})
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return found

@@ -176,9 +176,11 @@ def test_spec_github_target_publishes(github):
 
 def test_spec_github_schema_is_structural_with_the_cel_rule():
     schema = structural_schema(GitHubOutput)
-    assert set(schema["properties"]) == {"repo", "issue", "pullRequest", "credentialsSecretRef", "apiUrl"}
-    assert schema["x-kubernetes-validations"][0]["rule"] == "has(self.issue) != has(self.pullRequest)"
-    assert schema["required"] == ["credentialsSecretRef", "repo"]
+    assert set(schema["properties"]) == {"repo", "issue", "pullRequest", "credentialsSecretRef", "githubApp", "apiUrl"}
+    assert [rule["rule"] for rule in schema["x-kubernetes-validations"]] == [
+        "has(self.issue) != has(self.pullRequest)", "has(self.credentialsSecretRef) != has(self.githubApp)"]
+    assert schema["required"] == ["repo"]
+    assert schema["properties"]["githubApp"]["required"] == ["appID", "installationID", "privateKeySecretRef"]
 
 
 @pytest.mark.parametrize("url, hosts, refused", [

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from remote_agents.controller.agents import fleet as fleet_module
 from remote_agents.controller.agents.fleet import Fleet, ViewIncomplete
+from remote_agents.controller.agents.inputs import AgentInputs
 from remote_agents.controller.agents.sightings import Sightings
 from remote_agents.controller.pools.reconcile import PoolReconciler
 from remote_agents.controller.sandboxes import ObservedSandbox, SandboxAddress
@@ -146,7 +147,8 @@ async def test_a_push_the_list_does_not_arrive_for_is_refused_so_github_can_rede
 
 def counting_task_loop(monkeypatch, fleet) -> tuple[TaskController, list[int], asyncio.Task]:
     """A task controller whose rounds only count themselves, its loop running."""
-    controller = TaskController(FakeKube(), FakeGateway(), inputs=None, fleet=fleet, activity=None, emit=None,
+    kube = FakeKube()
+    controller = TaskController(kube, FakeGateway(), inputs=AgentInputs(kube), fleet=fleet, activity=None, emit=None,
                                 github_api_hosts=(), listed=asyncio.Event())
     rounds: list[int] = []
     monkeypatch.setattr(controller, "step", lambda: rounds.append(1))

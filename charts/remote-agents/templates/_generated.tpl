@@ -223,3 +223,70 @@ periodSeconds: 10
 timeoutSeconds: 5
 failureThreshold: 3
 {{- end }}
+{{- define "remote-agents.alertRules" }}
+- alert: RemoteAgentsOperatorDown
+  expr: absent(up{job="{{ include "remote-agents.name" (list . "metrics") }}"} == 1)
+  for: 5m
+  labels:
+    severity: critical
+  annotations:
+    summary: The operator's metrics endpoint has not been scraped successfully for 5 minutes.
+    runbook_url: docs/operations.md#remoteagentsoperatordown
+- alert: RemoteAgentsNoLeader
+  expr: (sum(remote_agents_leader{job="{{ include "remote-agents.name" (list . "metrics") }}"}) or vector(0)) < 1
+  for: 2m
+  labels:
+    severity: critical
+  annotations:
+    summary: No remote-agents operator instance holds the Lease or reports leader=1; nothing is reconciled.
+    runbook_url: docs/operations.md#remoteagentsnoleader
+- alert: RemoteAgentsTwoLeaders
+  expr: sum(remote_agents_leader{job="{{ include "remote-agents.name" (list . "metrics") }}"}) > 1
+  for: 1m
+  labels:
+    severity: critical
+  annotations:
+    summary: More than one remote-agents operator instance acts at once.
+    runbook_url: docs/operations.md#remoteagentstwoleaders
+- alert: RemoteAgentsE2BErrors
+  expr: sum(rate(remote_agents_e2b_calls_total{outcome=~"retry|rejected|auth_failed"}[10m])) / sum(rate(remote_agents_e2b_calls_total[10m]))
+    > 0.2
+  for: 10m
+  labels:
+    severity: warning
+  annotations:
+    summary: More than a fifth of the operator's E2B calls fail.
+    runbook_url: docs/operations.md#remoteagentse2berrors
+- alert: RemoteAgentsReconcileErrors
+  expr: sum by (kind) (rate(remote_agents_reconcile_failures_total{outcome="error"}[10m])) > 0
+  for: 10m
+  labels:
+    severity: warning
+  annotations:
+    summary: Reconciles of {{ "{{" }} $labels.kind }} fail with unexpected errors.
+    runbook_url: docs/operations.md#remoteagentsreconcileerrors
+- alert: RemoteAgentsAgentsStalled
+  expr: max(remote_agents_agents_stalled) > 0
+  for: 15m
+  labels:
+    severity: warning
+  annotations:
+    summary: '{{ "{{" }} $value }} RemoteAgents are Stalled: the operator cannot make progress without a change.'
+    runbook_url: docs/operations.md#remoteagentsagentsstalled
+- alert: RemoteAgentsTasksQueuedTooLong
+  expr: max(remote_agents_task_oldest_waiting_seconds) > 900
+  for: 5m
+  labels:
+    severity: warning
+  annotations:
+    summary: An AgentTask has waited {{ "{{" }} $value | humanizeDuration }} for an agent.
+    runbook_url: docs/operations.md#remoteagentstasksqueuedtoolong
+- alert: RemoteAgentsE2BRateLimited
+  expr: sum(rate(remote_agents_e2b_rate_limit_wait_seconds_total[10m])) > 0.5
+  for: 10m
+  labels:
+    severity: warning
+  annotations:
+    summary: E2B calls spend more than half of each second waiting for the rate limit.
+    runbook_url: docs/operations.md#remoteagentse2bratelimited
+{{- end }}

@@ -52,8 +52,27 @@ class EnvVar(ApiModel):
     value_from: EnvVarSource | None = Field(None, description="Value from a Secret, resolved at reconcile time.")
 
 
+class GitHubApp(ApiModel):
+    """A GitHub App installation the operator makes short-lived installation tokens for (instead of a token)."""
+    app_id: int = Field(ge=1, alias="appID", description="The App's id (its settings page shows it).")
+    installation_id: int = Field(ge=1, alias="installationID",
+                                 description="The id of the App's installation on the account owning the repository.")
+    private_key_secret_ref: SecretKeySelector = Field(
+        description="The App's private key (PEM) in a Secret; it only signs the token requests.")
+
+
+class SourceGitHubApp(GitHubApp):
+    """A GitHub App installation whose tokens read a private repository."""
+    api_url: str = Field(DEFAULT_GITHUB_API_URL, min_length=1, max_length=2048, pattern=r"^https?://",
+                         description="GitHub REST API root the tokens are made at (GitHub Enterprise: "
+                                     "https://HOST/api/v3); api.github.com or a host of --github-api-host.")
+
+
 class Source(ApiModel):
     """The git repository (and ref) checked out in the sandbox; a moved ref is checked out again."""
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
+        "rule": "!(has(self.credentialsSecretRef) && has(self.githubApp))",
+        "message": "at most one of credentialsSecretRef and githubApp may be set"}]})
     repo: str = Field(min_length=1, max_length=2048,
                       description="Any URL git can clone (https, git://, file://), or owner/name for GitHub.")
     ref: str = Field("main", min_length=1, max_length=255, description="Branch, tag or full commit SHA.")
@@ -61,6 +80,8 @@ class Source(ApiModel):
                       description="Subdirectory of the repository that is the agent's working directory.")
     credentials_secret_ref: SecretKeySelector | None = Field(
         None, description="Token for a private repository (used for ls-remote and the in-sandbox clone).")
+    github_app: SourceGitHubApp | None = Field(
+        None, description="A GitHub App installation whose tokens read a private repository (instead of a token).")
 
 
 class LocalObjectReference(ApiModel):
@@ -343,9 +364,15 @@ class GitHubTarget(ApiModel):
 
 
 class GitHubOutput(GitHubTarget):
-    """Where a succeeded task's output is published on GitHub: exactly one of issue and pullRequest."""
-    credentials_secret_ref: SecretKeySelector = Field(
-        description="GitHub token: Issues write for comments; Contents and Pull requests write for pull requests.")
+    """Where a succeeded task's output is published on GitHub: exactly one of issue and pullRequest; as
+    one of a token (credentialsSecretRef) and a GitHub App (githubApp)."""
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        exactly_one_of("issue", "pullRequest"), exactly_one_of("credentialsSecretRef", "githubApp")]})
+    credentials_secret_ref: SecretKeySelector | None = Field(
+        None, description="GitHub token: Issues write for comments; Contents and Pull requests write for pull requests.")
+    github_app: GitHubApp | None = Field(
+        None, description="Publish as this GitHub App installation (same permissions as for a token); "
+                          "its tokens are made at apiUrl.")
     # The schema refuses plain http but for loopback (the operator checks again before it sends the
     # token: objects stored before the rule are still parsed, and refused when published).
     api_url: str = Field(DEFAULT_GITHUB_API_URL, min_length=1, max_length=2048, pattern=r"^https?://",

@@ -26,7 +26,7 @@ import kopf
 import kubernetes
 
 from remote_agents.api.names import AGENTS, FINALIZER, GROUP, POOL_LABEL, TASKS, TEMPLATES
-from remote_agents.controller import metrics
+from remote_agents.controller import metrics, tracing
 from remote_agents.controller.agents import ledger
 from remote_agents.controller.agents.fleet import Fleet
 from remote_agents.controller.agents.idle import AgentActivity
@@ -36,6 +36,7 @@ from remote_agents.controller.agents.sightings import Sightings
 from remote_agents.controller.clients.e2b import SandboxGateway
 from remote_agents.controller.clients.e2b_templates import TemplateBuilds
 from remote_agents.controller.clients.events import EventRecorder, EventSink
+from remote_agents.controller.clients.github_app import InstallationTokens
 from remote_agents.controller.clients.kube import API_THREADS, Kube, load_config
 from remote_agents.controller.clients.lease import LeaderElector
 from remote_agents.controller.clients.watch import ObjectWatch
@@ -73,9 +74,11 @@ class Operator:
         self.template_watch = ObjectWatch(kube, TEMPLATES, settings.namespaces, self.template_changed)
         self.template_users = TemplateUsers()
         self.template_bodies: dict[tuple[str, str], dict[str, Any]] = {}  # the watch's latest of each
-        inputs = AgentInputs(kube)
+        app_tokens = InstallationTokens()  # one cache of GitHub App tokens for sources and publishing
+        inputs = AgentInputs(kube, app_tokens, settings.github_api_hosts)
         self.agents = AgentReconciler(self.gateway, kube, inputs, settings, cluster_id, events, sightings, refs)
-        self.fleet = Fleet(self.gateway, kube, settings, cluster_id, sightings, refs, listed=self.agent_watch.synced)
+        self.fleet = Fleet(self.gateway, kube, settings, cluster_id, sightings, refs, listed=self.agent_watch.synced,
+                           inputs=inputs)
         activity = AgentActivity(kube, self.fleet, events)
         self.tasks = TaskController(kube, self.gateway, inputs, self.fleet, activity, events,
                                     settings.github_api_hosts, listed=self.task_watch.synced,
@@ -308,6 +311,7 @@ def _webhook_secret(args: argparse.Namespace) -> bytes:
 
 def run(args: argparse.Namespace) -> int:
     _configure_logging(args.verbose, args.log_format)
+    tracing.configure()  # off unless OTEL_* asks for traces
     secret = _webhook_secret(args) if args.webhook_port is not None else b""
     if args.webhook_port is not None and not secret.strip():  # whitespace is no secret either
         print("refusing to serve webhooks without a secret: set GITHUB_WEBHOOK_SECRET or --webhook-secret-from",

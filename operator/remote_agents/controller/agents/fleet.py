@@ -15,9 +15,11 @@ from remote_agents.api.conditions import condition
 from remote_agents.api.names import AGENTS, POOL_LABEL, SANDBOX_CLUSTER_KEY, SANDBOX_NAME_KEY, SANDBOX_NAMESPACE_KEY
 from remote_agents.controller import metrics
 from remote_agents.controller.agents import decide
+from remote_agents.controller.agents.inputs import AgentInputs
 from remote_agents.controller.agents.sightings import Sightings
 from remote_agents.controller.clients.e2b import E2BError, SandboxGateway
 from remote_agents.controller.clients.kube import Kube, SecretMissing
+from remote_agents.controller.redaction import Redactor
 from remote_agents.controller.sandboxes import OPERATOR_ACCOUNT, ObservedSandbox, SandboxAddress
 from remote_agents.controller.settings import OperatorSettings
 from remote_agents.controller.sources import git
@@ -71,9 +73,10 @@ def _log_failure(task: asyncio.Task) -> None:
 
 class Fleet:
     def __init__(self, gateway: SandboxGateway, kube: Kube, settings: OperatorSettings, cluster_id: str,
-                 sightings: Sightings, refs: RefResolver, listed: asyncio.Event):
+                 sightings: Sightings, refs: RefResolver, listed: asyncio.Event, inputs: AgentInputs | None = None):
         """`listed`: set once every agent has been delivered to `observe` (the watch's first list)."""
         self.gateway = gateway
+        self.inputs = inputs or AgentInputs(kube)
         self.refs = refs
         self.kube = kube
         self.settings = settings
@@ -188,8 +191,10 @@ class Fleet:
         tracked: dict[tuple[str, str, tuple | None], list[decide.AgentView]] = defaultdict(list)
         for view in self.agents.values():
             if view.revision and not view.deleting and view.ref != view.revision and view.spec:
-                secret = view.spec.source.credentials_secret_ref  # private repos are asked with their own token
-                credentials = (view.namespace, secret.name, secret.key, secret.optional) if secret else None
+                # private repos are asked with their own credentials (a token's Secret or a GitHub App)
+                source = view.spec.source
+                credentials = ((view.namespace, source.model_dump_json(include={"credentials_secret_ref", "github_app"}))
+                               if source.credentials_secret_ref or source.github_app else None)
                 tracked[(view.repo, view.ref, credentials)].append(view)
         for key, views in tracked.items():
             if key not in self._ref_checks:
@@ -200,7 +205,8 @@ class Fleet:
                          views: list[decide.AgentView]) -> None:
         async with self._ref_check_slots:
             try:
-                token = await self.kube.secret_value(*credentials) if credentials else None
+                token = (await self.inputs.git_token(views[0].namespace, views[0].spec.source, Redactor())
+                         if credentials else None)
                 commit = await self.refs.resolve(repo, ref, token)
             except (git.GitUnavailable, git.RefNotFound, SecretMissing) as error:
                 log.info("ref poll of %s@%s failed: %s", repo, ref, error)

@@ -1,27 +1,32 @@
-"""What an agent's work needs from Kubernetes Secrets: its environment, its git token and the E2B
-account its sandboxes live in. Read where the work happens (a reconcile, a task's launch, a poll),
+"""What an agent's work needs from Kubernetes Secrets: its environment, its git token (a Secret's or
+a GitHub App installation's) and the E2B account its sandboxes live in. Read where the work happens (a reconcile, a task's launch, a poll),
 never cached across them: a rotated Secret takes effect at the next piece of work."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from remote_agents.api.models import RemoteAgentSpec
+from remote_agents.api.models import RemoteAgentSpec, Source
+from remote_agents.controller.clients import github
+from remote_agents.controller.clients.github_app import AppTokenError, InstallationTokens
 from remote_agents.controller.clients.kube import Kube, SecretMissing
 from remote_agents.controller.redaction import Redactor
 from remote_agents.controller.sandboxes import OPERATOR_ACCOUNT, E2BAccount, SandboxAddress
+from remote_agents.controller.sources.git import GitUnavailable
 
 
 @dataclass
 class ResolvedInputs:
     env: dict[str, str]
-    git_token: str | None
     account: E2BAccount
 
 
 class AgentInputs:
-    def __init__(self, kube: Kube):
+    def __init__(self, kube: Kube, app_tokens: InstallationTokens | None = None,
+                 github_api_hosts: tuple[str, ...] = ()):
         self.kube = kube
+        self.app_tokens = app_tokens or InstallationTokens()
+        self.github_api_hosts = github_api_hosts  # where an App's JWT may go, besides api.github.com
 
     async def resolve(self, namespace: str, spec: RemoteAgentSpec, redact: Redactor) -> ResolvedInputs:
         env: dict[str, str] = {}
@@ -34,14 +39,26 @@ class AgentInputs:
             if value is not None:
                 env[variable.name] = value
                 redact.add(value)
-        token = None
-        if spec.source.credentials_secret_ref:
-            ref = spec.source.credentials_secret_ref
-            token = await self.kube.secret_value(namespace, ref.name, ref.key, ref.optional)
-            redact.add(token)
         account = await self.account(namespace, spec)
         redact.add(account.api_key)
-        return ResolvedInputs(env=env, git_token=token, account=account)
+        return ResolvedInputs(env=env, account=account)
+
+    async def git_token(self, namespace: str, source: Source, redact: Redactor) -> str | None:
+        """The token for ls-remote and the in-sandbox clone (None: a public repository). An App's
+        that cannot be made is GitUnavailable (retried), its missing key SecretMissing."""
+        if source.github_app:
+            app = source.github_app
+            try:
+                return await self.app_tokens.token_of(self.kube, namespace, app, app.api_url,
+                                                       self.github_api_hosts, redact)
+            except AppTokenError as error:
+                raise GitUnavailable(str(error)) from None
+        if not source.credentials_secret_ref:
+            return None
+        ref = source.credentials_secret_ref
+        token = await self.kube.secret_value(namespace, ref.name, ref.key, ref.optional)
+        redact.add(token)
+        return token
 
     async def account(self, namespace: str, spec: RemoteAgentSpec) -> E2BAccount:
         """The E2B account the agent's sandboxes live in: its own key's (spec.e2bApiKeySecretRef), read

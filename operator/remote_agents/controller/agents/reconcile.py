@@ -194,7 +194,8 @@ class AgentReconciler:
                          redact: Redactor) -> None:
         uid = body["metadata"]["uid"]
         inputs = await self.inputs.resolve(body["metadata"]["namespace"], spec, redact)
-        target = await self.refs.resolve(spec.source.repo, spec.source.ref, inputs.git_token)
+        git_token = await self.inputs.git_token(body["metadata"]["namespace"], spec.source, redact)
+        target = await self.refs.resolve(spec.source.repo, spec.source.ref, git_token)
         template = await self._template(body, spec)
 
         def plan_with(sandboxes: list[ObservedSandbox]) -> decide.AgentPlan:
@@ -243,7 +244,7 @@ class AgentReconciler:
                     phase = "SettingUp" if created or not status.current.get("revision") else "Updating"
                     await status.write(_working(phase, f"checking out {revision[:12]} and running setup"),
                                        phase=phase, sandboxID=current.sandbox_id)
-                    await self._checkout(current, spec, revision, inputs, redact)
+                    await self._checkout(current, spec, revision, inputs, git_token, redact)
                     self.emit(body, "Normal", "CodeUpdated", f"checked out {revision[:12]} and ran setup")
                     await status.write(_working(phase, "code is up to date"), phase=phase,
                                        sandboxID=current.sandbox_id,
@@ -283,9 +284,9 @@ class AgentReconciler:
                              self.settings.retry_delay_seconds)
 
     async def _checkout(self, sandbox: SandboxAddress, spec: RemoteAgentSpec, revision: str, inputs: ResolvedInputs,
-                        redact: Redactor) -> None:
+                        git_token: str | None, redact: Redactor) -> None:
         script = git.checkout_script(spec.source.repo, revision, decide.AGENT_HOME)
-        outcome = await self.gateway.run(sandbox, script, envs=git.auth_env(inputs.git_token), cwd=None,
+        outcome = await self.gateway.run(sandbox, script, envs=git.auth_env(git_token), cwd=None,
                                          timeout_seconds=self.settings.git_timeout_seconds)
         if outcome.exit_code != 0:
             raise StepFailed("CheckoutFailed", f"checkout of {revision[:12]} failed (exit {outcome.exit_code}): "

@@ -18,6 +18,7 @@ from typing import TypeVar
 from e2b import AsyncSandbox, CommandExitException, SandboxQuery, SandboxState
 from e2b import exceptions as e2b_errors
 
+from remote_agents.controller import tracing
 from remote_agents.controller.clients.ratelimit import TokenBucket
 from remote_agents.controller.settings import GatewaySettings
 from remote_agents.controller.sandboxes import CommandOutcome, E2BAccount, ObservedSandbox, SandboxAddress
@@ -61,6 +62,10 @@ class SandboxGone(E2BError):
     reason = "SandboxGone"
 
 
+def _span_attributes(operation: str, sandbox_id: str | None) -> dict[str, str]:
+    return {"e2b.operation": operation, **({"e2b.sandbox.id": sandbox_id} if sandbox_id else {})}
+
+
 class SandboxGateway:
     def __init__(self, settings: GatewaySettings, observe: Callable[[str, str, float], None] | None = None,
                  observe_wait: Callable[[str, float], None] | None = None):
@@ -79,7 +84,12 @@ class SandboxGateway:
 
     _opts = staticmethod(api_options)
 
-    async def _call(self, operation: str, make_call: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, operation: str, make_call: Callable[[], Awaitable[T]], sandbox_id: str | None = None) -> T:
+        """One span per call, its retries included (a child of the reconcile or run asking)."""
+        with tracing.tracer.start_as_current_span(f"e2b {operation}", attributes=_span_attributes(operation, sandbox_id)):
+            return await self._attempts(operation, make_call)
+
+    async def _attempts(self, operation: str, make_call: Callable[[], Awaitable[T]]) -> T:
         bucket = self.creates_bucket if operation == "create" else self.calls_bucket
         for attempt in range(1, self.settings.max_attempts + 1):
             await bucket.take()
@@ -153,22 +163,25 @@ class SandboxGateway:
 
     async def _connect(self, address: SandboxAddress, timeout_seconds: int | None) -> AsyncSandbox:
         return await self._call("connect", lambda: AsyncSandbox.connect(
-            address.sandbox_id, timeout=timeout_seconds, **self._opts(address.account)))
+            address.sandbox_id, timeout=timeout_seconds, **self._opts(address.account)), address.sandbox_id)
 
     async def resume(self, address: SandboxAddress, timeout_seconds: int) -> None:
         await self._connect(address, timeout_seconds)
 
     async def pause(self, address: SandboxAddress) -> None:
         self._handles.pop(address, None)
-        await self._call("pause", lambda: AsyncSandbox.pause(address.sandbox_id, **self._opts(address.account)))
+        await self._call("pause", lambda: AsyncSandbox.pause(address.sandbox_id, **self._opts(address.account)),
+                         address.sandbox_id)
 
     async def kill(self, address: SandboxAddress) -> bool:
         self._handles.pop(address, None)
-        return await self._call("kill", lambda: AsyncSandbox.kill(address.sandbox_id, **self._opts(address.account)))
+        return await self._call("kill", lambda: AsyncSandbox.kill(address.sandbox_id, **self._opts(address.account)),
+                                address.sandbox_id)
 
     async def set_timeout(self, address: SandboxAddress, timeout_seconds: int) -> None:
         await self._call("timeout", lambda: AsyncSandbox.set_timeout(address.sandbox_id, timeout_seconds,
-                                                                     **self._opts(address.account)))
+                                                                     **self._opts(address.account)),
+                         address.sandbox_id)
 
     async def _sandbox(self, address: SandboxAddress) -> AsyncSandbox:
         """A connected handle, reused for a while: polling a task must not cost a connect call each time."""
@@ -186,7 +199,10 @@ class SandboxGateway:
         started = time.monotonic()
         try:
             async with self._sandbox_slots:
-                result = await asyncio.wait_for(call(sandbox), timeout_seconds or self.settings.call_timeout_seconds)
+                with tracing.tracer.start_as_current_span(f"e2b {what}",
+                                                          attributes=_span_attributes(what, address.sandbox_id)):
+                    result = await asyncio.wait_for(call(sandbox),
+                                                    timeout_seconds or self.settings.call_timeout_seconds)
         except e2b_errors.SandboxNotRunningException as error:
             self._handles.pop(address, None)
             self._observe(what, "gone", time.monotonic() - started)

@@ -84,7 +84,7 @@ def _pull_request(repo: Repository, full_name: str, pull: PullRequestTarget, tit
         try:
             repo.create_git_ref(f"refs/heads/{pull.branch}", base_commit)
         except GithubException as error:
-            if not (error.status == 422 and _message(error) == "Reference already exists"):
+            if not (error.status == 422 and error_message(error) == "Reference already exists"):
                 raise  # an existing branch is an earlier attempt of this publish: write onto it
     with _calling(f"write {pull.path} on branch {pull.branch} of {full_name}", token):
         _write_file(repo, pull.path, pull.branch, title, body)
@@ -112,7 +112,7 @@ def _fit(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - len(TRUNCATED)] + TRUNCATED
 
 
-def _message(error: GithubException) -> str:
+def error_message(error: GithubException) -> str:
     if not isinstance(error.data, dict):
         return str(error.data or "")[:300]
     details = [item["message"] for item in error.data.get("errors") or []
@@ -128,7 +128,7 @@ def _calling(action: str, token: str) -> Iterator[None]:
     except GithubException as error:
         status = error.status or 0
         retryable = isinstance(error, RateLimitExceededException) or status in (409, 429) or status >= 500
-        message = f"GitHub answered {error.status} to '{action}': {_message(error)}".replace(token, MARKER)
+        message = f"GitHub answered {error.status} to '{action}': {error_message(error)}".replace(token, MARKER)
         raise PublishError(message, retryable) from None
     except requests.RequestException as error:
         raise PublishError(f"GitHub unreachable during '{action}': {type(error).__name__}", retryable=True) from None

@@ -62,8 +62,9 @@ class PoolPlan:
     waiting_for_wakes: int = 0
 
 
-# Optional agent fields newer than the first release, left out of the hash while unset.
-FIELDS_ADDED_LATER = ("templateRef", "server")
+# Optional agent fields newer than the first release (as paths into the agent's spec), left out
+# of the hash while unset.
+FIELDS_ADDED_LATER = (("templateRef",), ("server",), ("source", "githubApp"))
 
 
 def template_hash(spec: AgentPoolSpec, template_content: str | None = None) -> str:
@@ -73,9 +74,12 @@ def template_hash(spec: AgentPoolSpec, template_content: str | None = None) -> s
     agent = spec.template.spec.model_dump(by_alias=True, mode="json")
     agent["source"].pop("ref")
     agent.pop("paused")
-    for added in FIELDS_ADDED_LATER:
-        if agent[added] is None:
-            del agent[added]  # hashed as before the field existed: pools without it do not roll on upgrade
+    for *parents, added in FIELDS_ADDED_LATER:
+        holder = agent
+        for parent in parents:
+            holder = holder[parent]
+        if holder[added] is None:
+            del holder[added]  # hashed as before the field existed: pools without it do not roll on upgrade
     labels = spec.template.metadata.model_dump(mode="json")
     shape = [agent, labels] + ([template_content] if template_content else [])
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:10]

@@ -48,7 +48,7 @@ class TaskController:
         self.sessions = SessionLedger(self.book, kube, fleet)
         self.dispatcher = Dispatcher(self.book, self.scheduler, fleet, activity, self.runs, self.cancellations,
                                      self.sessions)
-        self.housekeeping = Housekeeping(self.book, kube, emit, github_api_hosts)
+        self.housekeeping = Housekeeping(self.book, kube, emit, github_api_hosts, inputs.app_tokens)
         self._next_full_poll = 0.0
         self._next_deadline_check = 0.0
         self._next_housekeeping = 0.0

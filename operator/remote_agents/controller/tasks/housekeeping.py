@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+from remote_agents.api.models import GitHubOutput
 from remote_agents.api.timestamps import epoch
 from remote_agents.controller.clients import github
 from remote_agents.controller.clients.events import EventSink
+from remote_agents.controller.clients.github_app import InstallationTokens
 from remote_agents.controller.clients.kube import Kube, SecretMissing
 from remote_agents.controller.redaction import Redactor
 from remote_agents.controller.tasks import decide
@@ -18,8 +20,10 @@ TITLE_LIMIT = 200
 
 
 class Housekeeping:
-    def __init__(self, book: TaskBook, kube: Kube, emit: EventSink, github_api_hosts: tuple[str, ...]):
+    def __init__(self, book: TaskBook, kube: Kube, emit: EventSink, github_api_hosts: tuple[str, ...],
+                 app_tokens: InstallationTokens):
         self.book = book
+        self.app_tokens = app_tokens
         self.kube = kube
         self.emit = emit
         self.github_api_hosts = github_api_hosts  # besides api.github.com
@@ -38,13 +42,9 @@ class Housekeeping:
                 or status.get("githubError") or now < self._publish_after.get(meta["uid"], 0)):
             return
         self._publish_after[meta["uid"]] = now + PUBLISH_RETRY_SECONDS
-        ref = spec.github.credentials_secret_ref
         redact = Redactor()
         try:
-            if refusal := github.api_url_refusal(spec.github.api_url, self.github_api_hosts):
-                raise github.PublishError(refusal, retryable=False)  # before the token is even read
-            token = await self.kube.secret_value(meta["namespace"], ref.name, ref.key) or ""
-            redact.add(token)
+            token = await self._token(meta["namespace"], spec.github, redact)
             output = await self.kube.configmap_value(meta["namespace"], status["outputConfigMap"], "stdout")
             title = f"{meta['name']}: {decide.truncate(spec.query, TITLE_LIMIT)}"
             url = await asyncio.to_thread(github.publish, spec.github.target(meta["name"]), token, title,
@@ -57,6 +57,21 @@ class Housekeeping:
         await self.book.apply(task, {"githubUrl": url})
         self._publish_after.pop(meta["uid"], None)
         self.emit(task, "Normal", "Published", f"output published to {url}")
+
+    async def _token(self, namespace: str, output: GitHubOutput, redact: Redactor) -> str:
+        """The Secret's token or a GitHub App installation's; nothing is read or sent (the key's
+        JWT, the token) unless apiUrl is a host the token may go to."""
+        if refusal := github.api_url_refusal(output.api_url, self.github_api_hosts):
+            raise github.PublishError(refusal, retryable=False)
+        if output.github_app:
+            return await self.app_tokens.token_of(self.kube, namespace, output.github_app, output.api_url,
+                                                  self.github_api_hosts, redact)
+        if output.credentials_secret_ref is None:
+            raise github.PublishError("spec.github names neither credentialsSecretRef nor githubApp", retryable=False)
+        ref = output.credentials_secret_ref
+        token = await self.kube.secret_value(namespace, ref.name, ref.key) or ""
+        redact.add(token)
+        return token
 
     async def _collect_if_expired(self, task: Task, now: float) -> None:
         done = epoch(task["status"].get("completionTime"))

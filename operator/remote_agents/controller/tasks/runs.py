@@ -15,9 +15,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry import trace
+
 from remote_agents.api.names import AGENTS, API_VERSION
 from remote_agents.api.timestamps import epoch, now_rfc3339, rfc3339
-from remote_agents.controller import metrics, resident
+from remote_agents.controller import metrics, resident, tracing
 from remote_agents.controller.agents.decide import AgentView
 from remote_agents.controller.agents.fleet import Fleet
 from remote_agents.controller.agents.idle import AgentActivity
@@ -64,11 +66,20 @@ class Runs:
         self._redactors: dict[str, Redactor] = {}
         self.progress_interval_seconds = progress_interval_seconds
         self._progress_read: dict[str, float] = {}  # uid -> when its run's stderr was last read for progress
+        self._spans: dict[str, trace.Span] = {}  # task uid -> its run's span, until the run ends
 
     def forget(self, uid: str) -> None:
         self._terminated.pop(uid, None)
         self._redactors.pop(uid, None)
         self._progress_read.pop(uid, None)
+        self._spans.pop(uid, None)
+
+    def _end_span(self, uid: str, reason: str, ok: bool) -> None:
+        span = self._spans.pop(uid, None)
+        if span is not None:
+            span.set_attribute("remoteagents.reason", reason)
+            span.set_status(trace.StatusCode.OK if ok else trace.StatusCode.ERROR)
+            span.end()
 
     # ---- starting -----------------------------------------------------------------------------
     async def launch(self, task: Task, view: AgentView) -> None:
@@ -80,15 +91,24 @@ class Runs:
         if view.spec.server:  # resident: the run is the small client asking the agent's process
             command = resident.CLIENT_COMMAND
             extra = resident.client_env(resident.port_of(view.spec.server.port, view.uid), meta["name"], spec.session)
+        # The run's span lasts until finish(); its E2B calls are its children, and the command gets
+        # TRACEPARENT so the agent's own spans (its LLM calls) join the trace. Kept in memory only:
+        # a run an operator restart finds running ends without one.
+        span = self._spans[meta["uid"]] = tracing.tracer.start_span("AgentTask run", attributes={
+            "k8s.namespace.name": meta["namespace"], "remoteagents.task": meta["name"],
+            "remoteagents.agent": view.name, "e2b.sandbox.id": status["sandboxID"]})
         try:
-            inputs = await self.inputs.resolve(meta["namespace"], view.spec, redact)
-            handle = await self.gateway.start_background(
-                SandboxAddress(status["sandboxID"], inputs.account), runner.RUNNER,
-                envs={**inputs.env, **extra, **runner.runner_env(status, spec.query, view.workdir, command)})
+            with trace.use_span(span, end_on_exit=False):
+                inputs = await self.inputs.resolve(meta["namespace"], view.spec, redact)
+                handle = await self.gateway.start_background(
+                    SandboxAddress(status["sandboxID"], inputs.account), runner.RUNNER,
+                    envs={**inputs.env, **extra, **tracing.traceparent(span),
+                          **runner.runner_env(status, spec.query, view.workdir, command)})
         except SandboxGone:
             await self.finish(task, decide.Verdict(False, "SandboxLost", "the agent's sandbox is gone"), None, "", "")
             return
         except (E2BError, SecretMissing) as error:
+            self._end_span(meta["uid"], "StartFailed", ok=False)
             # Not started: give the slot back and try again next round.
             log.warning("task %s/%s could not start on %s: %s", meta["namespace"], meta["name"], view.name,
                         redact(str(error)))
@@ -260,6 +280,7 @@ class Runs:
                      stderr: str) -> None:
         meta, status = task["metadata"], task["status"]
         self._terminated.pop(meta["uid"], None)
+        self._end_span(meta["uid"], verdict.reason, verdict.succeeded)
         self._progress_read.pop(meta["uid"], None)
         spec = self.book.spec(task)
         started = epoch(status.get("startTime")) or time.time()
