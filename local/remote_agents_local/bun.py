@@ -8,11 +8,12 @@ The tests that run the agents need it and FAIL (never skip) when it is missing, 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from remote_agents_local.cache import cache_root
 
 BUN_VERSION = "1.4.5"
 INSTALL_COMMAND = "python -m remote_agents_local.bun install"
@@ -23,9 +24,7 @@ class BunMissing(RuntimeError):
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("REMOTE_AGENTS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "remote-agents")
-    return Path(base) / "bun" / BUN_VERSION
+    return cache_root() / "bun" / BUN_VERSION
 
 
 def binary() -> Path:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from remote_agents_local.cache import cache_root
+
 HELM_VERSION = "v3.22.0"
 MODULE = "helm.sh/helm/v3"
 COMMAND = f"{MODULE}/cmd/helm"
@@ -26,9 +28,7 @@ class HelmMissing(RuntimeError):
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("REMOTE_AGENTS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "remote-agents")
-    return Path(base) / "helm" / HELM_VERSION
+    return cache_root() / "helm" / HELM_VERSION
 
 
 def binary() -> Path:

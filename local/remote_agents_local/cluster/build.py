@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from remote_agents_local.cache import cache_root
+
 KUBERNETES_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.6.16"
 KUBERNETES_BINARIES = ("kube-apiserver", "kube-controller-manager")
@@ -32,13 +34,6 @@ class Binaries:
     etcd: Path
     kube_apiserver: Path
     kube_controller_manager: Path
-
-
-def cache_root() -> Path:
-    base = os.environ.get("REMOTE_AGENTS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "remote-agents"
-    )
-    return Path(base)
 
 
 def kubernetes_bin_dir() -> Path:
