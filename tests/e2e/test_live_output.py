@@ -4,7 +4,6 @@ first line, after a reconnect and after the end; the agent's Secret values in ne
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import subprocess

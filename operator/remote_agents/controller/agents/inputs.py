@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from remote_agents.api.models import RemoteAgentSpec, Source
-from remote_agents.controller.clients import github
 from remote_agents.controller.clients.github_app import AppTokenError, InstallationTokens
 from remote_agents.controller.clients.kube import Kube, SecretMissing
 from remote_agents.controller.redaction import Redactor
