@@ -276,6 +276,7 @@ def test_a_stopped_api_server_makes_the_leader_stop_acting_and_both_recover_when
     leader.start()  # what its pod's restart would do
 
     new_leader, new_standby = leader_and_standby(pair)
+    assert lease_holder(kubectl) is not None and metric_total(new_leader, "remote_agents_leader") == 1
     for process in pair:
         assert fetch(process, "/healthz") == (200, f"ok: {role(process)}")
     assert_stands_by(new_standby)
