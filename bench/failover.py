@@ -14,7 +14,8 @@ a watch of the agents' resourceVersions then shows which objects were written du
 (goal: only the changed ones), and the apiserver's RemoteAgent writes are split into ours (one
 patch per changed agent) and the new leader's. The standby's silence before it leads is read from
 its metrics (E2B calls, reconciles) and from the apiserver's writes over a quiet window.
-Targets: SIGKILL -> first reconcile <= lease duration + 2 s; graceful stop -> first reconcile <= 2 s.
+Targets: SIGKILL -> first reconcile <= lease duration + 2 s; graceful stop -> first reconcile <= 2 s;
+no E2B creates; no unchanged agent written; no E2B call by the standby before it leads.
 """
 
 from __future__ import annotations
