@@ -7,8 +7,8 @@ For each handover, from the signal: the time until the standby serves /leader, a
 first reconcile (its reconcile counter leaves 0; Kopf resumes every object when it starts), then
 until it has reconciled every agent. Also counted from the signal until every agent has been
 reconciled and the log has been quiet for 10 s: E2B creates (e2b-local's log, target 0), and
-Kubernetes writes by resource (apiserver counter, leases aside; nothing changed meanwhile, so
-any write is the handover's own). Defaults are the shipped Lease settings.
+Kubernetes writes by resource (apiserver counter, leases aside; in the graceful handover nothing
+changes meanwhile, so any write is its own). Defaults are the shipped Lease settings.
 After the SIGKILL, before the standby leads, `--changed` agents get a new spec.maxConcurrentTasks:
 a watch of the agents' resourceVersions then shows which objects were written during the handover
 (goal: only the changed ones), and the apiserver's RemoteAgent writes are split into ours (one
