@@ -1,10 +1,12 @@
 """Two operators with leader election on one cluster: one acts, the other stands by and does
-nothing until it holds the Lease; a SIGKILLed leader is replaced once its Lease expires, a
-stopped one hands over at once (it releases the Lease), a leader cut off from the API server
-stops before anyone else may lead, and no agent ever gets two sandboxes."""
+nothing until it holds the Lease; a SIGKILLed leader is replaced once its Lease expires (during a
+pool's scale of 0 -> 20 with 10 tasks queued: one sandbox per agent, every task run once), a stopped
+one hands over at once (it releases the Lease), a leader cut off from the API server stops before
+anyone else may lead, and a stopped API server stops the leader; both recover when it returns."""
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -16,8 +18,9 @@ import yaml
 
 from remote_agents.api.names import LEADER_LEASE
 from remote_agents_local import processes
+from remote_agents_local.cluster import control_plane
 from tests.e2e.conftest import FAST_OPERATOR_ARGS, start_e2b
-from tests.e2e.test_agent_pool import members, pool_manifest, wait_pool_ready
+from tests.e2e.test_agent_pool import members, pool_manifest, pool_sandboxes, wait_pool_ready
 from tests.e2e.test_agent_task import finished, task_manifest
 from tests.e2e.test_remote_agent import agent_manifest, wait_ready
 from tests.support.e2b_client import E2BClient
@@ -119,58 +122,87 @@ def pair(cluster, crds, kubectl, e2b, tmp_path_factory):
     stop_after_finalizing(leader, kubectl)
 
 
-def test_sigkilled_leader_is_replaced_after_its_lease_and_no_agent_gets_two_sandboxes(kubectl, namespace, pair,
-                                                                                     e2b, agent_repo):
-    leader, standby = leader_and_standby(pair)
-    assert_stands_by(standby)
+def e2b_writes(e2b) -> int:
+    """Requests e2b-local has served so far that could change a sandbox: everything but reads,
+    control-plane and envd alike (its log has one `METHOD path ... -> status` line per request)."""
+    pattern = re.compile(r"\b(POST|PUT|PATCH|DELETE) /\S*( sandbox=\S+)? ->")
+    return sum(1 for line in e2b.log_path.read_text(errors="replace").splitlines() if pattern.search(line))
 
-    kubectl.apply(pool_manifest("crew", namespace, agent_repo.url, 12))
 
-    def some_created():
-        created = [a for a in members(kubectl, namespace, "crew") if (a.get("status") or {}).get("sandboxID")]
-        return 3 <= len(created) < 12
-    eventually(some_created, 120, interval=0.2, what="a few of the pool's sandboxes created, not all")
-    assert_stands_by(standby)  # everything so far was the leader's work
-    leader.kill()
-
-    eventually(lambda: role(standby) == "leader", LEASE_SECONDS + 15, interval=0.2,
-               what="the standby to lead once the killed leader's Lease expired")
-    pool = wait_pool_ready(kubectl, "crew", namespace, timeout=240)
-    assert pool["status"]["readyReplicas"] == 12
-    client = E2BClient(e2b.env)
-    for agent in members(kubectl, namespace, "crew"):
+def assert_one_sandbox_per_agent(kubectl, namespace: str, pool: str, replicas: int, client: E2BClient) -> None:
+    agents = members(kubectl, namespace, pool)
+    assert len(agents) == replicas
+    for agent in agents:
         assert [s.sandbox_id for s in client.by_uid(agent["metadata"]["uid"])] == [agent["status"]["sandboxID"]]
+    assert len(pool_sandboxes(client, namespace, pool)) == replicas  # none lost, none extra
 
-    leader.start()  # back as a standby: the Lease is held
-    eventually(lambda: role(leader) == "standby", 60, what="the restarted operator to stand by")
-    assert_stands_by(leader)
+
+def assert_ran_once(kubectl, namespace: str, names: list[str], client: E2BClient, timeout: float) -> None:
+    """Every task Succeeded after exactly one attempt, and its run started once in its agent's sandbox."""
+    for name in names:
+        task = finished(kubectl, name, namespace, timeout=timeout)
+        assert task["status"]["phase"] == "Succeeded", task["status"]
+        assert task["status"].get("attempts") == 1, task["status"]
+        sandbox = kubectl.get("ra", task["status"]["agent"], namespace)["status"]["sandboxID"]
+        run_files = f"/home/user/.remote-agents/tasks/{task['metadata']['uid']}"
+        assert client.read(sandbox, f"{run_files}.starts") == "started\n", name
 
 
 # Each run leaves one line per start in its own file: a task started twice would show two.
 COUNTED_RUN = "echo started >> \"$RUN_FILES.starts\"; sleep 8; echo done"
 
 
+POOL_SIZE = 20  # the issue's numbers: a scale of 0 -> 20 with 10 tasks queued on the pool
+QUEUED_TASKS = 10
+
+
+def test_sigkilled_leader_is_replaced_after_its_lease_and_no_agent_gets_two_sandboxes(kubectl, namespace, pair,
+                                                                                     e2b, agent_repo):
+    leader, standby = leader_and_standby(pair)
+    assert_stands_by(standby)
+
+    kubectl.apply(pool_manifest("crew", namespace, agent_repo.url, 0, query={"command": COUNTED_RUN}))
+    names = [f"queued-{i}" for i in range(QUEUED_TASKS)]
+    for name in names:
+        kubectl.apply(task_manifest(name, namespace, name, pool="crew", timeout=600))
+    eventually(lambda: all((kubectl.get("agenttask", name, namespace).get("status") or {}).get("phase") == "Pending"
+                           for name in names), 60, what="the tasks queued on the empty pool")
+    kubectl.run("scale", "agentpool/crew", "-n", namespace, f"--replicas={POOL_SIZE}")
+
+    def some_created():
+        created = [a for a in members(kubectl, namespace, "crew") if (a.get("status") or {}).get("sandboxID")]
+        return 3 <= len(created) < POOL_SIZE
+    eventually(some_created, 120, interval=0.2, what="a few of the pool's sandboxes created, not all")
+    assert_stands_by(standby)  # everything so far was the leader's work
+    leader.kill()
+
+    eventually(lambda: role(standby) == "leader", LEASE_SECONDS + 15, interval=0.2,
+               what="the standby to lead once the killed leader's Lease expired")
+    pool = wait_pool_ready(kubectl, "crew", namespace, timeout=420)
+    assert pool["status"]["readyReplicas"] == POOL_SIZE
+    client = E2BClient(e2b.env)
+    assert_one_sandbox_per_agent(kubectl, namespace, "crew", POOL_SIZE, client)
+    assert_ran_once(kubectl, namespace, names, client, timeout=300)
+
+    leader.start()  # back as a standby: the Lease is held
+    eventually(lambda: role(leader) == "standby", 60, what="the restarted operator to stand by")
+    assert_stands_by(leader)
+
+
 def test_tasks_running_when_the_leader_is_killed_finish_once_under_the_new_leader(kubectl, namespace, pair, e2b,
                                                                                    agent_repo):
     leader, standby = leader_and_standby(pair)
-    kubectl.apply(pool_manifest("runners", namespace, agent_repo.url, 5, query={"command": COUNTED_RUN}))
-    wait_pool_ready(kubectl, "runners", namespace)
-    names = [f"run-{i}" for i in range(5)]
+    kubectl.apply(pool_manifest("runners", namespace, agent_repo.url, QUEUED_TASKS, query={"command": COUNTED_RUN}))
+    wait_pool_ready(kubectl, "runners", namespace, timeout=300)
+    names = [f"run-{i}" for i in range(QUEUED_TASKS)]
     for name in names:
         kubectl.apply(task_manifest(name, namespace, name, pool="runners"))
     eventually(lambda: all((kubectl.get("agenttask", name, namespace).get("status") or {}).get("phase") == "Running"
-                           for name in names), 60, interval=0.2, what="all five tasks running")
+                           for name in names), 120, interval=0.2, what="all the tasks running")
     leader.kill()
 
     eventually(lambda: role(standby) == "leader", LEASE_SECONDS + 15, interval=0.2, what="the standby to lead")
-    client = E2BClient(e2b.env)
-    sandboxes = {agent["metadata"]["name"]: agent["status"]["sandboxID"]
-                 for agent in members(kubectl, namespace, "runners")}
-    for name in names:
-        task = finished(kubectl, name, namespace, timeout=120)
-        assert task["status"]["phase"] == "Succeeded", task["status"]
-        run_files = f"/home/user/.remote-agents/tasks/{task['metadata']['uid']}"
-        assert client.read(sandboxes[task["status"]["agent"]], f"{run_files}.starts") == "started\n", name
+    assert_ran_once(kubectl, namespace, names, E2BClient(e2b.env), timeout=180)
 
     leader.start()
     eventually(lambda: role(leader) == "standby", 60, what="the restarted operator to stand by")
@@ -214,3 +246,42 @@ def test_a_leader_cut_off_from_the_api_server_stops_before_anyone_may_take_over(
     a.proxy.restore()
     a.start()
     eventually(lambda: role(a) == "standby", 60, what="a, back, to stand by")
+
+
+def test_a_stopped_api_server_makes_the_leader_stop_acting_and_both_recover_when_it_returns(cluster, kubectl,
+                                                                                           namespace, pair, e2b,
+                                                                                           agent_repo):
+    leader, standby = leader_and_standby(pair)
+    kubectl.apply(pool_manifest("steady", namespace, agent_repo.url, 4))
+    wait_pool_ready(kubectl, "steady", namespace)
+    client = E2BClient(e2b.env)
+    sandboxes_before = {s.sandbox_id for s in pool_sandboxes(client, namespace, "steady")}
+
+    # Stopped, not cut: the same etcd data and the same port come back below.
+    processes.terminate(cluster.pids["kube-apiserver"], 10)
+    eventually(lambda: leader.process.poll() is not None, RENEW_DEADLINE + 30, interval=0.1,
+               what="the leader to stop once it could not renew within the renew deadline")
+    assert leader.process.returncode == 3, leader.log()[-3000:]  # LOST_LEASE_EXIT: it stopped itself
+    assert "lost the leader Lease" in leader.log()
+    writes_after_exit = e2b_writes(e2b)
+    assert standby.process.poll() is None, "the standby died while the API server was away"
+    assert role(standby) == "standby"  # it cannot take a Lease it cannot read
+    assert_stands_by(standby)
+
+    restarted = control_plane.up(Path(cluster.state_dir))
+    assert restarted.api_port == cluster.api_port
+    cluster.pids.update(restarted.pids)
+    # Nothing acted on E2B while no one could hold the Lease: not the stopped leader, not the standby.
+    assert e2b_writes(e2b) == writes_after_exit
+    leader.start()  # what its pod's restart would do
+
+    new_leader, new_standby = leader_and_standby(pair)
+    assert lease_holder(kubectl) is not None and metric_total(new_leader, "remote_agents_leader") == 1
+    for process in pair:
+        assert fetch(process, "/healthz") == (200, f"ok: {role(process)}")
+    assert_stands_by(new_standby)
+    wait_pool_ready(kubectl, "steady", namespace)
+    assert_one_sandbox_per_agent(kubectl, namespace, "steady", 4, client)
+    assert {s.sandbox_id for s in pool_sandboxes(client, namespace, "steady")} == sandboxes_before  # none replaced
+    kubectl.apply(agent_manifest("after-outage", namespace, agent_repo.url))
+    wait_ready(kubectl, "after-outage", namespace)  # the new leader acts
