@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from remote_agents.api.names import AGENTS, FINALIZER, POOL_LABEL, POOLS, TASKS, TEMPLATE_HASH_LABEL
+from remote_agents.api.names import AGENTS, POOL_LABEL, POOLS, TASKS, TEMPLATE_HASH_LABEL
 from remote_agents.controller.retry import RetryLater
 from tests.support.faults import OperatorCrashed
 from tests.support.fake_e2b import Program
@@ -75,7 +75,6 @@ async def test_scale_up_creates_named_owned_agents_once(world):
     for agent in members(world):
         assert agent["metadata"]["ownerReferences"][0]["uid"] == pool["metadata"]["uid"]
         assert agent["metadata"]["labels"][TEMPLATE_HASH_LABEL]
-        assert agent["metadata"]["finalizers"] == [FINALIZER]  # born with it: no finalizer round trip
         assert agent["spec"]["source"]["ref"] == agent_spec()["source"]["ref"]
     assert world.events.reasons(POOL) == ["AgentCreated"] * 3
 

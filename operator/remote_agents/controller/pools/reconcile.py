@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from remote_agents.api.conditions import condition
 from remote_agents.api.models import AgentPoolSpec
-from remote_agents.api.names import AGENTS, API_VERSION, FINALIZER, POOL_LABEL, POOLS, TEMPLATE_HASH_LABEL, TEMPLATES
+from remote_agents.api.names import AGENTS, API_VERSION, POOL_LABEL, POOLS, TEMPLATE_HASH_LABEL, TEMPLATES
 from remote_agents.api.timestamps import epoch, rfc3339
 from remote_agents.controller import metrics
 from remote_agents.controller.clients.events import EventSink
@@ -96,9 +96,6 @@ def child_manifest(pool: Mapping[str, Any], spec: AgentPoolSpec, name: str,
             "annotations": dict(template.metadata.annotations),
             "ownerReferences": [{"apiVersion": API_VERSION, "kind": "AgentPool", "name": meta["name"],
                                  "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}],
-            # The finalizer Kopf would add first: born with it, a member's first event goes straight
-            # to its reconcile instead of a finalizer patch and a second event (a rollout's head start).
-            "finalizers": [FINALIZER],
         },
         "spec": agent_spec,
     }
