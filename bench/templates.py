@@ -1,6 +1,7 @@
 """A pool of N Dexter-shaped agents (agents/research-demo: Bun, LangChain) from 0 to Ready, twice
-in one run: from an E2BTemplate with Bun and the dependencies baked in, and from setup commands
-(each agent installs Bun and runs `bun install`).
+in one run: from the committed E2BTemplate (agents/research-demo/template.yaml: Bun and the
+dependencies baked in), and from its installs run as setup commands (each agent installs Bun and
+runs `bun install`).
 
     python bench/templates.py [--agents N]
 
@@ -19,9 +20,7 @@ import time
 
 import harness
 from remote_agents.controller.sources import git
-from tests.e2e.test_flagship import (
-    AGENT_DIR, INSTALL_BUN, INSTALL_DEPENDENCIES, INSTALL_ENV, demo_files, template_manifest,
-)
+from tests.e2e.test_flagship import AGENT_DIR, create_files_configmap, demo_files, template_manifest
 
 CREATES_PER_SECOND = 5.0
 CREATE_LATENCY = 1.0  # matches harness.E2B_LATENCY_ARGS
@@ -30,8 +29,17 @@ TARGET_SPEEDUP = 3.0
 
 
 def agent_spec(repo_url: str, **spec) -> dict:
-    return {"source": {"repo": repo_url, "ref": "main", "path": "research-demo"},
+    return {"source": {"repo": repo_url, "ref": "main", "path": "agents/research-demo"},
             "query": {"command": "bun run src/query.ts"}, **spec}
+
+
+def setup_of_template(manifest: str) -> dict:
+    """The committed template's installs as setup commands of each agent, with its environment: the
+    same two installs, run in every agent instead of once."""
+    steps = json.loads(manifest)["spec"]["steps"]
+    env = {name: value for step in steps for name, value in (step.get("env") or {}).items()}
+    return {"setup": [step["run"]["command"] for step in steps if "run" in step],
+            "env": [{"name": name, "value": value} for name, value in env.items()]}
 
 
 def pool(name: str, namespace: str, spec: dict) -> str:
@@ -85,7 +93,8 @@ def main() -> None:
 
         harness.log("building the template")
         started = time.monotonic()
-        stack.apply(template_manifest(stack.namespace, repo.url))
+        create_files_configmap(stack.kubectl, stack.namespace)
+        stack.apply(template_manifest(stack.namespace))
         template: dict = {}
 
         def built() -> bool:
@@ -109,9 +118,8 @@ def main() -> None:
         bare_s = time_to_ready(stack, "bare", agents, 120 + agents * 10)
         scale_to_zero(stack, "bare")
 
-        setup = [INSTALL_BUN, INSTALL_DEPENDENCIES]
         stack.apply(pool("from-setup", stack.namespace, agent_spec(
-            repo.url, setup=setup, env=[{"name": k, "value": v} for k, v in INSTALL_ENV.items()])))
+            repo.url, **setup_of_template(template_manifest(stack.namespace)))))
         harness.log(f"setup path: 0 -> {agents}")
         setup_s = time_to_ready(stack, "from-setup", agents, 600 + agents * 60)
         scale_to_zero(stack, "from-setup")

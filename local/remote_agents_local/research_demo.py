@@ -1,23 +1,25 @@
 """The research-demo agent in `remote-agents up`: the checkout's agents/ directory served as a git
 repository, the two SaaS stand-ins it talks to (the scripted LLM and the market data), and its
-RemoteAgent, which installs Bun from npm and its locked dependencies in setup."""
+E2BTemplate (agents/research-demo/template.yaml, which bakes Bun and its locked dependencies in) and
+its RemoteAgent on that template."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
 
-from remote_agents_local import bun, processes
+import yaml
+
+from remote_agents_local import processes
 
 NAME = "research-demo"
 # agents/ sits beside local/ in a checkout (the local extra is installed from one: pip install -e ./local).
 AGENTS_DIR = Path(__file__).resolve().parents[2] / "agents"
-BUN = "$HOME/.bun/node_modules/.bin/bun"
+BUN = "/home/user/.bun/bin/bun"  # where template.yaml installs it
 
 
 def available() -> bool:
@@ -54,23 +56,31 @@ def start_standins(root: Path) -> tuple[dict[str, int], str, str]:
     return pids, f"http://127.0.0.1:{llm_port}", f"http://127.0.0.1:{market_port}"
 
 
-def node_ca_env() -> dict[str, str]:
-    """The host's extra CA bundle for Node (NODE_EXTRA_CA_CERTS, e.g. a TLS-inspecting proxy's), when it
-    has one: e2b-local's sandboxes share the host's network but start with a clean environment, and npm
-    and bun in them must trust the registry as the host does."""
-    path = os.environ.get("NODE_EXTRA_CA_CERTS")
-    return {"NODE_EXTRA_CA_CERTS": path} if path else {}
+def files_configmap(namespace: str) -> dict:
+    """The ConfigMap template.yaml copies the agent's files from (the `kubectl create configmap` at its
+    head: every file of these folders under its base name)."""
+    folders = (AGENTS_DIR / NAME, AGENTS_DIR / NAME / "src", AGENTS_DIR / "harness")
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": NAME, "namespace": namespace},
+            "data": {path.name: path.read_text() for folder in folders for path in sorted(folder.iterdir())
+                     if path.is_file()}}
+
+
+def template(namespace: str) -> dict:
+    """The committed E2BTemplate (agents/research-demo/template.yaml): Bun and node_modules baked in."""
+    manifest = yaml.safe_load((AGENTS_DIR / NAME / "template.yaml").read_text())
+    manifest["metadata"]["namespace"] = namespace
+    return manifest
 
 
 def manifest(namespace: str, repo_url: str, llm_url: str, market_url: str) -> str:
-    env = {"OPENAI_API_KEY": "sk-standin", "OPENAI_BASE_URL": f"{llm_url}/v1", "MARKET_DATA_URL": market_url,
-           **node_ca_env()}
-    return json.dumps({
+    """The template's files, the template, and the agent on it (Ready without an install of its own)."""
+    env = {"OPENAI_API_KEY": "sk-standin", "OPENAI_BASE_URL": f"{llm_url}/v1", "MARKET_DATA_URL": market_url}
+    agent = {
         "apiVersion": "remoteagents.io/v1alpha1", "kind": "RemoteAgent",
         "metadata": {"name": NAME, "namespace": namespace},
-        "spec": {"source": {"repo": repo_url, "ref": "main", "path": f"agents/{NAME}"},
-                 "setup": [f"npm install --no-audit --no-fund --prefix $HOME/.bun bun@{bun.BUN_VERSION}",
-                           f"{BUN} install --frozen-lockfile --ignore-scripts"],
+        "spec": {"templateRef": {"name": NAME},
+                 "source": {"repo": repo_url, "ref": "main", "path": f"agents/{NAME}"},
                  "query": {"command": f"{BUN} run src/query.ts", "timeoutSeconds": 120},
                  "env": [{"name": name, "value": value} for name, value in env.items()]},
-    })
+    }
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": [files_configmap(namespace), template(namespace), agent]})

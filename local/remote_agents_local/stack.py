@@ -178,7 +178,7 @@ def up(root: Path, progress: Callable[[str], None] = lambda step: None) -> Stack
         raise StackError(f"the sample agent did not become Ready: {error}\noperator log:\n"
                          f"{processes.log_tail(root / 'operator.log')}") from None
     if demo:
-        # Its setup installs Bun and its dependencies from npm: longer than the sample's.
+        # Its template's build installs Bun and its dependencies from npm first: longer than the sample.
         progress(f"waiting for RemoteAgent {DEMO_NAMESPACE}/{research_demo.NAME} to be Ready")
         try:
             _kubectl(kubeconfig, "wait", "--for=condition=Ready", "--timeout=300s",

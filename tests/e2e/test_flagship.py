@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.kubectl import eventually
 from tests.support.standins import llm_standin, market_data
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = ROOT / "agents"
-BUN_VERSION = "1.4.5"
 AGENT_DIR = "/home/user/agent"  # where the operator checks the agent's code out (controller/agents/decide.py)
 ACME = "ACME closed at 123.45 USD on 2026-11-30."
 ANSWERS = {"ACME": ACME, "GLOBEX": "GLOBEX closed at 87.2 USD on 2026-11-30.",
@@ -33,8 +33,8 @@ def standins(tmp_path_factory):
 
 
 def demo_files() -> dict[str, str]:
-    """agents/research-demo and the harness it imports, as the files of a repository of their own."""
-    return {path.relative_to(AGENTS).as_posix(): path.read_text()
+    """agents/research-demo and the harness it imports, at their paths in this repository."""
+    return {path.relative_to(ROOT).as_posix(): path.read_text()
             for folder in ("harness", "research-demo") for path in (AGENTS / folder).rglob("*")
             if path.is_file() and "node_modules" not in path.parts}
 
@@ -44,30 +44,24 @@ def demo_repo(git_server, request):
     return git_server.create(f"demo-{request.node.name}", demo_files())
 
 
-# What installing the agent takes: Bun from the npm registry (into the home: e2b-local's layers are
-# /home, /root and /tmp), then its locked dependencies. Baked into the template, or run as setup.
-INSTALL_ENV = {"PATH": "/home/user/.local/bin:/usr/local/bin:/usr/bin:/bin",
-               "NODE_EXTRA_CA_CERTS": "/etc/ssl/certs/ca-certificates.crt"}  # the host's CA (a TLS proxy)
-INSTALL_BUN = f"npm install --prefix /home/user/.local -g bun@{BUN_VERSION}"
-INSTALL_DEPENDENCIES = "bun install --frozen-lockfile --ignore-scripts"
+def template_manifest(namespace: str, *extra_steps: dict) -> str:
+    """The committed agents/research-demo/template.yaml (the shipped manifest is what is tested), with
+    `extra_steps` appended to make a template change."""
+    template = yaml.safe_load((AGENTS / "research-demo" / "template.yaml").read_text())
+    template["metadata"]["namespace"] = namespace
+    template["spec"]["steps"] += extra_steps
+    return json.dumps(template)
 
 
-def template_manifest(namespace: str, repo_url: str, *extra_steps: dict) -> str:
-    """Bun and the agent's dependencies baked in, at the path the operator checks the code out to:
-    its checkout keeps node_modules."""
-    return json.dumps({"apiVersion": "remoteagents.io/v1alpha1", "kind": "E2BTemplate",
-                       "metadata": {"name": "research-demo", "namespace": namespace},
-                       "spec": {"memoryMB": 2048, "steps": [
-                           {"env": INSTALL_ENV},
-                           {"run": {"command": INSTALL_BUN}},
-                           {"copy": {"git": {"repo": repo_url, "ref": "main"}, "to": AGENT_DIR}},
-                           {"run": {"command": f"cd {AGENT_DIR}/research-demo && {INSTALL_DEPENDENCIES}"}},
-                           *extra_steps]}})
+def create_files_configmap(kubectl, namespace: str) -> None:
+    """The ConfigMap the template copies its files from, made as its head says."""
+    kubectl.run("create", "configmap", "research-demo", "-n", namespace,
+                *(f"--from-file={AGENTS / folder}/" for folder in ("research-demo", "research-demo/src", "harness")))
 
 
 def agent_spec(repo_url: str, standins: dict) -> dict:
     return {"templateRef": {"name": "research-demo"},
-            "source": {"repo": repo_url, "ref": "main", "path": "research-demo"},
+            "source": {"repo": repo_url, "ref": "main", "path": "agents/research-demo"},
             "query": {"command": "bun run src/query.ts", "timeoutSeconds": 300},
             "env": [{"name": "OPENAI_BASE_URL", "value": f"{standins['llm']}/v1"},
                     {"name": "MARKET_DATA_URL", "value": standins["data"]},
@@ -93,7 +87,8 @@ def ready_template(kubectl, namespace: str, content: str | None = None) -> dict:
 
 def test_the_flagship_from_one_template(kubectl, namespace, operator, e2b_client, demo_repo, standins):
     kubectl.run("create", "secret", "generic", "llm", "-n", namespace, "--from-literal=key=sk-standin")
-    kubectl.apply(template_manifest(namespace, demo_repo.url))
+    create_files_configmap(kubectl, namespace)
+    kubectl.apply(template_manifest(namespace))
     first = ready_template(kubectl, namespace)
     assert first["phase"] == "Ready", first.get("buildLog")
 
@@ -106,7 +101,7 @@ def test_the_flagship_from_one_template(kubectl, namespace, operator, e2b_client
     agent = kubectl.get("remoteagent", "analyst", namespace)
     assert not agent["spec"].get("setup")
     sandbox = e2b_client.connect(agent["status"]["sandboxID"])
-    assert sandbox.files.exists(f"{AGENT_DIR}/research-demo/node_modules/@langchain/openai/package.json")
+    assert sandbox.files.exists(f"{AGENT_DIR}/agents/research-demo/node_modules/@langchain/openai/package.json")
 
     # A task: the answer from the LLM stand-in after one get_price call against the data stand-in.
     standins["llm_server"].forget()
@@ -143,7 +138,7 @@ def test_the_flagship_from_one_template(kubectl, namespace, operator, e2b_client
     assert len({r["agent"] for r in results}) == 3
 
     # A template change rebuilds it and rolls the pool; tasks sent meanwhile are all answered.
-    kubectl.apply(template_manifest(namespace, demo_repo.url, {"run": {"command": "echo 2 > /home/user/edition"}}))
+    kubectl.apply(template_manifest(namespace, {"run": {"command": "echo 2 > /home/user/edition"}}))
     for index, ticker in enumerate(tickers):
         kubectl.apply(task(namespace, f"r{index}", f"What is the price of {ticker}?", poolRef={"name": "desk"}))
     second = ready_template(kubectl, namespace, first["readyContentHash"])
