@@ -39,7 +39,8 @@ def agent_sandbox(e2b, llm, market):
 
     box = Sandbox.create(timeout=600, envs={
         "OPENAI_API_KEY": "sk-standin", "OPENAI_BASE_URL": llm.base_url, "MARKET_DATA_URL": market.url,
-        **research_demo.node_ca_env()})
+        # As the agent's template.yaml does: npm and bun trust the system's CAs (a TLS proxy's too).
+        "NODE_EXTRA_CA_CERTS": "/etc/ssl/certs/ca-certificates.crt"})
     agents = shlex.quote(str(research_demo.AGENTS_DIR))
     # What research-demo/template.yaml does: Bun from npm, the agent beside the harness, a frozen install.
     for step in (f"npm install --no-audit --no-fund --prefix /home/user/.bun bun@{bun.BUN_VERSION}",
