@@ -3,12 +3,19 @@ the resident protocol's pieces the operator parses (controller/resident.py). Pur
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from remote_agents.api.models import AgentPoolSpec
 from remote_agents.controller import resident
 from remote_agents.controller.pools import decide as pools
 from remote_agents.controller.tasks import decide as tasks
+from remote_agents.controller.tasks import runner
 from remote_agents.controller.tasks.sessions import Holding, Turn, holder, holdings, place
 
 
@@ -129,3 +136,42 @@ def test_the_resident_client_is_passed_in_the_environment_with_the_task_and_sess
     assert env["AGENT_SERVER_PORT"] == "8765" and env["AGENT_TASK"] == "t-1" and env["AGENT_SESSION"] == ""
     assert "AGENT_RESIDENT_CLIENT" in env and compile(env["AGENT_RESIDENT_CLIENT"], "client", "exec")
     assert "$AGENT_RESIDENT_CLIENT" in resident.CLIENT_COMMAND and resident.health_command(5).endswith("health 5")
+
+
+MARK = resident.STREAMED_MARK
+
+
+@pytest.mark.parametrize("stream, streamed", [
+    (f'\n{MARK}{{"stdout": "42", "stderr": "thinking\\n"}}\n0 stderr\n', ("42", "thinking\n")),
+    (f'banner\n{MARK}{{"stdout": "a\\nb", "stderr": ""}}\n0\n', ("a\nb", "")),
+    ("0\n", None),  # a long answer (or another command): read from the files
+    (f"{MARK}not json\n0\n", None),
+    (f'{MARK}{{"stdout": "x", "stderr": ""}}\nlater\n0\n', None),  # only the line right before the exit line
+])
+def test_a_short_answer_on_the_runners_stream_spares_the_file_reads(stream, streamed):
+    assert resident.streamed_answer(stream) == streamed
+
+
+def test_the_resident_client_runs_in_the_runner_and_copies_its_answer_onto_the_stream(tmp_path):
+    """The real runner script and client (bash, python3 -I -S) against the test agent's server:
+    the files hold the answer and progress, and the stream's copy is the same texts."""
+    port = 20000 + os.getpid() % 20000
+    env = {"PATH": os.environ["PATH"], "AGENT_SERVER_PORT": str(port)}
+    server = subprocess.Popen([sys.executable, str(Path(__file__).parents[1] / "support" / "resident_server.py")],
+                              env=env)
+    try:
+        probe = subprocess.run(["bash", "-c", resident.health_command(30)], env={**env, **resident.client_env(port)},
+                               capture_output=True, text=True, timeout=60)
+        assert resident.parse_pid(probe.stdout) == server.pid, probe.stderr
+        files = tmp_path / "runs" / "r1"
+        run_env = {**env, **resident.client_env(port, "t-1", "s"),
+                   **runner.runner_env({"runId": "r1"}, "remember x", str(tmp_path), resident.CLIENT_COMMAND),
+                   "RUN_FILES": str(files)}
+        stream = subprocess.run(["bash", "-c", runner.RUNNER], env=run_env, capture_output=True, text=True,
+                                timeout=60).stdout
+    finally:
+        server.kill()
+    assert runner.exit_line(stream).groups() == ("0", " stderr")
+    stdout, stderr = Path(f"{files}.stdout").read_text(), Path(f"{files}.stderr").read_text()
+    assert json.loads(stdout)["facts"] == ["x"] and stderr == "thinking about 'remember x'\n"
+    assert resident.streamed_answer(stream) == (stdout, stderr)

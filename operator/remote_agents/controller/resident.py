@@ -12,51 +12,95 @@ once GET /healthz answers 200, or exits 1 after SECONDS.
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
 
 SERVER_LOG = "/home/user/.remote-agents/server.log"
 UNREACHABLE_EXIT = 75  # EX_TEMPFAIL: the task's client found no resident process to ask
 CLIENT = r'''
-import http.client, json, os, sys, time
+import json, os, socket, sys, time
 port = int(os.environ["AGENT_SERVER_PORT"])
-def connect():
-    return http.client.HTTPConnection("127.0.0.1", port, timeout=None)
+def ask(method, path, body=b""):
+    # Plain sockets, not http.client: its import (ssl, email) was most of this client's start-up.
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+    f = s.makefile("rb")
+    status = int(f.readline().split()[1])
+    headers = {}
+    while (line := f.readline()).strip():
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, f
+def lines(headers, f):
+    # The body's lines as they arrive: chunked, sized, or up to the close.
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        pending = b""
+        while size := int(f.readline().split(b";")[0], 16):
+            pending += f.read(size); f.readline()
+            *done, pending = pending.split(b"\n")
+            yield from done
+        yield pending
+    elif "content-length" in headers:
+        yield from f.read(int(headers["content-length"])).split(b"\n")
+    else:
+        yield from f
 if sys.argv[1:2] == ["health"]:
     deadline = time.monotonic() + float(sys.argv[2])
     while True:
         try:
-            c = connect(); c.request("GET", "/healthz"); r = c.getresponse(); body = r.read()
-            if r.status == 200:
-                pid = int(json.loads(body)["pid"])
+            status, headers, f = ask("GET", "/healthz")
+            if status == 200:
+                pid = int(json.loads(b"".join(lines(headers, f)))["pid"])
                 os.kill(pid, 0)  # ours: a process of this sandbox (not a neighbour's on a shared network)
                 print(pid); sys.exit(0)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
             pass
         if time.monotonic() >= deadline:
             sys.exit(1)
         time.sleep(0.1)
 request = json.dumps({"task": os.environ["AGENT_TASK"], "session": os.environ.get("AGENT_SESSION") or None,
-                      "query": os.environ["AGENT_QUERY"]})
+                      "query": os.environ["AGENT_QUERY"]}).encode()
 try:
-    c = connect(); c.request("POST", "/query", request, {"Content-Type": "application/json"}); r = c.getresponse()
-except OSError as error:
+    status, headers, f = ask("POST", "/query", request)
+except (OSError, ValueError, IndexError) as error:
     print(f"the resident server does not answer on port {port}: {error}", file=sys.stderr); sys.exit(75)
-if r.status != 200:
-    print(f"the resident server answered {r.status}: {r.read()[:2000]!r}", file=sys.stderr); sys.exit(1)
-for raw in r:
+if status != 200:
+    print(f"the resident server answered {status}: {b''.join(lines(headers, f))[:2000]!r}", file=sys.stderr)
+    sys.exit(1)
+said = []  # what went to stderr, for the copy on the runner's stream
+def err(text):
+    print(text, file=sys.stderr, flush=True); said.append(text + "\n")
+for raw in lines(headers, f):
+    if not raw.strip():
+        continue
     try:
         line = json.loads(raw)
     except ValueError:
-        print(raw.decode(errors="replace").rstrip(), file=sys.stderr, flush=True); continue
+        err(raw.decode(errors="replace").rstrip()); continue
     event = line.get("event") if isinstance(line, dict) else None
     if event == "progress":
-        print(line.get("text", ""), file=sys.stderr, flush=True)
+        err(line.get("text", ""))
     elif event == "answer":
-        sys.stdout.write(line.get("text", "")); sys.stdout.flush(); sys.exit(0)
+        text = line.get("text", "")
+        sys.stdout.write(text); sys.stdout.flush()
+        # The same texts on the runner's stream (fd 3), so that the operator needs no file read
+        # for a short answer; the files stay the record.
+        copy = json.dumps({"stdout": text, "stderr": "".join(said)})
+        if os.environ.get("AGENT_ANSWER_FD") and len(copy) <= STREAMED_LIMIT:
+            try:
+                os.write(int(os.environ["AGENT_ANSWER_FD"]), b"\n" + MARK + copy.encode() + b"\n")
+            except OSError:
+                pass
+        sys.exit(0)
     elif event == "error":
         print(line.get("message", "the resident server reported an error"), file=sys.stderr); sys.exit(1)
 print("the resident server ended the stream without an answer or an error", file=sys.stderr); sys.exit(1)
 '''
+# A short answer's copy on the runner's stream: the line before the exit line, after this mark.
+STREAMED_MARK = "\x1eremote-agents-answer "
+STREAMED_LIMIT = 65536  # characters of its JSON; a longer answer is read from the files
+CLIENT = CLIENT.replace("MARK", repr(STREAMED_MARK.encode())).replace("STREAMED_LIMIT", str(STREAMED_LIMIT))
 # The task's command (the runner evals it); `exec`: signalling the run's group reaches the client.
 CLIENT_COMMAND = 'exec python3 -I -S -c "$AGENT_RESIDENT_CLIENT"'  # -I -S: the standard library only, no site start-up
 
@@ -73,7 +117,22 @@ def client_env(port: int, task: str | None = None, session: str | None = None) -
     if task is not None:
         env["AGENT_TASK"] = task
         env["AGENT_SESSION"] = session or ""
+        env["AGENT_ANSWER_FD"] = "3"  # the runner's stream (tasks/runner.py)
     return env
+
+
+def streamed_answer(stream: str) -> tuple[str, str] | None:
+    """(stdout, stderr) of a run whose client copied them onto the runner's stream (the line
+    before the exit line, which ends `stream`), or None."""
+    before = stream[:stream.rfind("\n", 0, -1) + 1].rstrip("\n")
+    last = before[before.rfind("\n") + 1:]
+    if not last.startswith(STREAMED_MARK):
+        return None
+    try:
+        copy = json.loads(last[len(STREAMED_MARK):])
+        return str(copy["stdout"]), str(copy["stderr"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def health_command(wait_seconds: float) -> str:

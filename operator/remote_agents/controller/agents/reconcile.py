@@ -278,6 +278,12 @@ class AgentReconciler:
         await status.write(Outcome(ready=True, reason=reason, message=message), template_condition, phase=phase,
                            sandboxID=current.sandbox_id,
                            workdir=decide.workdir(spec), **server)
+        deferred = server.get("server", {}).get("revision")
+        if deferred is not None and deferred != status.current.get("revision"):
+            # The upgrade waits for the running tasks. The end of the last one requests a reconcile,
+            # but it may come before this agent's new revision reaches the task room: look again.
+            raise RetryLater("waiting for the running tasks to end before restarting the resident process "
+                             "on the new code", self.settings.retry_delay_seconds)
         if template_condition and template_condition[0][2] == "TemplateUpdatePending":
             # A standalone agent takes its template's new build once no task runs on it.
             raise RetryLater("waiting for the running tasks to end before taking the new template",

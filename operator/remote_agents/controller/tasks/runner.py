@@ -9,7 +9,9 @@ group reaches the command and all it started. The deadline is the operator's (se
 decide.deadline_signal). The exit line ("CODE", or "CODE stderr" when the command wrote to
 stderr, so that a quiet run costs no read) goes to a file, read as "not yet" until the line is
 complete, and to the runner's stdout, where an operator that holds the run's stream reads it
-without asking. The query reaches the command as $AGENT_QUERY and on stdin. Builtins wherever
+without asking. A command told AGENT_ANSWER_FD (the resident client) gets that stream as fd 3,
+for a copy of a short answer; any other command has no fd 3 (a child it leaves behind must not
+hold the stream open). The query reaches the command as $AGENT_QUERY and on stdin. Builtins wherever
 possible: every process started here is CPU in the sandbox, once per task.
 """
 
@@ -26,7 +28,7 @@ cd "$AGENT_WORKDIR" || { echo 97 > "$RUN_FILES.exit_code"; echo 97; exit 0; }
 set -C; { : > "$RUN_FILES.lock"; } 2>/dev/null || exit 0; set +C
 printf '%s' "$AGENT_QUERY" > "$RUN_FILES.query"
 set -m
-( eval "$AGENT_COMMAND" ) < "$RUN_FILES.query" > "$RUN_FILES.stdout" 2> "$RUN_FILES.stderr" &
+( [ -n "$AGENT_ANSWER_FD" ] || exec 3>&-; eval "$AGENT_COMMAND" ) 3>&1 < "$RUN_FILES.query" > "$RUN_FILES.stdout" 2> "$RUN_FILES.stderr" &
 set +m; echo $! > "$RUN_FILES.pid"
 wait $!
 code=$?

@@ -130,13 +130,15 @@ class Runs:
 
         async def wait() -> None:
             try:
-                ended = runner.exit_line((await handle.wait()).stdout)
+                stream = (await handle.wait()).stdout
+                ended = runner.exit_line(stream)
             except Exception:  # a lost stream, or a runner that did not get to its end: the poll tells
                 ended = None
+            streamed = resident.streamed_answer(stream) if ended and ended[1] == "0" else None
             self.live.discard(uid)
             task = self.book.tasks.get(uid)
             if task and uid not in self.scheduler.busy and task["status"].get("phase") == "Running":
-                self.scheduler.spawn(uid, self.poll(task, ended))  # now, not at the next round
+                self.scheduler.spawn(uid, self.poll(task, ended, streamed))  # now, not at the next round
         watcher = asyncio.get_running_loop().create_task(wait())
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
@@ -150,8 +152,9 @@ class Runs:
         return deadline_check and decide.deadline_signal(now, self.deadline(self.book.tasks[uid]),
                                                          self._terminated.get(uid)) is not None
 
-    async def poll(self, task: Task, ended: re.Match | None = None) -> None:
-        """Look at a run; `ended` is its exit line when the run's stream already said it."""
+    async def poll(self, task: Task, ended: re.Match | None = None, streamed: tuple[str, str] | None = None) -> None:
+        """Look at a run; `ended` is its exit line when the run's stream already said it, and
+        `streamed` its (stdout, stderr) when the stream carried them too (a resident agent's answer)."""
         status = task["status"]
         spec = self.book.spec(task)
         if task["metadata"].get("deletionTimestamp"):
@@ -189,7 +192,7 @@ class Runs:
                 return
             self.scheduler.finishing.add(uid)  # the run has ended: its slot takes the next task meanwhile
             self.scheduler.request_dispatch()
-            stdout, stderr = await asyncio.gather(
+            stdout, stderr = streamed or await asyncio.gather(
                 self.gateway.read_file(sandbox, runner.run_file(status, "stdout")),
                 self.gateway.read_file(sandbox, runner.run_file(status, "stderr")) if ended[2] else _no_file())
             code = int(ended[1])
