@@ -41,12 +41,13 @@ def agent_sandbox(e2b, llm, market):
         "OPENAI_API_KEY": "sk-standin", "OPENAI_BASE_URL": llm.base_url, "MARKET_DATA_URL": market.url,
         # As the agent's template.yaml does: npm and bun trust the system's CAs (a TLS proxy's too).
         "NODE_EXTRA_CA_CERTS": "/etc/ssl/certs/ca-certificates.crt"})
-    agents = shlex.quote(str(research_demo.AGENTS_DIR))
-    # What research-demo/template.yaml does: Bun from npm, the agent beside the harness, a frozen install.
+    # What research-demo/template.yaml does: the agent beside the harness (uploaded: the checkout may
+    # be where a sandbox cannot see it, e.g. under the private /tmp), Bun from npm, a frozen install.
+    agents = research_demo.AGENTS_DIR
+    for path in [*sorted((agents / "harness").glob("*.ts")), agents / "research-demo" / "package.json",
+                 agents / "research-demo" / "bun.lock", *sorted((agents / "research-demo" / "src").glob("*.ts"))]:
+        box.files.write(f"/home/user/agents/{path.relative_to(agents).as_posix()}", path.read_text())
     for step in (f"npm install --no-audit --no-fund --prefix /home/user/.bun bun@{bun.BUN_VERSION}",
-                 f"mkdir -p agents/research-demo && cp -r {agents}/harness agents/ && "
-                 f"cp -r {agents}/research-demo/package.json {agents}/research-demo/bun.lock "
-                 f"{agents}/research-demo/src agents/research-demo/",
                  f"cd agents/research-demo && {BUN} install --frozen-lockfile --ignore-scripts"):
         result = box.commands.run(step, cwd="/home/user", timeout=300)
         assert result.exit_code == 0, f"{step}: {result.stderr}"
