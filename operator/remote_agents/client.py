@@ -218,9 +218,19 @@ class RemoteAgentOrchestrator:
         return Session(self, target, name or f"s-{uuid.uuid4().hex[:12]}")
 
     def cancel_task(self, name: str, timeout: float = 60) -> None:
-        """Cancel a task by deleting it; returns once it is gone, that is once its run (if any) is
-        stopped in the sandbox."""
+        """Cancel a task by deleting it; returns once it is gone and, when it was running, once the
+        operator says its run is stopped in the sandbox (its Event TaskCancelled)."""
+        task = self._get(TASKS, name)
+        deadline = time.monotonic() + timeout
         self._delete(TASKS, name, timeout)
+        if (task.get("status") or {}).get("phase") != "Running":
+            return
+        selector = f"involvedObject.uid={task['metadata']['uid']},reason=TaskCancelled"
+        while not self._call(self.core.list_namespaced_event, self.namespace, field_selector=selector).items:
+            if time.monotonic() > deadline:
+                raise WaitTimeout(f"agenttasks/{name} was deleted, but its run was not reported stopped "
+                                  f"within {timeout}s")
+            time.sleep(POLL_SECONDS)
 
     def wait_tasks(self, names: list[str], timeout: float,
                    on_progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:

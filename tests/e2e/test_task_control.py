@@ -1,5 +1,6 @@
 """Task control end to end: priorities reorder a busy agent's queue, a retried task survives a
-killed sandbox, a cancelled running task leaves no process behind, and the cost ledger matches
+killed sandbox, a cancelled running task leaves no process behind (also when it is deleted while
+no operator runs), and the cost ledger matches
 the phases a watcher sees. Figures are printed (run with -s to see them)."""
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def test_a_cancelled_running_task_leaves_no_process_behind(cluster, kubectl, nam
     kubectl.apply(task("doomed", namespace, "stubborn", "never mind"))
     in_phase(kubectl, "agenttask", "doomed", namespace, "Running")
     eventually(lambda: "sleep 312" in processes(e2b_client, sandbox_id), 30, what="the run's processes")
-    assert "remoteagents.io/run" in kubectl.get("agenttask", "doomed", namespace)["metadata"]["finalizers"]
+    assert not kubectl.get("agenttask", "doomed", namespace)["metadata"].get("finalizers")  # a delete is one call
 
     started = time.monotonic()
     RemoteAgentOrchestrator(namespace=namespace, kubeconfig=cluster.kubeconfig).cancel_task("doomed", timeout=60)
@@ -111,6 +112,28 @@ def test_a_cancelled_running_task_leaves_no_process_behind(cluster, kubectl, nam
     # The slot is free: the next task runs.
     kubectl.apply(task("after", namespace, "stubborn", "again", timeoutSeconds=2))
     assert finished(kubectl, "after", namespace)["status"]["agent"] == "stubborn"
+
+
+def test_a_task_deleted_while_no_operator_runs_has_its_run_stopped_by_the_next_operator(
+        kubectl, namespace, operator, e2b_client, agent_repo):
+    kubectl.apply(agent_manifest("stubborn", namespace, agent_repo.url, query={"command": STUBBORN},
+                                 maxConcurrentTasks=2))
+    sandbox_id = wait_ready(kubectl, "stubborn", namespace)["status"]["sandboxID"]
+    kubectl.apply(task("forgotten", namespace, "stubborn", "never mind"))
+    kubectl.apply(task("kept", namespace, "stubborn", "go on", timeoutSeconds=600))
+    in_phase(kubectl, "agenttask", "forgotten", namespace, "Running")
+    in_phase(kubectl, "agenttask", "kept", namespace, "Running")
+    eventually(lambda: processes(e2b_client, sandbox_id).count("sleep 312") == 2, 30, what="both runs' processes")
+
+    operator.kill()
+    kubectl.run("delete", "agenttask", "forgotten", "-n", namespace, "--wait=true")
+    operator.start()
+
+    eventually(lambda: processes(e2b_client, sandbox_id).count("sleep 312") == 1, 60,
+               what="the forgotten task's run stopped")
+    assert len(runners(e2b_client, sandbox_id)) == 1  # the kept task's run goes on
+    assert status(kubectl, "agenttask", "kept", namespace)["phase"] == "Running"
+    assert "stopped run" in operator.log() and "while no operator ran" in operator.log()
 
 
 def test_the_ledger_matches_the_phases_a_watcher_sees(kubectl, namespace, operator, agent_repo):

@@ -19,6 +19,7 @@ Inside a sandbox there is no shell, but a small scripted model of what the opera
 - the signal command of tasks/runner.py (`kill -SIG -- -$(cat PIDFILE)`), delivered to the process;
 - its cancel command: takes the lock of a run not started yet, else SIGTERM to the process and
   SIGKILL when it ignores that (the grace is not modelled), then prints "stopped";
+- the orphan sweep's listing (tasks/orphan_runs.py): the runs with a lock and no exit_code file;
 - any other command is answered from `scripts` (a substring of the command -> its outcome,
   the latest registration first), else exit 127.
 An in-sandbox call (files, commands) on a paused sandbox resumes it, as the gateway's connect does
@@ -48,6 +49,8 @@ from remote_agents.api.names import SANDBOX_UID_KEY
 from remote_agents.controller.clients.e2b import SandboxGone
 from remote_agents.controller.clients.e2b_templates import BuildRef
 from remote_agents.controller.sandboxes import CommandOutcome, E2BAccount, ObservedSandbox, SandboxAddress
+from remote_agents.controller.tasks.orphan_runs import UNFINISHED_RUNS
+from remote_agents.controller.tasks.runner import RUNS_DIR
 from remote_agents.controller.templates.decide import BuildProgress, CopyFiles, Recipe, RunCommand
 from tests.support.faults import Faults
 
@@ -416,6 +419,11 @@ class FakeSandboxGateway:
                 if str(process.pid) == pid_text and process.running:
                     process.signal(signal[1])
             return CommandOutcome(0, "", "")
+        if command == UNFINISHED_RUNS:
+            runs = [path[len(RUNS_DIR) + 1:-len(".lock")] for path in sandbox.files
+                    if path.startswith(f"{RUNS_DIR}/") and path.endswith(".lock")
+                    and f"{path[:-len('.lock')]}.exit_code" not in sandbox.files]
+            return CommandOutcome(0, "".join(f"{run}\n" for run in runs), "")
         if cancel := _CANCEL.match(command):
             prefix = shlex.split(cancel[1])[0]
             if f"{prefix}.lock" not in sandbox.files:

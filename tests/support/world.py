@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,11 +90,14 @@ class World:
                                                (TEMPLATES, operator.template_watch))]
         return operator
 
-    async def restart(self) -> None:
-        """The operator process dies (everything it had in flight with it) and a new one starts."""
+    async def restart(self, while_down: Callable[[], Awaitable[None]] | None = None) -> None:
+        """The operator process dies (everything it had in flight with it) and a new one starts,
+        after `while_down` when given (what happens while no operator runs)."""
         for unwatch in self._unwatch:
             unwatch()
         await stop_everything_else()
+        if while_down is not None:
+            await while_down()
         self.operator = self._start_operator()
         await self.kube.flush()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from remote_agents.api.names import AGENTS, RUN_FINALIZER, TASKS
+from remote_agents.api.names import AGENTS, LEGACY_RUN_FINALIZER, TASKS
 from remote_agents.api.timestamps import epoch, rfc3339
 from remote_agents.controller import metrics
 from remote_agents.controller.agents import ledger
@@ -54,7 +54,7 @@ def test_targets_are_served_by_their_heads_priority_and_every_namespace_has_its_
     assert index.queue_size() == (52, "T000")
 
 
-def test_a_deleted_task_leaves_the_queue_and_a_running_one_with_the_finalizer_is_cancelled():
+def test_a_deleted_task_leaves_the_queue_and_one_a_finalizer_keeps_is_cancelled_while_its_run_is_live():
     index = TaskIndex()
     target = ("ns", "agent", "a")
     pending = waiting_task("p", "T1")
@@ -63,9 +63,16 @@ def test_a_deleted_task_leaves_the_queue_and_a_running_one_with_the_finalizer_is
     index.update("uid-ns-p", target, pending)
     assert list(index.waiting(target)) == [] and not index.cancelling
     running = waiting_task("r", "T1", phase="Running")
-    running["metadata"].update(deletionTimestamp="T2", finalizers=[RUN_FINALIZER])
+    running["metadata"].update(deletionTimestamp="T2", finalizers=["example.com/audit"])
     index.update("uid-ns-r", target, running)
     assert index.cancelling == {"uid-ns-r"} and index.running == {"uid-ns-r"}
+    running["status"]["phase"] = "Failed"  # stopped, and said so
+    index.update("uid-ns-r", target, running)
+    assert not index.cancelling
+    legacy = waiting_task("l", "T1", phase="Succeeded")  # an earlier build's finalizer, left on it
+    legacy["metadata"].update(deletionTimestamp="T2", finalizers=[LEGACY_RUN_FINALIZER])
+    index.update("uid-ns-l", target, legacy)
+    assert index.cancelling == {"uid-ns-l"}
 
 
 RETRY = {
@@ -173,7 +180,7 @@ async def test_a_task_whose_sandbox_is_lost_is_retried_once_the_old_run_is_dead(
     status = await world.eventually(lambda: (s := world.status("t", TASKS)).get("nextAttemptTime") and s, "a retry")
     assert status["phase"] == "Pending" and ready_reason(status) == "Retrying"
     assert status["attempts"] == 1 and "attempt 2 of 2" in status["message"]
-    assert RUN_FINALIZER not in (world.kube.object(TASKS, NAMESPACE, "t")["metadata"].get("finalizers") or [])
+    assert not world.kube.object(TASKS, NAMESPACE, "t")["metadata"].get("finalizers")  # a retry writes no finalizer
     assert epoch(status["nextAttemptTime"]) - clock.time() >= retry.backoff_seconds(1) - 1
     await world.reconcile_agent("a")  # the agent gets a new sandbox
     clock.advance(retry.backoff_seconds(1) + 1)
@@ -231,11 +238,10 @@ async def test_a_retry_recorded_before_a_restart_waits_out_its_backoff_then_runs
     assert status["attempts"] == 2 and process.run_files.endswith("-2") and "nextAttemptTime" not in status
 
 
-async def test_a_task_deleted_after_its_finalizer_but_before_its_run_is_let_go_without_a_run(world):
+async def test_a_task_deleted_with_an_earlier_builds_run_finalizer_is_let_go(world):
     await world.create_agent("never-ready")
     await world.create_task("t", agent="never-ready")
-    # As after a crash between the finalizer and the claim.
-    await world.kube.patch(TASKS, NAMESPACE, "t", {"metadata": {"finalizers": [RUN_FINALIZER]}})
+    await world.kube.patch(TASKS, NAMESPACE, "t", {"metadata": {"finalizers": [LEGACY_RUN_FINALIZER]}})
     world.start_task_loop()
     await world.kube.delete(TASKS, NAMESPACE, "t")
     await world.eventually(lambda: world.kube.object(TASKS, NAMESPACE, "t") is None, "the task gone")

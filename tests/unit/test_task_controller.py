@@ -3,11 +3,15 @@ results, runs surviving restarts, and TTL collection."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from remote_agents.api.names import POOL_LABEL, RUN_FINALIZER, TASKS
+from remote_agents.api.names import POOL_LABEL, TASKS
 from remote_agents.api.timestamps import rfc3339
-from remote_agents.controller.tasks import decide
+from remote_agents.controller.clients.e2b import E2BError
+from remote_agents.controller.tasks import cancel, decide
+from remote_agents.controller.tasks.orphan_runs import UNFINISHED_RUNS
 from tests.support.faults import OperatorCrashed
 from tests.support.fake_e2b import Process, Program
 from tests.support.world import NAMESPACE, World
@@ -236,13 +240,81 @@ async def test_deleting_a_running_task_kills_its_run(world):
     world.start_task_loop()
     [process] = await world.eventually(lambda: running(world), "the run")
 
-    assert RUN_FINALIZER in world.kube.object(TASKS, NAMESPACE, "t")["metadata"]["finalizers"]
+    assert not world.kube.object(TASKS, NAMESPACE, "t")["metadata"].get("finalizers")  # a delete is one call
     await world.kube.delete(TASKS, NAMESPACE, "t")
+    assert world.kube.object(TASKS, NAMESPACE, "t") is None
 
-    await world.eventually(lambda: world.kube.object(TASKS, NAMESPACE, "t") is None, "the task gone")
-    assert not process.running
+    await world.eventually(lambda: not process.running, "the run stopped")
     assert [name for name, _ in process.signals] == ["TERM", "KILL"]  # it ignored SIGTERM
-    assert "TaskCancelled" in world.events.reasons("t")
+    await world.eventually(lambda: "TaskCancelled" in world.events.reasons("t"), "the Event")
+
+
+async def test_a_deleted_tasks_slot_is_given_to_the_next_only_once_its_run_is_stopped(world, monkeypatch):
+    monkeypatch.setattr(cancel, "CANCEL_RETRY_SECONDS", 0.05)
+    world.e2b.programs["answer"] = Program(held=True)
+    await world.ready_agent("a")
+    await world.create_task("doomed", agent="a")
+    world.start_task_loop()
+    [doomed] = await world.eventually(lambda: running(world), "the first run")
+    await world.create_task("next", agent="a")
+    world.e2b.fail("run", E2BError("envd unreachable"), times=3, when=lambda command, **_: "stopped" in command)
+
+    await world.kube.delete(TASKS, NAMESPACE, "doomed")
+    await world.eventually(lambda: not world.e2b.faults.pending, "three failed attempts to stop it")
+    assert doomed.running and len(world.e2b.processes) == 1  # the slot is still the dying run's
+    [after] = await world.eventually(lambda: [p for p in running(world) if p is not doomed], "the next run")
+    assert not doomed.running and doomed.signals and after.query == "what is 6 x 7?"
+
+
+async def test_a_run_whose_task_was_deleted_while_no_operator_ran_is_stopped_by_the_next_one(world):
+    world.e2b.programs["answer"] = Program(held=True)
+    await world.ready_agent("a", maxConcurrentTasks=2)
+    await world.create_task("deleted", agent="a")
+    await world.create_task("kept", agent="a")
+    world.start_task_loop()
+    runs = await world.eventually(lambda: len(running(world)) == 2 and running(world), "both runs")
+    by_task = {p.run_files.rsplit("/", 1)[1]: p for p in runs}
+
+    async def delete_it() -> None:
+        await world.kube.delete(TASKS, NAMESPACE, "deleted")
+    deleted_uid = world.kube.object(TASKS, NAMESPACE, "deleted")["metadata"]["uid"]
+    await world.restart(while_down=delete_it)
+    world.start_task_loop()
+
+    [orphan] = [p for run, p in by_task.items() if run.startswith(deleted_uid)]
+    [kept] = [p for p in runs if p is not orphan]
+    await world.eventually(lambda: not orphan.running, "the orphaned run stopped")
+    assert kept.running and not kept.signals and phase(world, "kept") == "Running"
+    kept.end()
+    await ended(world, "kept", creep=0.5)
+    assert phase(world, "kept") == "Succeeded"
+
+
+async def test_a_paused_agents_runs_are_swept_only_once_it_runs_again(world):
+    world.e2b.programs["answer"] = Program(held=True)
+    await world.ready_agent("a")
+    await world.create_task("t", agent="a")
+    world.start_task_loop()
+    [process] = await world.eventually(lambda: running(world), "the run")
+
+    def sweeps() -> int:
+        return [c.command for c in process.sandbox.commands].count(UNFINISHED_RUNS)
+    swept_before = sweeps()
+
+    async def pause_agent_and_delete_task() -> None:
+        await world.update_agent("a", paused=True)
+        await world.reconcile_agent("a")
+        await world.kube.delete(TASKS, NAMESPACE, "t")
+    await world.restart(while_down=pause_agent_and_delete_task)
+    world.start_task_loop()
+    scheduler = world.operator.tasks.scheduler
+    await world.eventually(lambda: not scheduler.dispatch_due and not scheduler.busy, "a round done", creep=1)
+    await asyncio.sleep(0.1)
+    assert process.running and sweeps() == swept_before
+
+    await world.update_agent("a", paused=False)
+    await world.reconcile_agent("a")
+    await world.eventually(lambda: not process.running, "the orphaned run stopped", creep=1)
 
 
 TTL = {

@@ -18,12 +18,12 @@ from remote_agents.controller.agents.fleet import Fleet, ViewIncomplete
 from remote_agents.controller.agents.inputs import AgentInputs
 from remote_agents.controller.agents.sightings import Sightings
 from remote_agents.controller.pools.reconcile import PoolReconciler
-from remote_agents.controller.sandboxes import ObservedSandbox, SandboxAddress
+from remote_agents.controller.sandboxes import CommandOutcome, ObservedSandbox, SandboxAddress
 from remote_agents.controller.settings import OperatorSettings
 from remote_agents.controller.sources.refs import RefResolver
 from remote_agents.controller.sources.webhook import PATH, PushEvent, webhook_app
+from remote_agents.controller.tasks.cancel import Cancellations
 from remote_agents.controller.tasks.controller import TaskController
-from remote_agents.controller.tasks.runs import Runs
 from tests.unit.test_webhook import SECRET, push_payload, sign
 
 REPO = "https://github.com/Octo/Agent"
@@ -200,24 +200,25 @@ async def test_a_pool_is_reconciled_only_once_the_tasks_are_listed():
     assert kube.calls == [("get", "agentpools", "research", "workers")]
 
 
-async def test_the_run_of_a_task_deleted_before_its_agent_is_listed_is_still_killed():
+async def test_the_run_of_a_task_deleted_before_its_agent_is_listed_is_still_stopped():
     commands = []
 
     class Gateway:
-        async def run(self, address: SandboxAddress, command: str, **_: object) -> None:
+        async def run(self, address: SandboxAddress, command: str, **_: object) -> CommandOutcome:
             commands.append((address.sandbox_id, command))
+            return CommandOutcome(0, "stopped\n", "")
 
     async def address(namespace: str, spec, sandbox_id: str) -> SandboxAddress:
         return SandboxAddress(sandbox_id)
     fleet = make_fleet(FakeKube())
-    runs = Runs(book=None, scheduler=None, kube=None, gateway=Gateway(), inputs=SimpleNamespace(address=address),
-                fleet=fleet, activity=None, emit=None, cancellations=None)
+    cancellations = Cancellations(book=None, scheduler=None, kube=None, gateway=Gateway(),
+                                  inputs=SimpleNamespace(address=address), fleet=fleet, emit=None)
     task = {"metadata": {"namespace": "research", "name": "job", "uid": "t-1"},
             "status": {"phase": "Running", "agent": "a-0", "runId": "t-1", "sandboxID": "sbx-a-0"}}
-    stop = asyncio.create_task(runs.stop(task))
+    stop = asyncio.create_task(cancellations.stop_run(task))
     await settle()
     assert not stop.done()
     fleet.observe(None, agent_body("a-0"))
     fleet.listed.set()
-    await stop
-    assert [sandbox for sandbox, _ in commands] == ["sbx-a-0"] and "kill -KILL" in commands[0][1]
+    assert await stop
+    assert [sandbox for sandbox, _ in commands] == ["sbx-a-0"] and "kill -TERM" in commands[0][1]

@@ -20,9 +20,9 @@ FINALIZER = f"{GROUP}/finalizer"
 # On a Secret that agents use as their E2B key, while any does (like kubernetes.io/pvc-protection):
 # deleting it, or its namespace, waits until their deletions have reached their sandboxes with it.
 KEY_PROTECTION_FINALIZER = f"{GROUP}/e2b-key-protection"
-# On an AgentTask while its run may be live in a sandbox (added before the claim, removed once the
-# run is known stopped): deleting a Running task waits until its process group is killed.
-RUN_FINALIZER = f"{GROUP}/run"
+# Put on AgentTasks by earlier builds of the operator while their run was live; no longer added (it
+# cost two writes per task, see tasks/cancel.py), only taken off the tasks being deleted with it.
+LEGACY_RUN_FINALIZER = f"{GROUP}/run"
 POOL_LABEL = f"{GROUP}/pool"
 TEMPLATE_HASH_LABEL = f"{GROUP}/template-hash"
 # Outside Kopf's own "remoteagents.io/" prefix: Kopf ignores changes of annotations under its prefix.

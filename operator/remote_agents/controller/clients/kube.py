@@ -219,7 +219,7 @@ class Kube:
 
     async def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """Merge-patch one of our objects; the updated object, or None when it is gone. Over the
-        fast path (kube_http.py): a task's run finalizer costs two of these per task."""
+        fast path (kube_http.py), as a pool's rollout patches each of its agents."""
         return await self._unless_gone(self.http.request(
             "PATCH", api_path(plural, namespace, name, ours=True), body, "application/merge-patch+json"))
 

@@ -82,13 +82,13 @@ class TaskBook:
                              message=outcome.message or None, **fields)
 
     async def write(self, task: Task, outcome: Outcome, phase: str, finished: bool | None = None,
-                    **fields: Any) -> None:
+                    **fields: Any) -> bool:
+        """False when the task is gone (nothing needed writing: True)."""
         desired = self.status_patch(task, outcome, phase, finished, **fields)
-        if desired is not None:
-            await self.apply(task, desired)
+        return desired is None or await self.apply(task, desired)
 
-    async def apply(self, task: Task, desired: dict[str, Any]) -> None:
-        """Write `desired` into the task's status, and into what we hold of it."""
+    async def apply(self, task: Task, desired: dict[str, Any]) -> bool:
+        """Write `desired` into the task's status, and into what we hold of it; False when the task is gone."""
         meta = task["metadata"]
         updated = await self.kube.patch_status(TASKS, meta["namespace"], meta["name"], desired)
         # Merged into what the task holds now: a watch event may have refreshed it meanwhile.
@@ -97,6 +97,7 @@ class TaskBook:
             self.index.update(meta["uid"], self.target(task), task, self.spec(task).priority)
         if updated and resource_version(updated) > resource_version(task):
             meta["resourceVersion"] = updated["metadata"]["resourceVersion"]
+        return updated is not None
 
     async def delete(self, task: Task) -> None:
         await self.kube.delete(TASKS, task["metadata"]["namespace"], task["metadata"]["name"])

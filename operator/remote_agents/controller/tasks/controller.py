@@ -21,6 +21,7 @@ from remote_agents.controller.tasks.book import TaskBook
 from remote_agents.controller.tasks.cancel import Cancellations
 from remote_agents.controller.tasks.dispatch import Dispatcher
 from remote_agents.controller.tasks.housekeeping import Housekeeping
+from remote_agents.controller.tasks.orphan_runs import OrphanRuns
 from remote_agents.controller.tasks.runs import Runs
 from remote_agents.controller.tasks.scheduler import Scheduler
 from remote_agents.controller.tasks.session_ledger import SessionLedger
@@ -42,18 +43,17 @@ class TaskController:
         self.scheduler = Scheduler(self.book)
         self.activity = activity
         self.fleet = fleet
-        self.cancellations = Cancellations(self.book, kube, gateway, inputs, fleet, emit)
+        self.cancellations = Cancellations(self.book, self.scheduler, kube, gateway, inputs, fleet, emit)
         self.runs = Runs(self.book, self.scheduler, kube, gateway, inputs, fleet, activity, emit, self.cancellations,
                          progress_interval_seconds)
         self.sessions = SessionLedger(self.book, kube, fleet)
-        self.dispatcher = Dispatcher(self.book, self.scheduler, fleet, activity, self.runs, self.cancellations,
-                                     self.sessions)
+        self.dispatcher = Dispatcher(self.book, self.scheduler, fleet, activity, self.runs, self.sessions)
+        self.orphan_runs = OrphanRuns(self.book, fleet, gateway, inputs, self.cancellations)
         self.housekeeping = Housekeeping(self.book, kube, emit, github_api_hosts, inputs.app_tokens)
         self._next_full_poll = 0.0
         self._next_deadline_check = 0.0
         self._next_housekeeping = 0.0
         self._housekeeping: asyncio.Task | None = None
-        self._stopping: set[asyncio.Task] = set()
 
     # ---- events -------------------------------------------------------------------------------
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -62,11 +62,8 @@ class TaskController:
         if event_type == "DELETED":
             gone = self.book.forget(uid)
             self.runs.forget(uid)
-            # A task deleted with the run finalizer had its run stopped already (tasks/cancel.py).
-            if gone and gone["status"].get("phase") == "Running" and not gone["metadata"].get("deletionTimestamp"):
-                stop = asyncio.get_running_loop().create_task(self.runs.stop(gone))
-                self._stopping.add(stop)
-                stop.add_done_callback(self._stopping.discard)
+            if gone:
+                self.cancellations.cancel(gone)
             return
         task, phase_changed = self.book.observe(body)
         if task is None:
@@ -119,9 +116,9 @@ class TaskController:
         deadline_check = now >= self._next_deadline_check
         if deadline_check:
             self._next_deadline_check = now + DEADLINE_CHECK_SECONDS
-        for uid in self.book.index.cancelling:  # deleted tasks whose run must stop first
+        for uid in list(self.book.index.cancelling):  # marked for deletion, a finalizer keeps them
             if uid not in self.scheduler.busy:
-                self.scheduler.spawn(uid, self.cancellations.cancel(self.book.tasks[uid]))
+                self.cancellations.cancel(self.book.tasks[uid])
         for uid in self.book.index.running:  # (spawning only schedules: nothing changes the set here)
             if uid in self.scheduler.busy:
                 continue
@@ -145,6 +142,7 @@ class TaskController:
             await self.housekeeping.tidy(now)
             load = self.running_counts()
             await self.activity.mirror(load)
+            await self.orphan_runs.sweep()  # before idle pausing: a sandbox it sweeps is not paused meanwhile
             # An agent a waiting task is bound to (by agentRef or its session) is not idle: pausing it
             # while its wake-up is under way would make that task wait for the next one.
             await self.activity.pause_idle(now, load + Counter(self._awaited()))

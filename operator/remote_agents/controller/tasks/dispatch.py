@@ -19,7 +19,6 @@ from remote_agents.controller.agents.idle import AgentActivity
 from remote_agents.controller.status import Outcome
 from remote_agents.controller.tasks import decide, retry, sessions
 from remote_agents.controller.tasks.book import Task, TaskBook
-from remote_agents.controller.tasks.cancel import Cancellations
 from remote_agents.controller.tasks.index import Target
 from remote_agents.controller.tasks.runs import Runs
 from remote_agents.controller.tasks.session_ledger import SessionLedger, turn_of
@@ -32,9 +31,8 @@ PENDING_NOTES_IN_FLIGHT = 4
 
 class Dispatcher:
     def __init__(self, book: TaskBook, scheduler: Scheduler, fleet: Fleet, activity: AgentActivity, runs: Runs,
-                 cancellations: Cancellations, ledger: SessionLedger):
+                 ledger: SessionLedger):
         self.book = book
-        self.cancellations = cancellations
         self.scheduler = scheduler
         self.fleet = fleet
         self.activity = activity
@@ -142,20 +140,19 @@ class Dispatcher:
     async def _start(self, task: Task, view: AgentView) -> None:
         meta = task["metadata"]
         attempt = (task["status"].get("attempts") or 0) + 1
-        # The run finalizer first (a delete from now on stops the run), then the claim (status says
-        # Running on this agent): after a crash, the run is found, not repeated.
+        # The claim first (status says Running on this agent, with the run's id): after a crash the
+        # run is found, not repeated, and a delete from now on stops it (tasks/cancel.py).
         try:
-            if not await self.cancellations.hold(task):
-                return  # deleted meanwhile: no run
-            await self.book.write(task, Outcome(False, "Running", f"running on {view.name}", reconciling=True),
-                                  phase="Running", agent=view.name, startTime=now_rfc3339(),
-                                  runId=retry.run_id(meta["uid"], attempt), sandboxID=view.sandbox_id,
-                                  attempts=attempt, nextAttemptTime=None, session=self.book.spec(task).session)
+            claimed = await self.book.write(
+                task, Outcome(False, "Running", f"running on {view.name}", reconciling=True), phase="Running",
+                agent=view.name, startTime=now_rfc3339(), runId=retry.run_id(meta["uid"], attempt),
+                sandboxID=view.sandbox_id, attempts=attempt, nextAttemptTime=None,
+                session=self.book.spec(task).session)
         finally:
             self.scheduler.starting.pop(meta["uid"], None)
         self.activity.note(meta["namespace"], view.name)
-        if self.book.tasks.get(meta["uid"]) is task and not meta.get("deletionTimestamp"):
-            await self.runs.launch(task, view)  # (a task deleted meanwhile is cancelled by the loop)
+        if claimed and self.book.tasks.get(meta["uid"]) is task and not meta.get("deletionTimestamp"):
+            await self.runs.launch(task, view)  # (deleted from here on: its DELETED event stops the run)
 
     async def _wake_agent(self, task: Task, view: AgentView) -> None:
         await self.activity.wake(view, for_task=task)

@@ -1,5 +1,5 @@
 """Which AgentTasks wait, per target in priority order (tasks/priority.py), which run, and which
-are being deleted while a run may be live (they carry the run finalizer).
+are marked for deletion while their run is live or our legacy finalizer holds them.
 
 Kept up to date as each task's status changes, so that a dispatch round looks at the heads of
 the queues and a poll round at the running tasks, instead of every task the operator knows
@@ -11,7 +11,7 @@ import bisect
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from remote_agents.api.names import RUN_FINALIZER
+from remote_agents.api.names import LEGACY_RUN_FINALIZER
 from remote_agents.controller.tasks.priority import Place, place
 
 Target = tuple[str, str, str]  # (namespace, "agent" | "pool", name): what a task asked to run on
@@ -25,7 +25,8 @@ class TaskIndex:
         self._places: dict[str, tuple[Target, Place]] = {}  # uid of a waiting task -> where it waits
         self._explained: dict[Target, set[str]] = {}  # waiting tasks whose status shows why they wait
         self.running: set[str] = set()
-        self.cancelling: set[str] = set()  # deleted, and holding the run finalizer: the run is stopped first
+        # Marked for deletion with a live run (another finalizer keeps them) or the legacy finalizer.
+        self.cancelling: set[str] = set()
 
     def update(self, uid: str, target: Target, task: Mapping[str, Any] | None, priority: int = 0) -> None:
         """Record the task's current state (None: it is gone)."""
@@ -36,7 +37,8 @@ class TaskIndex:
         else:
             self.running.discard(uid)
         meta = (task or {}).get("metadata") or {}
-        if meta.get("deletionTimestamp") and RUN_FINALIZER in (meta.get("finalizers") or ()):
+        legacy = LEGACY_RUN_FINALIZER in (meta.get("finalizers") or ())
+        if meta.get("deletionTimestamp") and (phase == "Running" or legacy):
             self.cancelling.add(uid)
         else:
             self.cancelling.discard(uid)

@@ -238,19 +238,6 @@ class Runs:
         startTime's whole-second precision may have cut off (a run is never stopped early)."""
         return (epoch(task["status"].get("startTime")) or time.time()) + 1 + self.book.spec(task).timeout_seconds
 
-    async def stop(self, task: Mapping[str, Any]) -> None:
-        """Kill a run whose task is gone (its agent may be too: then there is nothing to stop)."""
-        status = task.get("status") or {}
-        await self.fleet.listed.wait()  # an agent not seen yet is not a gone one: its run must still stop
-        view = self.fleet.find(task["metadata"].get("namespace", ""), status.get("agent", ""))
-        if not status.get("runId") or not status.get("sandboxID") or view is None or view.spec is None:
-            return
-        try:
-            await self._signal(task, await self.inputs.address(view.namespace, view.spec, status["sandboxID"]),
-                               "KILL")
-        except SecretMissing as error:
-            log.info("could not kill run of task %s: %s", task["metadata"].get("name"), error)
-
     async def _signal(self, task: Mapping[str, Any], sandbox: SandboxAddress, signal: str) -> None:
         try:
             await self.gateway.run(sandbox, runner.signal_command(task["status"], signal), envs={}, cwd=None,
@@ -312,7 +299,6 @@ class Runs:
                             output=decide.truncate(stdout, decide.OUTPUT_STATUS_LIMIT), outputConfigMap=output_name,
                             finished=verdict.succeeded, **usage,
                             **({"progress": final_progress} if final_progress else {})))
-        await self.cancellations.release(task)
         log.info("task %s/%s finished: %s (%s)", meta["namespace"], meta["name"], verdict.reason, verdict.message)
         metrics.TASKS.labels("succeeded" if verdict.succeeded else "failed").inc()
         metrics.TASK_DURATION.observe(duration)
@@ -352,7 +338,6 @@ class Runs:
                               nextAttemptTime=rfc3339(math.ceil(time.time() + delay)), **usage)
         log.info("task %s/%s: %s", meta["namespace"], meta["name"], message)
         self.emit(task, "Warning", "Retrying", message)
-        await self.cancellations.release(task)
         asyncio.get_running_loop().call_later(delay + 1, self.scheduler.request_dispatch)
         if agent:
             self.activity.note(meta["namespace"], agent)

@@ -21,6 +21,7 @@ class Scheduler:
         self.busy: dict[str, asyncio.Task] = {}  # task uid -> its operation in flight
         self.starting: dict[str, tuple[str, str]] = {}  # uid -> (namespace, agent): slot taken, claim being written
         self.finishing: set[str] = set()  # uids whose run has ended: slot free, result being written
+        self.stopping: dict[str, tuple[str, str]] = {}  # uid -> (namespace, agent): deleted, its run being stopped
         self.dispatch_due = True  # something changed that may let a waiting task start (or need a note)
         self.woken = asyncio.Event()  # something happened: the loop runs a round now
 
@@ -47,9 +48,11 @@ class Scheduler:
         job.add_done_callback(ended)
 
     def running_counts(self) -> Counter:
-        """Tasks running now, by (namespace, agent): claimed in status or being claimed, not yet ended."""
-        tasks = self.book.tasks
+        """Tasks running now, by (namespace, agent): claimed in status or being claimed, not yet
+        ended, or deleted with their run not yet stopped."""
+        tasks, running = self.book.tasks, self.book.index.running
         counts = Counter((tasks[uid]["metadata"]["namespace"], tasks[uid]["status"].get("agent"))
-                         for uid in self.book.index.running if uid not in self.finishing)
+                         for uid in running if uid not in self.finishing)
         counts.update(self.starting.values())
+        counts.update(where for uid, where in self.stopping.items() if uid not in running)
         return counts
