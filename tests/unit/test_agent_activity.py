@@ -36,3 +36,23 @@ async def test_an_idle_agent_is_paused_and_the_next_task_wakes_it(world):
 
     await world.eventually(lambda: world.status("t", TASKS).get("phase") == "Succeeded", "the task ran")
     assert sandbox(world).state == "running"
+
+
+async def test_a_reconcile_that_read_the_agent_before_its_wake_leaves_the_woken_task_running(world):
+    world.e2b.programs["answer"] = Program(held=True)
+    await world.ready_agent("a", idlePauseSeconds=60)
+    world.start_task_loop()
+    await world.eventually(lambda: world.status("a").get("idlePaused") and reconcile_requested(world),
+                           "the agent marked idle", creep=5)
+    # Another reconcile asked for before the wake (say, by the fleet's drift check) gets this body.
+    before_the_wake = world.agent("a")
+    await world.reconcile_agent("a")
+    await world.create_task("t", agent="a")
+    [process] = await world.eventually(lambda: [p for p in world.e2b.processes if p.running], "the woken task's run")
+    assert sandbox(world).state == "running"  # its start call resumed the sandbox
+
+    await world.operator.agents.reconcile(before_the_wake)
+
+    assert sandbox(world).state == "running" and world.e2b.count("pause") == 1  # the run is not frozen
+    process.end()
+    await world.eventually(lambda: world.status("t", TASKS).get("phase") == "Succeeded", "the task ran")

@@ -9,7 +9,7 @@ import pytest
 
 from remote_agents.api.names import POOL_LABEL, TASKS
 from remote_agents.api.timestamps import rfc3339
-from remote_agents.controller.clients.e2b import E2BError
+from remote_agents.controller.clients.e2b import E2BError, SandboxPaused
 from remote_agents.controller.tasks import cancel, decide
 from remote_agents.controller.tasks.orphan_runs import UNFINISHED_RUNS
 from tests.support.faults import OperatorCrashed
@@ -372,3 +372,14 @@ async def test_a_session_sticks_to_its_agent_and_waits_for_it_when_busy(world, c
     await ended(world, "s-3")
     failed = next(c for c in world.status("s-3", TASKS)["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "SessionAgentGone" and "m1" in failed["message"]
+
+
+async def test_a_sandbox_found_paused_at_the_start_call_is_no_lost_sandbox(world):
+    world.e2b.programs["answer"] = Program(stdout="42\n")
+    world.e2b.fail("start_background", SandboxPaused("sandbox is not running"))  # a pause crossed the start
+    await world.ready_agent("a")
+    await world.create_task("t", agent="a")
+    world.start_task_loop()
+
+    await ended(world, "t", creep=1)
+    assert phase(world, "t") == "Succeeded" and world.e2b.count("start_background") == 2

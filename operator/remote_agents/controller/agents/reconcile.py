@@ -145,6 +145,14 @@ class AgentReconciler:
             not (body.get("status") or {}).get("activeTasks")
         return decide.template_state(found, spec.template_ref.name, may_replace=standalone and idle)
 
+    def _idle_paused(self, body: Mapping[str, Any], status: StatusWriter) -> bool:
+        """Whether the agent is to stay idle-paused. Its body may be older than the wake of a task:
+        then the task room runs (or is starting) a task on it, whose start call resumes the sandbox,
+        and a pause now would freeze that run. An agent with a task on it is not idle."""
+        meta = body["metadata"]
+        return bool(status.current.get("idlePaused")) and \
+            not self.running_counts().get((meta["namespace"], meta["name"]))
+
     async def reconcile(self, body: Mapping[str, Any]) -> None:
         spec, problem = decide.parse_spec(body["spec"])
         redact = Redactor()
@@ -201,7 +209,7 @@ class AgentReconciler:
         def plan_with(sandboxes: list[ObservedSandbox]) -> decide.AgentPlan:
             return decide.plan_agent(uid=uid, spec=spec, recorded_sandbox_id=status.current.get("sandboxID"),
                                      recorded_revision=status.current.get("revision"), sandboxes=sandboxes,
-                                     target_revision=target, idle_paused=bool(status.current.get("idlePaused")),
+                                     target_revision=target, idle_paused=self._idle_paused(body, status),
                                      template=template)
 
         seen = None if inputs.account.is_own else await self.sightings.look(uid)  # own-key agents are not in the fleet list
@@ -265,7 +273,7 @@ class AgentReconciler:
             metrics.observe_time_to_ready(body["metadata"].get("creationTimestamp"))
         if spec.paused:
             phase, reason, message = "Paused", "Paused", "sandbox is paused (spec.paused)"
-        elif status.current.get("idlePaused"):
+        elif self._idle_paused(body, status):
             phase, reason, message = "Paused", "IdlePaused", "sandbox is paused while idle; the next task resumes it"
         else:
             phase, reason, message = "Ready", "Ready", "sandbox is running"

@@ -62,6 +62,13 @@ class SandboxGone(E2BError):
     reason = "SandboxGone"
 
 
+class SandboxPaused(E2BError):
+    """The sandbox exists but is not running (paused, say by a pause that crossed the call): E2B
+    answers an in-sandbox call then as for a gone one. Not a loss: a connect resumes it."""
+
+    reason = "SandboxPaused"
+
+
 def _span_attributes(operation: str, sandbox_id: str | None) -> dict[str, str]:
     return {"e2b.operation": operation, **({"e2b.sandbox.id": sandbox_id} if sandbox_id else {})}
 
@@ -206,7 +213,11 @@ class SandboxGateway:
         except e2b_errors.SandboxNotRunningException as error:
             self._handles.pop(address, None)
             self._observe(what, "gone", time.monotonic() - started)
-            raise SandboxGone(str(error)) from error
+            # Paused and killed sandboxes answer alike here: only the control plane tells them apart
+            # (an unknown sandbox makes this look raise SandboxGone).
+            await self._call("info", lambda: AsyncSandbox.get_info(address.sandbox_id, **self._opts(address.account)),
+                             address.sandbox_id)
+            raise SandboxPaused(f"sandbox {address.sandbox_id} is not running: {error}") from error
         except (asyncio.TimeoutError, e2b_errors.TimeoutException, OSError) as error:
             self._handles.pop(address, None)
             self._observe(what, "retry", time.monotonic() - started)
