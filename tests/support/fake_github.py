@@ -13,11 +13,9 @@ anything else is 404 and stays visible in `calls`."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import itertools
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,6 +24,8 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.support.background_http import BackgroundHttp
 
 WEB = "https://github.com"
 
@@ -51,8 +51,9 @@ class FakeRepo:
 REPO = web.RequestKey("repo", FakeRepo)
 
 
-class FakeGitHub:
+class FakeGitHub(BackgroundHttp):
     def __init__(self, tokens: tuple[str, ...] = ("ghp_good",), token_lifetime_seconds: float = 3600):
+        super().__init__(self._app, "fake-github")
         self.tokens = set(tokens)
         self.token_lifetime_seconds = token_lifetime_seconds
         self.app_keys: dict[int, rsa.RSAPublicKey] = {}  # app id -> public key
@@ -63,9 +64,6 @@ class FakeGitHub:
         self.calls: list[tuple[str, str]] = []  # (method, path), in order
         self.fail_next: list[int] = []  # statuses (with an error body) for the next authenticated requests
         self._ids = itertools.count(1001)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
 
     def add_repo(self, full_name: str, default_branch: str = "main", issues: tuple[int, ...] = (1,),
                  files: dict[str, str] | None = None) -> FakeRepo:
@@ -92,40 +90,6 @@ class FakeGitHub:
         return commit
 
     # -- serving --------------------------------------------------------------------------------
-
-    def start(self) -> str:
-        """Serve on 127.0.0.1:<free port>; returns the base URL to hand PyGithub."""
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            runner = web.AppRunner(self._app(), access_log=None)
-            self._loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            self._loop.run_until_complete(site.start())
-            self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            ready.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(runner.cleanup())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-github", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fake GitHub did not start")
-        return self.url
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def __enter__(self) -> FakeGitHub:
-        self.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.stop()
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._gate])

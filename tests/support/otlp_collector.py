@@ -3,13 +3,13 @@ otlp_proto_http exporter sends): it keeps every span it is sent, with its servic
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from dataclasses import dataclass
 
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
                                                                        ExportTraceServiceResponse)
+
+from tests.support.background_http import BackgroundHttp
 
 
 @dataclass(frozen=True)
@@ -22,38 +22,15 @@ class ReceivedSpan:
     attributes: dict[str, str]
 
 
-class OtlpCollector:
+class OtlpCollector(BackgroundHttp):
     def __init__(self) -> None:
+        super().__init__(self._app, "otlp-collector")
         self.spans: list[ReceivedSpan] = []
-        self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> OtlpCollector:
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            app = web.Application()
-            app.router.add_post("/v1/traces", self._traces)
-            runner = web.AppRunner(app, access_log=None)
-            self._loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            self._loop.run_until_complete(site.start())
-            self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            ready.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(runner.cleanup())
-
-        self._thread = threading.Thread(target=run, name="otlp-collector", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the OTLP collector did not start")
-        return self
-
-    def __exit__(self, *_) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+    def _app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/traces", self._traces)
+        return app
 
     async def _traces(self, request: web.Request) -> web.Response:
         export = ExportTraceServiceRequest.FromString(await request.read())
