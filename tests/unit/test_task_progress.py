@@ -110,6 +110,18 @@ def test_followed_chunks_become_redacted_complete_lines():
     assert lines.rest() == ["third"] and lines.rest() == []
 
 
+def test_a_secret_of_several_lines_never_shows_a_line_of_it_in_the_followed_stream():
+    from remote_agents.live_output import Lines
+
+    key = "-----BEGIN TEST KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEF\nAASCBKcwggSjAgEAAoIBAQC7\n-----END TEST KEY-----"
+    redact = Redactor()
+    redact.add(key)
+    lines = Lines(redact)
+    printed = lines.feed(f"using {key[:30]}") + lines.feed(f"{key[30:]}\ndone\n")  # cut mid-line, as chunks come
+    assert printed == [f"using {MARKER}\n", f"{MARKER}\n", f"{MARKER}\n", f"{MARKER}\n", "done\n"]
+    assert not any(piece in "".join(printed) for piece in key.splitlines())
+
+
 async def test_progress_of_a_run_found_again_after_an_operator_restart(world, clock):
     world.e2b.programs["answer"] = Program(held=True)
     await world.ready_agent("a")
