@@ -152,9 +152,12 @@ def test_a_short_answer_on_the_runners_stream_spares_the_file_reads(stream, stre
     assert resident.streamed_answer(stream) == streamed
 
 
-def test_the_resident_client_runs_in_the_runner_and_copies_its_answer_onto_the_stream(tmp_path):
+@pytest.mark.parametrize("without_json_accelerator", [False, True])
+def test_the_resident_client_runs_in_the_runner_and_copies_its_answer_onto_the_stream(tmp_path,
+                                                                                      without_json_accelerator):
     """The real runner script and client (bash, python3 -I -S) against the test agent's server:
-    the files hold the answer and progress, and the stream's copy is the same texts."""
+    the files hold the answer and progress, and the stream's copy is the same texts; also on a
+    Python without `_json` (the client falls back to json's pure-Python halves)."""
     port = 20000 + os.getpid() % 20000
     env = {"PATH": os.environ["PATH"], "AGENT_SERVER_PORT": str(port)}
     server = subprocess.Popen([sys.executable, str(Path(__file__).parents[1] / "support" / "resident_server.py")],
@@ -164,7 +167,10 @@ def test_the_resident_client_runs_in_the_runner_and_copies_its_answer_onto_the_s
                                capture_output=True, text=True, timeout=60)
         assert resident.parse_pid(probe.stdout) == server.pid, probe.stderr
         files = tmp_path / "runs" / "r1"
-        run_env = {**env, **resident.client_env(port, "t-1", "s"),
+        client = resident.client_env(port, "t-1", "s")
+        if without_json_accelerator:
+            client["AGENT_RESIDENT_CLIENT"] = 'import sys; sys.modules["_json"] = None\n' + client["AGENT_RESIDENT_CLIENT"]
+        run_env = {**env, **client,
                    **runner.runner_env({"runId": "r1"}, "remember x", str(tmp_path), resident.CLIENT_COMMAND),
                    "RUN_FILES": str(files)}
         stream = subprocess.run(["bash", "-c", runner.RUNNER], env=run_env, capture_output=True, text=True,

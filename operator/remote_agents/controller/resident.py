@@ -18,14 +18,38 @@ import shlex
 SERVER_LOG = "/home/user/.remote-agents/server.log"
 UNREACHABLE_EXIT = 75  # EX_TEMPFAIL: the task's client found no resident process to ask
 CLIENT = r'''
-import json, os, socket, sys, time
+import io, os, sys, time
+# The C halves of json and socket, not the modules: importing json (re, enum) and socket (enum,
+# selectors) took 20-25 ms of the client's ~35 ms start-up (docs/benchmarks.md, stop 17).
+try:
+    from _json import encode_basestring_ascii as quote, make_scanner
+    class Decoding:  # what the C scanner reads of the decoder that uses it: json.loads's defaults
+        strict, object_hook, object_pairs_hook = True, None, None
+        parse_float, parse_int, parse_constant = float, int, float
+    scan = make_scanner(Decoding())
+    def loads(raw):
+        text = raw.decode().strip()
+        try:
+            value, end = scan(text, 0)
+        except StopIteration:
+            raise ValueError("not JSON") from None
+        if end != len(text):
+            raise ValueError("not one JSON value")
+        return value
+except ImportError:  # a Python built without json's accelerator
+    from json import loads
+    from json.encoder import encode_basestring_ascii as quote
+from _socket import AF_INET, SOCK_STREAM, socket
+def dumps(fields):  # an object of strings (or None)
+    return "{" + ", ".join(f"{quote(k)}: {'null' if v is None else quote(v)}" for k, v in fields.items()) + "}"
 port = int(os.environ["AGENT_SERVER_PORT"])
 def ask(method, path, body=b""):
     # Plain sockets, not http.client: its import (ssl, email) was most of this client's start-up.
-    s = socket.create_connection(("127.0.0.1", port))
+    s = socket(AF_INET, SOCK_STREAM)
+    s.connect(("127.0.0.1", port))
     s.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-    f = s.makefile("rb")
+    f = io.open(s.detach(), "rb")  # the reader owns the connection from here
     status = int(f.readline().split()[1])
     headers = {}
     while (line := f.readline()).strip():
@@ -51,7 +75,7 @@ if sys.argv[1:2] == ["health"]:
         try:
             status, headers, f = ask("GET", "/healthz")
             if status == 200:
-                pid = int(json.loads(b"".join(lines(headers, f)))["pid"])
+                pid = int(loads(b"".join(lines(headers, f)))["pid"])
                 os.kill(pid, 0)  # ours: a process of this sandbox (not a neighbour's on a shared network)
                 print(pid); sys.exit(0)
         except (OSError, ValueError, KeyError, TypeError, IndexError):
@@ -59,8 +83,8 @@ if sys.argv[1:2] == ["health"]:
         if time.monotonic() >= deadline:
             sys.exit(1)
         time.sleep(0.1)
-request = json.dumps({"task": os.environ["AGENT_TASK"], "session": os.environ.get("AGENT_SESSION") or None,
-                      "query": os.environ["AGENT_QUERY"]}).encode()
+request = dumps({"task": os.environ["AGENT_TASK"], "session": os.environ.get("AGENT_SESSION") or None,
+                 "query": os.environ["AGENT_QUERY"]}).encode()
 try:
     status, headers, f = ask("POST", "/query", request)
 except (OSError, ValueError, IndexError) as error:
@@ -75,7 +99,7 @@ for raw in lines(headers, f):
     if not raw.strip():
         continue
     try:
-        line = json.loads(raw)
+        line = loads(raw)
     except ValueError:
         err(raw.decode(errors="replace").rstrip()); continue
     event = line.get("event") if isinstance(line, dict) else None
@@ -86,7 +110,7 @@ for raw in lines(headers, f):
         sys.stdout.write(text); sys.stdout.flush()
         # The same texts on the runner's stream (fd 3), so that the operator needs no file read
         # for a short answer; the files stay the record.
-        copy = json.dumps({"stdout": text, "stderr": "".join(said)})
+        copy = dumps({"stdout": text, "stderr": "".join(said)})
         if os.environ.get("AGENT_ANSWER_FD") and len(copy) <= STREAMED_LIMIT:
             try:
                 os.write(int(os.environ["AGENT_ANSWER_FD"]), b"\n" + MARK + copy.encode() + b"\n")
