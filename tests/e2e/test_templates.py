@@ -1,13 +1,16 @@
 """E2BTemplate end to end, on the real control plane and e2b-local: the operator builds the template
 through the e2b SDK, an agent naming it waits (Pending, TemplateNotReady) and then starts from it
 with the baked-in files and no setup of its own; a bad step is Stalled with the build's reason; a
-content change rebuilds and rolls a pool with a running task not lost; the schema refuses bad
-manifests naming the field."""
+content change rebuilds and rolls a pool with a running task not lost; deleting one deletes its
+template in e2b-local and leaves its agent's sandbox running; the schema refuses bad manifests
+naming the field."""
 
 from __future__ import annotations
 
 import json
 
+from remote_agents.api.names import FINALIZER
+from remote_agents.controller.templates.decide import e2b_name
 from tests.support.kubectl import eventually
 
 BAKED = "/home/user/baked/version.txt"
@@ -41,6 +44,11 @@ def ready_condition(body: dict | None) -> dict:
     return next((c for c in ((body or {}).get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
 
 
+def event_reasons(kubectl, namespace: str, name: str) -> list[str]:
+    return kubectl.run("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}",
+                       "-o", "jsonpath={.items[*].reason}").stdout.split()
+
+
 def wait_template(kubectl, name: str, namespace: str, phase: str, timeout: int = 240) -> dict:
     return eventually(lambda: (t := kubectl.get("e2btemplate", name, namespace)) and
                       (t.get("status") or {}).get("phase") == phase and t, timeout, what=f"template {phase}")
@@ -72,8 +80,7 @@ def test_an_agent_waits_for_its_template_then_starts_from_it(kubectl, namespace,
     assert e2b_client.read(sandbox_id, "/home/user/marker.txt") == "built-by-template\n"
     template_ready = next(c for c in agent["status"]["conditions"] if c["type"] == "TemplateReady")
     assert template_ready["status"] == "True"
-    reasons = kubectl.run("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=tools",
-                          "-o", "jsonpath={.items[*].reason}").stdout.split()
+    reasons = event_reasons(kubectl, namespace, "tools")
     assert "BuildStarted" in reasons and "BuildSucceeded" in reasons
 
 
@@ -125,6 +132,29 @@ def test_a_content_change_rebuilds_and_rolls_a_pool_without_losing_a_task(kubect
     assert task["status"]["phase"] == "Succeeded", task["status"]
     assert task["status"]["output"].strip() == "v1"  # it ran to its end on the sandbox of the old build
     assert second["templateID"] == first["templateID"]
+
+
+def test_deleting_a_template_deletes_it_in_e2b_and_its_agent_keeps_running(kubectl, namespace, operator,
+                                                                            e2b_client, agent_repo):
+    kubectl.apply(config_map("files", namespace, "v1"))
+    kubectl.apply(template_manifest("tools", namespace, *baking()))
+    template = wait_template(kubectl, "tools", namespace, "Ready")
+    assert FINALIZER in template["metadata"]["finalizers"]
+    name = e2b_name(namespace, "tools", kubectl.get("namespace", "kube-system")["metadata"]["uid"])
+    assert e2b_client.template_exists(name)
+    kubectl.apply(agent_manifest("analyst", namespace, agent_repo.url))
+    kubectl.run("wait", "--for=condition=Ready", "--timeout=120s", "remoteagent/analyst", "-n", namespace,
+                timeout=130)
+    sandbox_id = kubectl.get("remoteagent", "analyst", namespace)["status"]["sandboxID"]
+
+    kubectl.run("delete", "e2btemplate", "tools", "-n", namespace, "--timeout=60s", timeout=70)
+
+    assert kubectl.get("e2btemplate", "tools", namespace) is None
+    assert not e2b_client.template_exists(name)
+    assert "TemplateDeleted" in event_reasons(kubectl, namespace, "tools")
+    # A deleted template kills nothing: its agent's sandbox runs on, with the files baked into it.
+    assert e2b_client.info(sandbox_id).state.value == "running"
+    assert e2b_client.read(sandbox_id, BAKED) == "v1\n"
 
 
 def test_the_schema_refuses_bad_manifests_naming_the_field(kubectl, namespace, operator, agent_repo):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from e2b import Sandbox, SandboxQuery
+from e2b import Sandbox, SandboxQuery, Template
 
 
 class E2BClient:
@@ -31,3 +31,6 @@ class E2BClient:
 
     def read(self, sandbox_id: str, path: str) -> str:
         return self.connect(sandbox_id).files.read(path)
+
+    def template_exists(self, name: str) -> bool:
+        return Template.exists(name, **self.opts)

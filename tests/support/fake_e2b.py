@@ -30,7 +30,9 @@ Template builds (`FakeTemplateBuilds`, behind clients/e2b_templates.py's Templat
 `gateway.templates`): a name keeps one template id; each build starts "building" and ends when
 the test says (`finish`, `fail`), or at its first look when its recipe runs a command listed in
 `failing`. The files a build copies are read from its context when it starts; a sandbox created
-from a template id starts with the files of its latest ready build, at their destinations.
+from a template id starts with the files of its latest ready build, at their destinations. A
+template belongs to the account of its builds: a delete with another key finds nothing; a deleted
+one is in `deleted` and its name gets a new id at its next build.
 """
 
 from __future__ import annotations
@@ -188,11 +190,13 @@ class FakeTemplateBuilds:
         self.builds: list[FakeBuild] = []  # in start order
         self.failing: set[str] = set()  # a build running a command containing one of these fails
         self.faults = Faults()
+        self.deleted: list[str] = []  # what delete calls removed, in order
         self._ids: dict[str, str] = {}  # name -> template id
+        self._numbers = itertools.count(1)
 
     # ---- what tests use to set up and look -----------------------------------------------------
     def fail(self, operation: str, error: BaseException, **options: Any) -> None:
-        """See Faults.add; `operation` is start or progress."""
+        """See Faults.add; `operation` is start, progress or delete."""
         self.faults.add(operation, error, **options)
 
     def latest(self) -> FakeBuild:
@@ -226,7 +230,9 @@ class FakeTemplateBuilds:
                 for path in found:
                     relative = path.name if path == source else path.relative_to(source).as_posix()
                     files[f"{instruction.destination.rstrip('/')}/{relative}"] = path.read_text()
-        template_id = self._ids.setdefault(name, f"tpl-{len(self._ids) + 1}")
+        if name not in self._ids:
+            self._ids[name] = f"tpl-{next(self._numbers)}"
+        template_id = self._ids[name]
         build = FakeBuild(template_id, f"build-{len(self.builds) + 1}", name, recipe, account.api_key, files,
                           log=[f"building {name}"])
         self.builds.append(build)
@@ -241,6 +247,15 @@ class FakeTemplateBuilds:
             self.break_build(found.build_id, f"command exited 1: {found.recipe.instructions[failing[0]].command}",
                              str(failing[0] + 1))
         return BuildProgress(found.state, found.log[logs_offset:], found.reason, found.step)
+
+    async def delete(self, template_id: str, account: E2BAccount) -> bool:
+        self.faults.check("delete", after=False, template_id=template_id)
+        owned = any(b.template_id == template_id and b.api_key == account.api_key for b in self.builds)
+        if not owned or template_id in self.deleted:
+            return False
+        self.deleted.append(template_id)
+        self._ids = {name: kept for name, kept in self._ids.items() if kept != template_id}
+        return True
 
     def _build(self, build_id: str | None) -> FakeBuild:
         return next(b for b in reversed(self.builds) if build_id in (None, b.build_id))

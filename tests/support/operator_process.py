@@ -51,14 +51,14 @@ class OperatorProcess:
 
 
 def stop_after_finalizing(process: OperatorProcess, kubectl: Kubectl) -> None:
-    """Stop a module's operator only once the agents of the namespaces its tests deleted are gone:
-    their finalizers need this operator and this e2b-local, not the next module's."""
-    def no_agents_left():
-        left = kubectl.run("get", "remoteagents", "--all-namespaces", "-o", "name").stdout.split()
+    """Stop a module's operator only once the agents and templates of the namespaces its tests
+    deleted are gone: their finalizers need this operator and this e2b-local, not the next module's."""
+    def none_left():
+        left = kubectl.run("get", "remoteagents,e2btemplates", "--all-namespaces", "-o", "name").stdout.split()
         if left:
             raise AssertionError(f"still there: {left}")
         return True
     try:
-        eventually(no_agents_left, 120, what="the deleted namespaces' agents to be finalized")
+        eventually(none_left, 120, what="the deleted namespaces' agents and templates to be finalized")
     finally:
         process.stop()

@@ -62,6 +62,8 @@ def test_the_content_hash_covers_spec_commits_and_config_map_contents():
               decide.content_hash(E2BTemplateSpec.model_validate({**SPEC.model_dump(by_alias=True), "cpuCount": 4}),
                                   {0: "a" * 40}, {1: {"conf": "x"}})]
     assert base not in others and len(set(others)) == 3
+    orphaning = E2BTemplateSpec.model_validate({**SPEC.model_dump(by_alias=True), "deletionPolicy": "Orphan"})
+    assert decide.content_hash(orphaning, {0: "a" * 40}, {1: {"conf": "x"}}) == base  # builds nothing new
 
 
 def test_the_recipe_maps_steps_in_order_with_copies_from_their_context_directories():

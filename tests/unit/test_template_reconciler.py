@@ -1,7 +1,8 @@
 """TemplateReconciler and the agents and pools of an E2BTemplate, on the fakes: a template is built
 once per content (git commit and ConfigMap contents included), followed to its end (after a
 restart too), a failed build is Stalled until the content changes; agents wait for a Ready build,
-start from it, and roll to a new one only as allowed; a deleted template kills nothing."""
+start from it, and roll to a new one only as allowed; deleting one deletes its E2B template in its
+own account (deletionPolicy Orphan: leaves it), retried until E2B did, and kills nothing."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from remote_agents.api.names import (
-    AGENTS, API_VERSION, POOL_LABEL, RECONCILE_REQUEST_ANNOTATION, SANDBOX_TEMPLATE_KEY, TEMPLATES,
+    AGENTS, API_VERSION, FINALIZER, POOL_LABEL, RECONCILE_REQUEST_ANNOTATION, SANDBOX_TEMPLATE_KEY, TEMPLATES,
 )
+from remote_agents.controller.clients.e2b import E2BRejected, E2BUnavailable
 from remote_agents.controller.retry import RetryLater
 from remote_agents.controller.templates import reconcile as template_reconcile
 from tests.support.fake_e2b import Program
@@ -147,6 +149,97 @@ async def test_a_restart_follows_the_recorded_build_instead_of_building_again(wo
     await reconcile_template(world)  # Kopf's resume
     body = await built(world)
     assert len(world.e2b.templates.builds) == 1 and body["status"]["phase"] == "Ready"
+
+
+# ---- deleting a template ---------------------------------------------------------------------------
+async def delete_template(world: World, name: str = "t", body: dict | None = None, attempt: int = 0) -> None:
+    """kubectl delete, then Kopf's delete handler (with `body`, Kopf's copy, when given) and the
+    finalizer's removal, which a failing handler prevents."""
+    await world.kube.patch(TEMPLATES, NAMESPACE, name, {"metadata": {"finalizers": [FINALIZER]}})
+    await world.kube.delete(TEMPLATES, NAMESPACE, name)
+    await world.operator.templates.delete(body or template(world, name), attempt)
+    await world.kube.patch(TEMPLATES, NAMESPACE, name, {"metadata": {"finalizers": None}})
+    await world.kube.flush()
+
+
+async def test_deleting_a_template_deletes_its_e2b_template_in_its_account_and_kills_nothing(world, files):
+    world.kube.add_secret(NAMESPACE, "e2b", {"key": "e2b_team_key"})
+    await create_template(world, e2bApiKeySecretRef={"name": "e2b", "key": "key"})
+    await reconcile_template(world)
+    template_id = (await built(world))["status"]["templateID"]
+    await world.ready_agent("a", templateRef={"name": "t"}, e2bApiKeySecretRef={"name": "e2b", "key": "key"})
+    await delete_template(world)
+    assert template(world) is None
+    assert world.e2b.templates.deleted == [template_id]  # with the operator's key it would find nothing
+    assert world.events.reasons("t")[-1] == "TemplateDeleted"
+    assert world.e2b.killed == [] and world.status("a")["sandboxID"] in world.e2b.sandboxes
+
+
+async def test_an_orphaned_or_never_built_template_leaves_e2b_alone(world, files):
+    await create_template(world, deletionPolicy="Orphan")
+    await reconcile_template(world)
+    await built(world)
+    await create_template(world, "unbuilt")
+    await delete_template(world)
+    await delete_template(world, "unbuilt")
+    assert template(world) is None and template(world, "unbuilt") is None
+    assert world.e2b.templates.deleted == []
+    assert world.events.reasons("t")[-1] == "TemplateOrphaned" and world.events.reasons("unbuilt") == []
+
+
+async def test_a_build_in_flight_stops_and_its_template_is_deleted_even_from_a_stale_body(world, files):
+    await create_template(world)
+    stale = template(world)  # Kopf's copy, from before the build was recorded
+    await reconcile_template(world)
+    building = world.status("t", TEMPLATES)
+    assert world.operator.templates.following(stale["metadata"]["uid"]) == building["buildID"]
+    await delete_template(world, body=stale)
+    assert world.e2b.templates.deleted == [building["templateID"]]
+    assert world.operator.templates.following(stale["metadata"]["uid"]) is None
+
+
+async def test_a_reconcile_after_the_deletion_began_builds_nothing(world, files):
+    await create_template(world)
+    await world.kube.patch(TEMPLATES, NAMESPACE, "t", {"metadata": {"finalizers": [FINALIZER]}})
+    await world.kube.delete(TEMPLATES, NAMESPACE, "t")
+    await reconcile_template(world)  # one that waited for the deletion's lock, or raced it
+    assert world.e2b.templates.builds == []
+
+
+E2B_REFUSALS = {
+    # what E2B answers the delete -> the Event's type and reason
+    "unavailable": (E2BUnavailable("503 after retries"), "Normal", "E2BUnavailable"),
+    "rejected": (E2BRejected("template_delete: 400: bad request"), "Warning", "E2BRejected"),
+}
+
+
+@pytest.mark.parametrize("error, kind, reason", E2B_REFUSALS.values(), ids=E2B_REFUSALS.keys())
+async def test_a_delete_e2b_did_not_do_keeps_the_finalizer_and_is_retried_with_backoff(world, files, error, kind,
+                                                                                        reason):
+    await create_template(world)
+    await reconcile_template(world)
+    template_id = (await built(world))["status"]["templateID"]
+    world.e2b.templates.fail("delete", error)
+    with pytest.raises(RetryLater) as retry:
+        await delete_template(world, attempt=2)
+    assert retry.value.delay == min(world.settings.stalled_retry_delay_seconds, world.settings.retry_delay_seconds * 4)
+    assert template(world) is not None and world.e2b.templates.deleted == []
+    [event] = [e for e in world.events.events if e.reason == reason]
+    assert event.type == kind and template_id in event.message
+    await world.operator.templates.delete(template(world), 3)  # Kopf's retry
+    assert world.e2b.templates.deleted == [template_id]
+
+
+async def test_a_key_that_cannot_be_read_keeps_the_finalizer(world, files):
+    world.kube.add_secret(NAMESPACE, "e2b", {"key": "e2b_team_key"})
+    await create_template(world, e2bApiKeySecretRef={"name": "e2b", "key": "key"})
+    await reconcile_template(world)
+    await built(world)
+    world.kube.remove("secrets", NAMESPACE, "e2b")
+    with pytest.raises(RetryLater):
+        await delete_template(world)
+    assert template(world) is not None and world.e2b.templates.deleted == []
+    assert world.events.reasons("t")[-1] == "E2BKeyMissing"
 
 
 # ---- agents and pools of a template ---------------------------------------------------------------

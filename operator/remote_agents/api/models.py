@@ -559,6 +559,9 @@ class E2BTemplateSpec(ApiModel):
     e2b_api_key_secret_ref: SecretKeySelector | None = Field(
         None, alias="e2bApiKeySecretRef", description="E2B API key of the account to build in; default: the "
                                                       "operator's E2B_API_KEY.")
+    deletion_policy: Literal["Delete", "Orphan"] = Field(
+        "Delete", description="Delete deletes the E2B template with the object (its sandboxes keep running); "
+                              "Orphan leaves it in E2B.")
 
 
 TemplatePhase = Literal["Pending", "Building", "Ready", "Failed"]

@@ -61,6 +61,12 @@ async def reconcile_template(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None
                memo.operator.templates.reconcile(body))
 
 
+@kopf.on.delete(GROUP, VERSION, TEMPLATES)
+async def delete_template(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    await _run("E2BTemplate", body["metadata"]["namespace"], body["metadata"]["name"],
+               memo.operator.templates.delete(body, retry))
+
+
 @kopf.on.cleanup()
 async def stop_acting(memo: kopf.Memo, **_: Any) -> None:
     # Kopf is stopping (a signal): our loops stop with it, and so does Kopf's own wait for the stop

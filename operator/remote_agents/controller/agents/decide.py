@@ -286,7 +286,8 @@ def unreferenced_key_secret(gone: AgentView | None, now: AgentView | None,
 
 def deletion_policy_of(raw_spec: object) -> str:
     """deletionPolicy read leniently from a stored spec that may not parse: "Delete" when it says so
-    or says nothing (the default); anything else keeps the sandbox (never kill on a guess)."""
+    or says nothing (the default); anything else keeps what the deletion would remove (the agent's
+    sandbox, the E2BTemplate's E2B template): never delete on a guess."""
     policy = raw_spec.get("deletionPolicy", "Delete") if isinstance(raw_spec, dict) else "Delete"
     return "Delete" if policy == "Delete" else "Orphan"
 

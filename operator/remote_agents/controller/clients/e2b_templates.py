@@ -1,5 +1,6 @@
 """E2B template builds, through the SDK's own template API (`AsyncTemplate`: the builder, then
-`build_in_background` and `get_build_status`): no HTTP of our own.
+`build_in_background` and `get_build_status`), and their deletion through the SDK's generated API
+client (AsyncTemplate has no delete): no HTTP of our own.
 
 Each call goes through the sandbox gateway's bounds, rate limit, retries and error translation
 (clients/e2b.py); builds have a tighter bound of their own, as a build request uploads the
@@ -14,6 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from e2b import AsyncTemplate
+from e2b.api import encode_path_param, handle_api_exception
+from e2b.api.client.api.templates import delete_templates_template_id
+from e2b.api.client_async import get_api_client
+from e2b.connection_config import ConnectionConfig
 from e2b.exceptions import BuildException, SandboxException
 from e2b.template.main import TemplateClass
 from e2b.template.types import BuildInfo
@@ -101,3 +106,18 @@ class TemplateBuilds:
             return BuildProgress(state=status.status.value, log_lines=[entry.message for entry in status.log_entries],
                                  reason=reason.message if reason else None, step=reason.step if reason else None)
         return await self.gateway.call("build_status", look)
+
+    async def delete(self, template_id: str, account: E2BAccount) -> bool:
+        """Delete template `template_id` of `account` (E2B cancels its builds; sandboxes made from it
+        keep running); False when it was gone already."""
+        async def request() -> bool:
+            # The client AsyncTemplate.get_build_status builds, for the generated call it lacks.
+            client = get_api_client(ConnectionConfig(**api_options(account)))
+            response = await delete_templates_template_id.asyncio_detailed(encode_path_param(template_id),
+                                                                          client=client)
+            if response.status_code == 404:
+                return False
+            if response.status_code >= 300:  # the SDK's errors, which the gateway translates and retries
+                raise handle_api_exception(response)
+            return True
+        return await self.gateway.call("template_delete", request)

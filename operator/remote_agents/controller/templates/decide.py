@@ -89,8 +89,9 @@ def recipe(spec: E2BTemplateSpec) -> Recipe:
 # ---- what goes into the build, and whether to build ---------------------------------------------
 def content_hash(spec: E2BTemplateSpec, commits: dict[int, str], config_maps: dict[int, dict[str, str]]) -> str:
     """Hash of everything the build is made of: the spec (Secrets by name only), the commit each git
-    step resolved to and the files each ConfigMap step copies (by step index)."""
-    content = {"spec": spec.model_dump(by_alias=True, mode="json", exclude_none=True),
+    step resolved to and the files each ConfigMap step copies (by step index). Not deletionPolicy:
+    what happens at deletion builds nothing."""
+    content = {"spec": spec.model_dump(by_alias=True, mode="json", exclude_none=True, exclude={"deletion_policy"}),
                "commits": {str(i): sha for i, sha in sorted(commits.items())},
                "configMaps": {str(i): files for i, files in sorted(config_maps.items())}}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from remote_agents.api.models import E2BTemplateSpec, SecretKeySelector
 from remote_agents.api.names import TEMPLATES
+from remote_agents.controller.agents import decide as agent_decide
 from remote_agents.controller.agents.inputs import AgentInputs
 from remote_agents.controller.clients.e2b import E2BAuthFailed, E2BError, E2BRejected, E2BUnavailable
 from remote_agents.controller.clients.e2b_templates import BuildRef, TemplateBuilds
@@ -91,7 +92,9 @@ class TemplateReconciler:
         meta = body["metadata"]
         async with self._locks.setdefault(meta["uid"], asyncio.Lock()):
             # Read afresh: a build's follower writes status outside the handler, after Kopf's copy.
-            body = await self.kube.get(TEMPLATES, meta["namespace"], meta["name"]) or body
+            body = await self.kube.get(TEMPLATES, meta["namespace"], meta["name"])
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return  # gone or going: nothing may be built for it any more (delete() has it)
             try:
                 spec = E2BTemplateSpec.model_validate(body["spec"])
             except ValidationError as error:
@@ -114,6 +117,45 @@ class TemplateReconciler:
             except E2BUnavailable as error:
                 await self._fail(body, Outcome(False, error.reason, str(error), reconciling=True),
                                  self.settings.retry_delay_seconds)
+
+    async def delete(self, body: Mapping[str, Any], attempt: int = 0) -> None:
+        """Delete the template's E2B template (deletionPolicy Orphan: leave it) before the finalizer
+        goes, in the account it was built in; sandboxes made from it keep running. Read leniently
+        from the raw spec: an object whose spec no longer parses must still go. When the key cannot
+        be read or E2B does not delete it, the finalizer stays and the deletion is retried with
+        backoff, an Event saying why: never a template left behind unknown."""
+        meta = body["metadata"]
+        async with self._locks.setdefault(meta["uid"], asyncio.Lock()):
+            self._unfollow(meta["uid"])  # E2B cancels the build with its template
+            # Read afresh: a build started after Kopf's copy is recorded only in the stored status.
+            body = await self.kube.get(TEMPLATES, meta["namespace"], meta["name"]) or body
+            template_id = (body.get("status") or {}).get("templateID")
+            if template_id and agent_decide.deletion_policy_of(body["spec"]) == "Orphan":
+                self.emit(body, "Normal", "TemplateOrphaned", f"left E2B template {template_id} in E2B")
+            elif template_id:
+                await self._delete_in_e2b(body, template_id, attempt)
+        self._locks.pop(meta["uid"], None)
+
+    async def _delete_in_e2b(self, body: Mapping[str, Any], template_id: str, attempt: int) -> None:
+        delay = agent_decide.deletion_retry_delay(attempt, self.settings.retry_delay_seconds,
+                                                  self.settings.stalled_retry_delay_seconds)
+        try:
+            account = await self.inputs.account_of(body["metadata"]["namespace"],
+                                                   agent_decide.key_secret_of(body["spec"]))
+            deleted = await self.builds.delete(template_id, account)
+        except SecretMissing as error:
+            self.emit(body, "Warning", "E2BKeyMissing", f"cannot delete E2B template {template_id}: the E2B key "
+                                                        f"cannot be read ({error}); restore it to finish")
+            raise RetryLater(str(error), delay) from None
+        except (E2BAuthFailed, E2BRejected) as error:
+            self.emit(body, "Warning", error.reason, f"E2B does not delete template {template_id} ({error}); fix "
+                                                     "the key, or set deletionPolicy: Orphan to leave it")
+            raise RetryLater(str(error), delay) from None
+        except E2BError as error:
+            self.emit(body, "Normal", error.reason, f"cannot delete E2B template {template_id} yet: {error}")
+            raise RetryLater(str(error), delay) from None
+        self.emit(body, "Normal", "TemplateDeleted", f"deleted E2B template {template_id}" if deleted else
+                  f"E2B template {template_id} was gone already")
 
     async def _fail(self, body: Mapping[str, Any], outcome: Outcome, delay: float, **fields: Any) -> None:
         await _write_status(self.kube, body, outcome, **fields)
