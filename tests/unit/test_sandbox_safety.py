@@ -63,6 +63,12 @@ def test_a_key_secret_is_unprotected_once_no_agent_uses_it(gone, now, others, un
     assert decide.unreferenced_key_secret(gone, now, others) == unprotect
 
 
+def test_a_key_secret_an_e2b_template_names_is_in_use_without_any_agent():
+    assert decide.key_secret_in_use(("ns", "key"), [], templates={("ns", "key")})
+    assert not decide.key_secret_in_use(("ns", "key"), [view("b", "other")], templates={("other-ns", "key")})
+    assert decide.key_secret_in_use(("ns", "key"), [view("b", "key")])
+
+
 @pytest.mark.parametrize("raw, policy", [
     ({"deletionPolicy": "Delete"}, "Delete"),
     ({}, "Delete"),

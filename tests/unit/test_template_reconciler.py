@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from remote_agents.api.names import (
-    AGENTS, API_VERSION, FINALIZER, POOL_LABEL, RECONCILE_REQUEST_ANNOTATION, SANDBOX_TEMPLATE_KEY, TEMPLATES,
+    AGENTS, API_VERSION, FINALIZER, KEY_PROTECTION_FINALIZER, POOL_LABEL, RECONCILE_REQUEST_ANNOTATION,
+    SANDBOX_TEMPLATE_KEY, TEMPLATES,
 )
 from remote_agents.controller.clients.e2b import E2BRejected, E2BUnavailable
 from remote_agents.controller.retry import RetryLater
@@ -173,6 +174,28 @@ async def test_deleting_a_template_deletes_its_e2b_template_in_its_account_and_k
     assert world.e2b.templates.deleted == [template_id]  # with the operator's key it would find nothing
     assert world.events.reasons("t")[-1] == "TemplateDeleted"
     assert world.e2b.killed == [] and world.status("a")["sandboxID"] in world.e2b.sandboxes
+
+
+def key_protected(world: World) -> bool:
+    return KEY_PROTECTION_FINALIZER in (world.kube.object("secrets", NAMESPACE, "e2b")["metadata"].get("finalizers")
+                                        or [])
+
+
+async def test_a_templates_e2b_key_stays_protected_while_anything_uses_it_and_is_let_go_after(world, files):
+    world.kube.add_secret(NAMESPACE, "e2b", {"key": "e2b_team_key"})
+    key = {"name": "e2b", "key": "key"}
+    await create_template(world, e2bApiKeySecretRef=key)
+    await reconcile_template(world)
+    await built(world)
+    assert key_protected(world)  # the build read it: its deletion will need it
+    await world.ready_agent("a", e2bApiKeySecretRef=key)
+    await world.delete_agent("a")
+    fleet = world.operator.fleet
+    await world.eventually(lambda: all(job.done() for job in fleet._background), "the agent's release looked")
+    assert key_protected(world)  # the template still names it
+
+    await delete_template(world)
+    await world.eventually(lambda: not key_protected(world), "the key let go with its last user")
 
 
 async def test_an_orphaned_or_never_built_template_leaves_e2b_alone(world, files):

@@ -27,6 +27,7 @@ import kubernetes
 
 from remote_agents.api.names import AGENTS, FINALIZER, GROUP, POOL_LABEL, TASKS, TEMPLATES
 from remote_agents.controller import metrics, tracing
+from remote_agents.controller.agents import decide as agent_decide
 from remote_agents.controller.agents import ledger
 from remote_agents.controller.agents.fleet import Fleet
 from remote_agents.controller.agents.idle import AgentActivity
@@ -79,6 +80,7 @@ class Operator:
         self.agents = AgentReconciler(self.gateway, kube, inputs, settings, cluster_id, events, sightings, refs)
         self.fleet = Fleet(self.gateway, kube, settings, cluster_id, sightings, refs, listed=self.agent_watch.synced,
                            inputs=inputs)
+        self.fleet.template_key_secrets = self.template_key_secrets
         activity = AgentActivity(kube, self.fleet, events)
         self.tasks = TaskController(kube, self.gateway, inputs, self.fleet, activity, events,
                                     settings.github_api_hosts, listed=self.task_watch.synced,
@@ -96,7 +98,8 @@ class Operator:
         self.agents.servers.running_tasks = lambda namespace, name: self.tasks.running_counts()[(namespace, name)]
         self.agents.servers.sessions_held = self.tasks.sessions.held_by
         self._background: list[asyncio.Task] = []
-        self._pokes: set[asyncio.Task] = set()  # request_reconcile of a template's agents, under way
+        # What a template's change set off, under way: its agents' reconciles, its key's release.
+        self._pokes: set[asyncio.Task] = set()
         self._servers: list[Any] = []
         self.leading = False  # nothing is reconciled, dispatched, swept or paused before start()
         self.stop_requested = asyncio.Event()  # Kopf's stop flag; set by a signal or by stop()
@@ -119,10 +122,19 @@ class Operator:
             return self.template_bodies.get((namespace, name))
         return await self.kube.get(TEMPLATES, namespace, name)
 
+    async def template_key_secrets(self) -> set[tuple[str, str]]:
+        """(namespace, Secret) of the E2B keys the E2BTemplates name, once their stream is listed."""
+        await self.template_watch.synced.wait()
+        return {(namespace, secret[0]) for (namespace, _), body in self.template_bodies.items()
+                if (secret := agent_decide.key_secret_of(body.get("spec")))}
+
     def template_changed(self, event_type: str | None, body: dict[str, Any]) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         if event_type == "DELETED":
             self.template_bodies.pop(key, None)
+            if secret := agent_decide.key_secret_of(body.get("spec")):  # the build protected it
+                self._pokes.add(asyncio.get_running_loop().create_task(
+                    self.fleet.release_key_secret((key[0], secret[0])), name=f"release-key-{key[1]}"))
         else:
             self.template_bodies[key] = body
         users = self.template_users.template_changed(event_type, body)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -274,14 +274,21 @@ def serves(namespaces: tuple[str, ...], sandbox: ObservedSandbox) -> bool:
 
 
 def unreferenced_key_secret(gone: AgentView | None, now: AgentView | None,
-                            views: list[AgentView]) -> tuple[str, str] | None:
+                            views: Iterable[AgentView]) -> tuple[str, str] | None:
     """The (namespace, Secret) whose protection to lift when an agent changed from `gone` to `now`
-    (None: deleted): the E2B key Secret `gone` used, once neither `now` nor any of `views` uses it."""
+    (None: deleted): the E2B key Secret `gone` used, once neither `now` nor any of `views` uses it
+    (E2BTemplates may still: the caller asks key_secret_in_use with them before lifting it)."""
     if gone is None or gone.e2b_key_secret is None:
         return None
     key = (gone.namespace, gone.e2b_key_secret)
-    users = [v for v in [now, *views] if v is not None and (v.namespace, v.e2b_key_secret) == key]
-    return None if users else key
+    return None if key_secret_in_use(key, [v for v in (now, *views) if v is not None]) else key
+
+
+def key_secret_in_use(key: tuple[str, str], views: Iterable[AgentView],
+                      templates: Collection[tuple[str, str]] = ()) -> bool:
+    """Whether an agent of `views` or an E2BTemplate (`templates`: the (namespace, Secret) of the
+    keys they name) uses the E2B key Secret `key`."""
+    return key in templates or any((v.namespace, v.e2b_key_secret) == key for v in views)
 
 
 def deletion_policy_of(raw_spec: object) -> str:

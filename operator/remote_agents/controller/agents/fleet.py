@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from remote_agents.api.conditions import condition
@@ -66,6 +66,10 @@ def view_of(body: Mapping[str, Any]) -> decide.AgentView:
     )
 
 
+async def _no_templates() -> set[tuple[str, str]]:
+    return set()
+
+
 def _log_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("%s failed", task.get_coro().__qualname__, exc_info=task.exception())
@@ -89,6 +93,8 @@ class Fleet:
         self._background: set[asyncio.Task] = set()
         self._ref_checks: dict[tuple, asyncio.Task] = {}  # (repo, ref, credentials) being resolved
         self._ref_check_slots = asyncio.Semaphore(REF_CHECK_CONCURRENCY)
+        # The E2B key Secrets E2BTemplates name, once their stream is listed (main.py sets it).
+        self.template_key_secrets: Callable[[], Awaitable[set[tuple[str, str]]]] = _no_templates
 
     def find(self, namespace: str, name: str) -> decide.AgentView | None:
         return next((v for v in self.agents.values() if v.namespace == namespace and v.name == name), None)
@@ -105,9 +111,17 @@ class Fleet:
         if view is not None:
             self.agents[uid] = view
             self.by_repo[repo_key(view.repo)].add(uid)
-        unprotect = decide.unreferenced_key_secret(previous, view, list(self.agents.values()))
+        unprotect = decide.unreferenced_key_secret(previous, view, self.agents.values())
         if unprotect is not None:
-            self._in_background(self.kube.unprotect_secret(*unprotect))
+            self._in_background(self.release_key_secret(unprotect))
+
+    async def release_key_secret(self, key: tuple[str, str]) -> None:
+        """Lift an E2B key Secret's protection unless an agent or an E2BTemplate uses it (asked once
+        both views are whole: deleting the Secret must never strand a sandbox or a template)."""
+        await self.listed.wait()
+        templates = await self.template_key_secrets()
+        if not decide.key_secret_in_use(key, self.agents.values(), templates):
+            await self.kube.unprotect_secret(*key)
 
     def tracking(self, repo_keys: frozenset[str]) -> list[decide.AgentView]:
         """Agents whose source is one of these repositories (by index, not by a scan)."""
