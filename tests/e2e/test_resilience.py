@@ -51,8 +51,14 @@ def test_orphans_are_swept_but_orphaned_by_policy_are_kept(kubectl, namespace, o
     eventually(lambda: e2b_client.by_uid("ghost-uid") == [], 60, what="the orphan to be swept")
     assert ghost.sandbox_id not in {s.sandbox_id for s in e2b_client.sandboxes()}
     assert "killing orphaned sandbox" in operator.log()
-    with urllib.request.urlopen(f"{operator.metrics_url}/metrics", timeout=5) as response:
-        assert "remote_agents_orphan_sandboxes_killed_total 1.0" in response.read().decode()
+
+    def metrics() -> str:
+        with urllib.request.urlopen(f"{operator.metrics_url}/metrics", timeout=5) as response:
+            return response.read().decode()
+    # Counted once the kill call has returned to the operator, which may be after e2b-local's list
+    # no longer shows the sandbox.
+    eventually(lambda: "remote_agents_orphan_sandboxes_killed_total 1.0" in metrics(), 10,
+               what="the kill counted")
     time.sleep(10)  # longer than the grace period plus a health interval
     assert kept in {s.sandbox_id for s in e2b_client.sandboxes()}, "a sandbox orphaned by policy was killed"
     events = json.loads(kubectl.run("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
