@@ -7,8 +7,9 @@ process group, SIGKILL after a grace (runner.cancel_command), tried again while 
 cannot be reached, with an Event TaskCancelled once it is stopped. The slot stays taken until
 then (scheduler.stopping), so the next task never shares the sandbox with a dying run. A task
 that another finalizer keeps is stopped as soon as it is marked for deletion, and says so in its
-status (and loses our legacy finalizer, if an earlier build put it there). A delete that no operator saw (none was running) leaves a run whose task is gone: the
-next operator finds it in the sandbox and stops it (tasks/orphan_runs.py).
+status (and loses our legacy finalizer, if an earlier build put it there). A delete that no
+operator saw (none was running) leaves a run whose task is gone: the next operator finds it in
+the sandbox and stops it (tasks/orphan_runs.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from remote_agents.controller.agents.inputs import AgentInputs
 from remote_agents.controller.clients.e2b import E2BError, SandboxGateway, SandboxGone
 from remote_agents.controller.clients.events import EventSink
 from remote_agents.controller.clients.kube import Kube, SecretMissing
+from remote_agents.controller.sandboxes import SandboxAddress
 from remote_agents.controller.status import Outcome
 from remote_agents.controller.tasks import decide, runner
 from remote_agents.controller.tasks.book import Task, TaskBook
@@ -96,11 +98,20 @@ class Cancellations:
             return True
         try:
             sandbox = await self.inputs.address(view.namespace, view.spec, status["sandboxID"])
-            outcome = await self.gateway.run(sandbox, runner.cancel_command(status, CANCEL_GRACE_SECONDS), envs={},
-                                             cwd=None, timeout_seconds=CANCEL_GRACE_SECONDS + 15)
+        except SecretMissing as error:
+            log.info("could not stop the run of task %s: %s", task["metadata"]["name"], error)
+            return False
+        return await self.stop_in(sandbox, status["runId"])
+
+    async def stop_in(self, sandbox: SandboxAddress, run_id: str) -> bool:
+        """End run `run_id` in `sandbox` for good: True once it is known stopped (or the sandbox is
+        gone), False when the sandbox could not be reached (try again)."""
+        try:
+            outcome = await self.gateway.run(sandbox, runner.cancel_command({"runId": run_id}, CANCEL_GRACE_SECONDS),
+                                             envs={}, cwd=None, timeout_seconds=CANCEL_GRACE_SECONDS + 15)
         except SandboxGone:
             return True
-        except (E2BError, SecretMissing) as error:
-            log.info("could not stop the run of task %s: %s", task["metadata"]["name"], error)
+        except E2BError as error:
+            log.info("could not stop run %s: %s", run_id, error)
             return False
         return "stopped" in (outcome.stdout or "")

@@ -70,9 +70,7 @@ class OrphanRuns:
         known = {task["status"].get("runId") for task in self.book.tasks.values()}
         orphans = [run for run in (listed.stdout or "").split() if run not in known]
         for run in orphans:
-            stand_in = {"metadata": {"namespace": namespace, "name": f"(deleted, run {run})"},
-                        "status": {"agent": agent, "sandboxID": sandbox_id, "runId": run}}
-            if not await self.cancellations.stop_run(stand_in):
+            if not await self.cancellations.stop_in(sandbox, run):
                 return False
             log.info("stopped run %s on agent %s/%s: its task was deleted while no operator ran", run,
                      namespace, agent)
