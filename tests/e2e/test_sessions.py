@@ -134,8 +134,14 @@ def test_a_resident_process_that_dies_is_restarted_and_reported(kubectl, namespa
     session = orchestrator.session("trader")
     first = answer(session.ask("remember the stop loss is 5%"))
     assert agent["status"]["server"]["pid"] == first["pid"]
+    sandbox = e2b_client.connect(agent["status"]["sandboxID"])
 
-    e2b_client.connect(agent["status"]["sandboxID"]).commands.run(f"kill -9 {first['pid']}")
+    def relay_parents() -> list[int]:  # (the relay's arguments end with its tokens file)
+        listed = sandbox.commands.run("ps -eo ppid=,args=").stdout.splitlines()
+        return [int(line.split()[0]) for line in listed if line.endswith("relay.tokens")]
+    assert relay_parents() == [first["pid"]]  # the tasks' relay runs as the resident process's child
+
+    sandbox.commands.run(f"kill -9 {first['pid']}")
     restarted = eventually(lambda: (a := kubectl.get("remoteagent", "trader", namespace))["status"]["server"]
                            .get("restarts") == 1 and a, 60, what="the resident process restarted")
     server = restarted["status"]["server"]
@@ -143,6 +149,8 @@ def test_a_resident_process_that_dies_is_restarted_and_reported(kubectl, namespa
     reported = events(kubectl, namespace, "ServerRestarted")
     assert reported and str(first["pid"]) in reported[0]["message"] and session.name in reported[0]["message"]
 
+    # The old relay went with its process; the new process has its own.
+    eventually(lambda: relay_parents() == [server["pid"]], 30, what="one relay, the new process's")
     after = answer(session.ask("what is the stop loss?"))
     assert after["pid"] == server["pid"] and after["facts"] == []  # a new process: the memory really is gone
 

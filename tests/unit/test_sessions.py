@@ -3,19 +3,12 @@ the resident protocol's pieces the operator parses (controller/resident.py). Pur
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from remote_agents.api.models import AgentPoolSpec
 from remote_agents.controller import resident
 from remote_agents.controller.pools import decide as pools
 from remote_agents.controller.tasks import decide as tasks
-from remote_agents.controller.tasks import runner
 from remote_agents.controller.tasks.sessions import Holding, Turn, holder, holdings, place
 
 
@@ -132,10 +125,17 @@ def test_the_health_probe_reports_the_pid(stdout, pid):
 
 
 def test_the_resident_client_is_passed_in_the_environment_with_the_task_and_session():
-    env = resident.client_env(8765, "t-1", None)
+    env = resident.client_env(8765, 30001, "t-1", None)
     assert env["AGENT_SERVER_PORT"] == "8765" and env["AGENT_TASK"] == "t-1" and env["AGENT_SESSION"] == ""
+    assert env["AGENT_RELAY_PORT"] == "30001" and env["AGENT_RELAY_TOKENS"] == resident.RELAY_TOKENS
     assert "AGENT_RESIDENT_CLIENT" in env and compile(env["AGENT_RESIDENT_CLIENT"], "client", "exec")
     assert "$AGENT_RESIDENT_CLIENT" in resident.CLIENT_COMMAND and resident.health_command(5).endswith("health 5")
+
+
+def test_the_relay_never_takes_the_servers_port():
+    uid = "0b7f6c1e-1111-4222-8333-944455556666"
+    relay = resident.relay_port_of(8765, uid)
+    assert 20000 <= relay < 60000 and resident.relay_port_of(relay, uid) == relay + 1
 
 
 MARK = resident.STREAMED_MARK
@@ -150,34 +150,3 @@ MARK = resident.STREAMED_MARK
 ])
 def test_a_short_answer_on_the_runners_stream_spares_the_file_reads(stream, streamed):
     assert resident.streamed_answer(stream) == streamed
-
-
-@pytest.mark.parametrize("without_json_accelerator", [False, True])
-def test_the_resident_client_runs_in_the_runner_and_copies_its_answer_onto_the_stream(tmp_path,
-                                                                                      without_json_accelerator):
-    """The real runner script and client (bash, python3 -I -S) against the test agent's server:
-    the files hold the answer and progress, and the stream's copy is the same texts; also on a
-    Python without `_json` (the client falls back to json's pure-Python halves)."""
-    port = 20000 + os.getpid() % 20000
-    env = {"PATH": os.environ["PATH"], "AGENT_SERVER_PORT": str(port)}
-    server = subprocess.Popen([sys.executable, str(Path(__file__).parents[1] / "support" / "resident_server.py")],
-                              env=env)
-    try:
-        probe = subprocess.run(["bash", "-c", resident.health_command(30)], env={**env, **resident.client_env(port)},
-                               capture_output=True, text=True, timeout=60)
-        assert resident.parse_pid(probe.stdout) == server.pid, probe.stderr
-        files = tmp_path / "runs" / "r1"
-        client = resident.client_env(port, "t-1", "s")
-        if without_json_accelerator:
-            client["AGENT_RESIDENT_CLIENT"] = 'import sys; sys.modules["_json"] = None\n' + client["AGENT_RESIDENT_CLIENT"]
-        run_env = {**env, **client,
-                   **runner.runner_env({"runId": "r1"}, "remember x", str(tmp_path), resident.CLIENT_COMMAND),
-                   "RUN_FILES": str(files)}
-        stream = subprocess.run(["bash", "-c", runner.RUNNER], env=run_env, capture_output=True, text=True,
-                                timeout=60).stdout
-    finally:
-        server.kill()
-    assert runner.exit_line(stream).groups() == ("0", " stderr")
-    stdout, stderr = Path(f"{files}.stdout").read_text(), Path(f"{files}.stderr").read_text()
-    assert json.loads(stdout)["facts"] == ["x"] and stderr == "thinking about 'remember x'\n"
-    assert resident.streamed_answer(stream) == (stdout, stderr)

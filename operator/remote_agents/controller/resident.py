@@ -3,10 +3,13 @@ room (which starts and probes the resident process) and the task room (whose run
 
 Both talk to the process through one small Python client run inside the sandbox (python3 is in
 E2B's base image); its source travels in an environment variable, so nothing is written into the
-sandbox first. As a task's command it posts the query and turns the answer stream into an
-ordinary run: progress lines on stderr, the answer on stdout, exit 0 (1 on an error event,
-UNREACHABLE_EXIT when nothing listens). As a probe (`health SECONDS`) it prints the process's pid
-once GET /healthz answers 200, or exits 1 after SECONDS.
+sandbox first. For a task it posts the query and turns the answer stream into an ordinary run:
+progress lines on stderr, the answer on stdout, exit 0 (1 on an error event, UNREACHABLE_EXIT
+when nothing listens). It does so in the relay (`relay PORT TOKENS`), started with the resident
+process and living as long as it, to which the task's shell hands its run with builtins alone,
+so that a task starts no process of its own; or, when no relay answers, as the task's command.
+As a probe (`health SECONDS`) it prints the process's pid once GET /healthz answers 200, or
+exits 1 after SECONDS.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import json
 import shlex
 
 SERVER_LOG = "/home/user/.remote-agents/server.log"
+# The relay's two tokens ("IN OUT"), rewritten by each relay once it listens; readable by the
+# sandbox's user only, so only the sandbox's own runs can hand over, and only to its own relay.
+RELAY_TOKENS = "/home/user/.remote-agents/relay.tokens"
 UNREACHABLE_EXIT = 75  # EX_TEMPFAIL: the task's client found no resident process to ask
 CLIENT = r'''
 import io, os, sys, time
@@ -43,19 +49,21 @@ from _socket import AF_INET, SOCK_STREAM, socket
 def dumps(fields):  # an object of strings (or None)
     return "{" + ", ".join(f"{quote(k)}: {'null' if v is None else quote(v)}" for k, v in fields.items()) + "}"
 port = int(os.environ["AGENT_SERVER_PORT"])
-def ask(method, path, body=b""):
+def ask(method, path, body=b"", opened=None):
     # Plain sockets, not http.client: its import (ssl, email) was most of this client's start-up.
     s = socket(AF_INET, SOCK_STREAM)
+    if opened is not None:  # (the relay shuts it when the task's shell goes away)
+        opened.append(s)
     s.connect(("127.0.0.1", port))
     s.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-    f = io.open(s.detach(), "rb")  # the reader owns the connection from here
+    f = io.open(os.dup(s.fileno()), "rb")  # (the socket stays open too: the relay may shut it)
     status = int(f.readline().split()[1])
     headers = {}
     while (line := f.readline()).strip():
         name, _, value = line.decode("latin-1").partition(":")
         headers[name.strip().lower()] = value.strip()
-    return status, headers, f
+    return status, headers, f, s
 def lines(headers, f):
     # The body's lines as they arrive: chunked, sized, or up to the close.
     if "chunked" in headers.get("transfer-encoding", "").lower():
@@ -69,64 +77,185 @@ def lines(headers, f):
         yield from f.read(int(headers["content-length"])).split(b"\n")
     else:
         yield from f
-if sys.argv[1:2] == ["health"]:
-    deadline = time.monotonic() + float(sys.argv[2])
+def put(fd, text):
+    data = text.encode(errors="replace")
+    while data:
+        data = data[os.write(fd, data):]
+def health(seconds):
+    deadline = time.monotonic() + seconds
     while True:
         try:
-            status, headers, f = ask("GET", "/healthz")
-            if status == 200:
-                pid = int(loads(b"".join(lines(headers, f)))["pid"])
-                os.kill(pid, 0)  # ours: a process of this sandbox (not a neighbour's on a shared network)
-                print(pid); sys.exit(0)
+            status, headers, f, s = ask("GET", "/healthz")
+            try:
+                if status == 200:
+                    pid = int(loads(b"".join(lines(headers, f)))["pid"])
+                    os.kill(pid, 0)  # ours: a process of this sandbox (not a neighbour's on a shared network)
+                    print(pid); return 0
+            finally:
+                f.close(); s.close()  # (a _socket.socket is no context manager)
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             pass
         if time.monotonic() >= deadline:
-            sys.exit(1)
+            return 1
         time.sleep(0.1)
-request = dumps({"task": os.environ["AGENT_TASK"], "session": os.environ.get("AGENT_SESSION") or None,
-                 "query": os.environ["AGENT_QUERY"]}).encode()
-try:
-    status, headers, f = ask("POST", "/query", request)
-except (OSError, ValueError, IndexError) as error:
-    print(f"the resident server does not answer on port {port}: {error}", file=sys.stderr); sys.exit(75)
-if status != 200:
-    print(f"the resident server answered {status}: {b''.join(lines(headers, f))[:2000]!r}", file=sys.stderr)
-    sys.exit(1)
-said = []  # what went to stderr, for the copy on the runner's stream
-def err(text):
-    print(text, file=sys.stderr, flush=True); said.append(text + "\n")
-for raw in lines(headers, f):
-    if not raw.strip():
-        continue
+def answer(env, out, err, copy, opened=None):
+    """One task's query, from its environment: progress lines to fd `err`, the answer to fd `out`,
+    and a short copy of both to fd `copy` (the runner's stream, or None). Returns the run's exit
+    code. `opened` gets the connection to the resident process."""
+    request = dumps({"task": env["AGENT_TASK"], "session": env.get("AGENT_SESSION") or None,
+                     "query": env["AGENT_QUERY"]}).encode()
     try:
-        line = loads(raw)
-    except ValueError:
-        err(raw.decode(errors="replace").rstrip()); continue
-    event = line.get("event") if isinstance(line, dict) else None
-    if event == "progress":
-        err(line.get("text", ""))
-    elif event == "answer":
-        text = line.get("text", "")
-        sys.stdout.write(text); sys.stdout.flush()
-        # The same texts on the runner's stream (fd 3), so that the operator needs no file read
-        # for a short answer; the files stay the record.
-        copy = dumps({"stdout": text, "stderr": "".join(said)})
-        if os.environ.get("AGENT_ANSWER_FD") and len(copy) <= STREAMED_LIMIT:
+        status, headers, f, s = ask("POST", "/query", request, opened)
+    except (OSError, ValueError, IndexError) as error:
+        put(err, f"the resident server does not answer on port {port}: {error}\n"); return 75
+    try:
+        if status != 200:
+            put(err, f"the resident server answered {status}: {b''.join(lines(headers, f))[:2000]!r}\n")
+            return 1
+        said = []  # what went to stderr, for the copy on the runner's stream
+        try:
+            for raw in lines(headers, f):
+                if not raw.strip():
+                    continue
+                try:
+                    line = loads(raw)
+                except ValueError:
+                    line = {"event": "progress", "text": raw.decode(errors="replace").rstrip()}
+                event = line.get("event") if isinstance(line, dict) else None
+                if event == "progress":
+                    text = line.get("text", "") + "\n"
+                    put(err, text); said.append(text)
+                elif event == "answer":
+                    text = line.get("text", "")
+                    put(out, text)
+                    # The same texts on the runner's stream, so that the operator needs no file
+                    # read for a short answer; the files stay the record.
+                    copied = dumps({"stdout": text, "stderr": "".join(said)})
+                    if copy is not None and len(copied) <= STREAMED_LIMIT:
+                        try:
+                            os.write(copy, b"\n" + MARK + copied.encode() + b"\n")
+                        except OSError:
+                            pass
+                    return 0
+                elif event == "error":
+                    put(err, line.get("message", "the resident server reported an error") + "\n"); return 1
+        except (OSError, ValueError) as error:
+            put(err, f"the connection to the resident server broke: {error}\n"); return 1
+        put(err, "the resident server ended the stream without an answer or an error\n"); return 1
+    finally:
+        f.close(); s.close()
+def relay(relay_port, tokens_path):
+    """Takes tasks' queries from their runs' shells, so that a task starts no process of its own:
+    a shell proves it is of this sandbox (the IN token), hears back that this is its relay (OUT),
+    and waits for the exit code; its pid gives the query (its environment) and the run's stdout,
+    stderr and stream (its fds 1-3). It lives as long as its parent, the resident process."""
+    import hmac, socket, threading
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    parent, deadline = os.getppid(), time.monotonic() + 10
+    while True:  # the relay of the process this one replaces may hold the port for a moment
+        try:
+            listener.bind(("127.0.0.1", relay_port)); break
+        except OSError as error:
+            if time.monotonic() > deadline or os.getppid() != parent:
+                print(f"relay: port {relay_port} stays taken ({error}); each task starts its own client",
+                      file=sys.stderr, flush=True)
+                return 0
+            time.sleep(0.2)
+    listener.listen(64)
+    token_in, token_out = os.urandom(16).hex().encode(), os.urandom(16).hex().encode()
+    fd = os.open(tokens_path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, token_in + b" " + token_out + b"\n"); os.close(fd)
+    os.replace(tokens_path + ".new", tokens_path)
+    def hand_over(conn):
+        fds = []
+        with conn:
             try:
-                os.write(int(os.environ["AGENT_ANSWER_FD"]), b"\n" + MARK + copy.encode() + b"\n")
+                said = b""
+                while not said.endswith(b"\n") and len(said) < 256:
+                    chunk = conn.recv(256)
+                    if not chunk:
+                        return
+                    said += chunk
+                token, pid = said.split()
+                if not hmac.compare_digest(token, token_in):
+                    raise ValueError("not this sandbox's token")
+                with open(f"/proc/{int(pid)}/environ", "rb") as f:
+                    env = dict(os.fsdecode(item).partition("=")[::2] for item in f.read().split(b"\0") if item)
+                fds += [os.open(f"/proc/{int(pid)}/fd/{n}", os.O_WRONLY | os.O_APPEND) for n in (1, 2)]
+                copy = None
+                if env.get("AGENT_ANSWER_FD"):
+                    try:
+                        copy = os.open(f"/proc/{int(pid)}/fd/{int(env['AGENT_ANSWER_FD'])}", os.O_WRONLY)
+                        fds.append(copy)
+                    except OSError:
+                        pass  # (the operator reads the files instead)
+            except (OSError, ValueError) as error:
+                try:
+                    conn.sendall(b"refused\n")  # (the shell starts its own client)
+                except OSError:
+                    pass
+                print(f"relay: refused a run: {error}", file=sys.stderr, flush=True)
+                return
+            try:
+                conn.sendall(token_out + b"\n")
+                opened = []
+                def abandon():  # the shell went away (its run was signalled): so does its query
+                    try:
+                        conn.recv(1)
+                    except OSError:
+                        pass
+                    for s in opened:
+                        try:
+                            s.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+                threading.Thread(target=abandon, daemon=True).start()
+                code = answer(env, fds[0], fds[1], copy, opened)
+                while fds:  # before the code: the run's stream ends with the runner, not with us
+                    os.close(fds.pop())
+                conn.sendall(f"{code}\n".encode())
+                conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        sys.exit(0)
-    elif event == "error":
-        print(line.get("message", "the resident server reported an error"), file=sys.stderr); sys.exit(1)
-print("the resident server ended the stream without an answer or an error", file=sys.stderr); sys.exit(1)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+    listener.settimeout(0.5)
+    while os.getppid() == parent:  # its parent is the resident process: its end is the relay's
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        except OSError:
+            time.sleep(0.1); continue
+        conn.settimeout(None)
+        threading.Thread(target=hand_over, args=(conn,), daemon=True).start()
+    return 0
+if sys.argv[1:2] == ["health"]:
+    sys.exit(health(float(sys.argv[2])))
+if sys.argv[1:2] == ["relay"]:
+    sys.exit(relay(int(sys.argv[2]), sys.argv[3]))
+sys.exit(answer(os.environ, 1, 2, int(os.environ["AGENT_ANSWER_FD"]) if os.environ.get("AGENT_ANSWER_FD") else None))
 '''
 # A short answer's copy on the runner's stream: the line before the exit line, after this mark.
 STREAMED_MARK = "\x1eremote-agents-answer "
 STREAMED_LIMIT = 65536  # characters of its JSON; a longer answer is read from the files
 CLIENT = CLIENT.replace("MARK", repr(STREAMED_MARK.encode())).replace("STREAMED_LIMIT", str(STREAMED_LIMIT))
-# The task's command (the runner evals it); `exec`: signalling the run's group reaches the client.
-CLIENT_COMMAND = 'exec python3 -I -S -c "$AGENT_RESIDENT_CLIENT"'  # -I -S: the standard library only, no site start-up
+# The task's command (the runner evals it in the run's subshell, whose pid is $BASHPID): it hands
+# the run to the relay, builtins only, and exits with the code the relay gives back; without a
+# relay that answers with its token it becomes the client itself (`exec`: signalling the run's
+# group reaches it). SIGPIPE ignored: a relay gone mid-handover is a fallback, not a killed run.
+CLIENT_COMMAND = r"""trap '' PIPE
+if { exec 4<>"/dev/tcp/127.0.0.1/$AGENT_RELAY_PORT"; } 2>/dev/null \
+   && read -r token_in token_out 2>/dev/null < "$AGENT_RELAY_TOKENS" \
+   && printf '%s %s\n' "$token_in" "$BASHPID" >&4 2>/dev/null && read -r -t 10 said <&4 && [ "$said" = "$token_out" ]; then
+  read -r code <&4 && exit "$code"
+  echo "the resident relay ended before the answer" >&2; exit 1
+fi
+exec 4>&- python3 -I -S -c "$AGENT_RESIDENT_CLIENT"
+"""
+PYTHON_CLIENT = 'python3 -I -S -c "$AGENT_RESIDENT_CLIENT"'  # -I -S: the standard library only, no site start-up
 
 
 def port_of(port: int, agent_uid: str) -> int:
@@ -136,8 +265,19 @@ def port_of(port: int, agent_uid: str) -> int:
     return 20000 + int(hashlib.sha256(agent_uid.encode()).hexdigest()[:8], 16) % 40000
 
 
-def client_env(port: int, task: str | None = None, session: str | None = None) -> dict[str, str]:
+def relay_port_of(server_port: int, agent_uid: str) -> int:
+    """The port of the agent's relay: derived from the uid (sandboxes may share a network, as
+    e2b-local's do), never the server's own."""
+    port = port_of(0, agent_uid + "/relay")
+    return port + 1 if port == server_port else port
+
+
+def client_env(port: int, relay_port: int | None = None, task: str | None = None,
+               session: str | None = None) -> dict[str, str]:
     env = {"AGENT_RESIDENT_CLIENT": CLIENT, "AGENT_SERVER_PORT": str(port)}
+    if relay_port is not None:
+        env["AGENT_RELAY_PORT"] = str(relay_port)
+        env["AGENT_RELAY_TOKENS"] = RELAY_TOKENS
     if task is not None:
         env["AGENT_TASK"] = task
         env["AGENT_SESSION"] = session or ""
@@ -161,14 +301,18 @@ def streamed_answer(stream: str) -> tuple[str, str] | None:
 
 def health_command(wait_seconds: float) -> str:
     """Prints the pid of the process answering /healthz, waiting up to `wait_seconds` for it."""
-    return f'{CLIENT_COMMAND} health {float(wait_seconds):g}'
+    return f'exec {PYTHON_CLIENT} health {float(wait_seconds):g}'
 
 
 def server_command(workdir: str) -> str:
     """Starts $AGENT_SERVER_COMMAND in the working directory, its output appended to SERVER_LOG
-    (read back when it does not come up). `exec`: its pid is the one the start call reports."""
+    (read back when it does not come up), with the relay as its child (client_env with a relay
+    port gives what the relay needs; the process itself does not see it). `exec`: the process's
+    pid is the one the start call reports."""
     log = shlex.quote(SERVER_LOG)
-    return (f'mkdir -p {shlex.quote(SERVER_LOG.rsplit("/", 1)[0])} && cd {shlex.quote(workdir)} && '
+    return (f'mkdir -p {shlex.quote(SERVER_LOG.rsplit("/", 1)[0])} && cd {shlex.quote(workdir)} || exit\n'
+            f'{PYTHON_CLIENT} relay "$AGENT_RELAY_PORT" "$AGENT_RELAY_TOKENS" >> {log} 2>&1 &\n'
+            f'unset AGENT_RESIDENT_CLIENT AGENT_RELAY_PORT AGENT_RELAY_TOKENS\n'
             f'exec bash -c "$AGENT_SERVER_COMMAND" >> {log} 2>&1')
 
 

@@ -78,7 +78,7 @@ class ResidentServers:
         else:
             why, lost = "Started", []
         self.forget(meta["uid"])
-        new_pid, handle = await self._start(sandbox, spec, env, port)
+        new_pid, handle = await self._start(sandbox, spec, env, port, meta["uid"])
         restarts = int(recorded.get("restarts") or 0) + (why == "Died")
         if why == "Died":
             said = f"; the in-memory state of sessions {', '.join(lost)} was lost" if lost else ""
@@ -103,13 +103,14 @@ class ResidentServers:
         return resident.parse_pid(outcome.stdout) if outcome.exit_code == 0 else None
 
     async def _start(self, sandbox: SandboxAddress, spec: RemoteAgentSpec, env: dict[str, str],
-                     port: int) -> tuple[int, Any]:
+                     port: int, agent_uid: str) -> tuple[int, Any]:
         """The process's pid (as it reports it) and the start call's handle."""
         server = spec.server
         assert server is not None
         handle = await self.gateway.start_background(
             sandbox, resident.server_command(decide.workdir(spec)),
-            envs={**env, "AGENT_SERVER_PORT": str(port), "AGENT_SERVER_COMMAND": server.command})
+            envs={**env, **resident.client_env(port, resident.relay_port_of(port, agent_uid)),
+                  "AGENT_SERVER_COMMAND": server.command})
         pid = await self._probe(sandbox, port, server.ready_timeout_seconds)
         if pid is None:
             tail = await self.gateway.run(sandbox, resident.log_tail_command(LOG_TAIL_CHARS), envs={}, cwd=None,

@@ -90,7 +90,8 @@ class Runs:
         command, extra = view.spec.query.command, {}
         if view.spec.server:  # resident: the run is the small client asking the agent's process
             command = resident.CLIENT_COMMAND
-            extra = resident.client_env(resident.port_of(view.spec.server.port, view.uid), meta["name"], spec.session)
+            port = resident.port_of(view.spec.server.port, view.uid)
+            extra = resident.client_env(port, resident.relay_port_of(port, view.uid), meta["name"], spec.session)
         # The run's span lasts until finish(); its E2B calls are its children, and the command gets
         # TRACEPARENT so the agent's own spans (its LLM calls) join the trace. Kept in memory only:
         # a run an operator restart finds running ends without one.
