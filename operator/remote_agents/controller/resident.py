@@ -98,10 +98,10 @@ def health(seconds):
         if time.monotonic() >= deadline:
             return 1
         time.sleep(0.1)
-def answer(env, out, err, copy, opened=None):
+def answer(env, out, err, copy=None, opened=None):
     """One task's query, from its environment: progress lines to fd `err`, the answer to fd `out`,
-    and a short copy of both to fd `copy` (the runner's stream, or None). Returns the run's exit
-    code. `opened` gets the connection to the resident process."""
+    and a short copy of both, as the line for the runner's stream, to `copy` (a function of
+    bytes). Returns the run's exit code. `opened` gets the connection to the resident process."""
     request = dumps({"task": env["AGENT_TASK"], "session": env.get("AGENT_SESSION") or None,
                      "query": env["AGENT_QUERY"]}).encode()
     try:
@@ -132,10 +132,7 @@ def answer(env, out, err, copy, opened=None):
                     # read for a short answer; the files stay the record.
                     copied = dumps({"stdout": text, "stderr": "".join(said)})
                     if copy is not None and len(copied) <= STREAMED_LIMIT:
-                        try:
-                            os.write(copy, b"\n" + MARK + copied.encode() + b"\n")
-                        except OSError:
-                            pass
+                        copy(b"\n" + MARK + copied.encode() + b"\n")
                     return 0
                 elif event == "error":
                     put(err, line.get("message", "the resident server reported an error") + "\n"); return 1
@@ -147,8 +144,10 @@ def answer(env, out, err, copy, opened=None):
 def relay(relay_port, tokens_path):
     """Takes tasks' queries from their runs' shells, so that a task starts no process of its own:
     a shell proves it is of this sandbox (the IN token), hears back that this is its relay (OUT),
-    and waits for the exit code; its pid gives the query (its environment) and the run's stdout,
-    stderr and stream (its fds 1-3). It lives as long as its parent, the resident process."""
+    and waits for the exit code; its pid gives the query (its environment) and the run's stdout
+    and stderr (its fds 1 and 2). The copy for the runner's stream goes to $RUN_FILES.copy, for
+    the shell to pass on: the stream is a pipe of envd's (root's), which no other process of the
+    sandbox's user may open. The relay lives as long as its parent, the resident process."""
     import hmac, socket, threading
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -183,13 +182,6 @@ def relay(relay_port, tokens_path):
                 with open(f"/proc/{int(pid)}/environ", "rb") as f:
                     env = dict(os.fsdecode(item).partition("=")[::2] for item in f.read().split(b"\0") if item)
                 fds += [os.open(f"/proc/{int(pid)}/fd/{n}", os.O_WRONLY | os.O_APPEND) for n in (1, 2)]
-                copy = None
-                if env.get("AGENT_ANSWER_FD"):
-                    try:
-                        copy = os.open(f"/proc/{int(pid)}/fd/{int(env['AGENT_ANSWER_FD'])}", os.O_WRONLY)
-                        fds.append(copy)
-                    except OSError:
-                        pass  # (the operator reads the files instead)
             except (OSError, ValueError) as error:
                 try:
                     conn.sendall(b"refused\n")  # (the shell starts its own client)
@@ -211,10 +203,15 @@ def relay(relay_port, tokens_path):
                         except OSError:
                             pass
                 threading.Thread(target=abandon, daemon=True).start()
-                code = answer(env, fds[0], fds[1], copy, opened)
-                while fds:  # before the code: the run's stream ends with the runner, not with us
+                copies = []
+                wanted = env.get("AGENT_ANSWER_FD") and env.get("RUN_FILES")
+                code = answer(env, fds[0], fds[1], copies.append if wanted else None, opened)
+                while fds:
                     os.close(fds.pop())
-                conn.sendall(f"{code}\n".encode())
+                if copies:
+                    fd = os.open(env["RUN_FILES"] + ".copy", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    put(fd, copies[0].decode()); os.close(fd)
+                conn.sendall(f"{code}{' copy' if copies else ''}\n".encode())
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
@@ -236,22 +233,29 @@ if sys.argv[1:2] == ["health"]:
     sys.exit(health(float(sys.argv[2])))
 if sys.argv[1:2] == ["relay"]:
     sys.exit(relay(int(sys.argv[2]), sys.argv[3]))
-sys.exit(answer(os.environ, 1, 2, int(os.environ["AGENT_ANSWER_FD"]) if os.environ.get("AGENT_ANSWER_FD") else None))
+def stream(data):
+    try:
+        os.write(int(os.environ["AGENT_ANSWER_FD"]), data)
+    except OSError:
+        pass  # (the operator reads the files instead)
+sys.exit(answer(os.environ, 1, 2, stream if os.environ.get("AGENT_ANSWER_FD") else None))
 '''
 # A short answer's copy on the runner's stream: the line before the exit line, after this mark.
 STREAMED_MARK = "\x1eremote-agents-answer "
 STREAMED_LIMIT = 65536  # characters of its JSON; a longer answer is read from the files
 CLIENT = CLIENT.replace("MARK", repr(STREAMED_MARK.encode())).replace("STREAMED_LIMIT", str(STREAMED_LIMIT))
 # The task's command (the runner evals it in the run's subshell, whose pid is $BASHPID): it hands
-# the run to the relay, builtins only, and exits with the code the relay gives back; without a
+# the run to the relay, builtins only, passes on the copy for the runner's stream the relay left
+# in $RUN_FILES.copy, and exits with the code the relay gives back; without a
 # relay that answers with its token it becomes the client itself (`exec`: signalling the run's
 # group reaches it). SIGPIPE ignored: a relay gone mid-handover is a fallback, not a killed run.
 CLIENT_COMMAND = r"""trap '' PIPE
 if { exec 4<>"/dev/tcp/127.0.0.1/$AGENT_RELAY_PORT"; } 2>/dev/null \
    && read -r token_in token_out 2>/dev/null < "$AGENT_RELAY_TOKENS" \
    && printf '%s %s\n' "$token_in" "$BASHPID" >&4 2>/dev/null && read -r -t 10 said <&4 && [ "$said" = "$token_out" ]; then
-  read -r code <&4 && exit "$code"
-  echo "the resident relay ended before the answer" >&2; exit 1
+  read -r code copied <&4 || { echo "the resident relay ended before the answer" >&2; exit 1; }
+  [ -z "$copied" ] || { IFS= read -r -d '' copy < "$RUN_FILES.copy"; printf '%s' "$copy" >&3; }
+  exit "$code"
 fi
 exec 4>&- python3 -I -S -c "$AGENT_RESIDENT_CLIENT"
 """
