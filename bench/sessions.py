@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--follow-ups", type=int, default=40)
     parser.add_argument("--idle-samples", type=int, default=8)
     args = parser.parse_args()
+    if args.follow_ups < 1 or args.idle_samples < 1:
+        parser.error("--follow-ups and --idle-samples need at least one sample each")
     load_before = os.getloadavg()
     with harness.Stack("sessions", operator_env={"REMOTE_AGENTS_E2B_CREATES_PER_SECOND": "5"},
                        max_running=10) as stack:
