@@ -30,16 +30,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server() -> Iterator[dict[str, str]]:
-    """The test agent's server, answering; yields the environment its clients need."""
+def start_server() -> tuple[subprocess.Popen, dict[str, str]]:
+    """The test agent's server, answering, and the environment its clients need."""
     env = {"PATH": os.environ["PATH"], "AGENT_SERVER_PORT": str(free_port())}
     process = subprocess.Popen([sys.executable, str(SERVER)], env=env)
+    probe = subprocess.run(["bash", "-c", resident.health_command(30)],
+                           env={**env, **resident.client_env(int(env["AGENT_SERVER_PORT"]))},
+                           capture_output=True, text=True, timeout=60)
+    if resident.parse_pid(probe.stdout) != process.pid:
+        process.kill()
+        raise AssertionError(f"the test server did not come up: {probe.stderr}")
+    return process, env
+
+
+@pytest.fixture
+def server() -> Iterator[dict[str, str]]:
+    process, env = start_server()
     try:
-        probe = subprocess.run(["bash", "-c", resident.health_command(30)],
-                               env={**env, **resident.client_env(int(env["AGENT_SERVER_PORT"]))},
-                               capture_output=True, text=True, timeout=60)
-        assert resident.parse_pid(probe.stdout) == process.pid, probe.stderr
         yield env
     finally:
         process.kill()
@@ -167,6 +174,36 @@ def test_a_signalled_run_ends_and_the_relay_answers_the_next(server, tmp_path):
     finally:
         relay.kill()
     assert runner.exit_line(stream)[1] == "0" and json.loads(stdout)["facts"] == ["w"]
+
+
+@pytest.mark.parametrize("through_the_relay", [True, False])
+def test_a_process_that_dies_mid_answer_fails_the_run_with_the_lost_code(tmp_path, through_the_relay):
+    """76 (ServerLost), not 1: the operator tells the process's death from the query's own error."""
+    process, env = start_server()
+    tokens = tmp_path / "relay.tokens"
+    relay, port = start_relay(env, tokens) if through_the_relay else (None, free_port())
+    files = tmp_path / "r1"
+    try:
+        extra = {**resident.client_env(int(env["AGENT_SERVER_PORT"]), port, "t-1", "s"),
+                 "AGENT_RELAY_TOKENS": str(tokens)}
+        if through_the_relay:
+            extra["AGENT_RESIDENT_CLIENT"] = NO_CLIENT
+        run = subprocess.Popen(["bash", "-c", runner.RUNNER], stdout=subprocess.PIPE, text=True, env={
+            **env, **extra, **runner.runner_env({"runId": "r1"}, f"wait for {tmp_path}/never", str(tmp_path),
+                                                resident.CLIENT_COMMAND), "RUN_FILES": str(files)})
+        for _ in range(200):
+            if Path(f"{files}.pid").exists():
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)  # (asked: the server waits for the file)
+        process.kill()
+        stream = run.communicate(timeout=30)[0]
+    finally:
+        process.kill()
+        if relay:
+            relay.kill()
+    assert runner.exit_line(stream)[1] == str(resident.SERVER_LOST_EXIT)
+    assert "the resident server" in Path(f"{files}.stderr").read_text()
 
 
 def test_the_relay_ends_with_the_resident_process(server, tmp_path):

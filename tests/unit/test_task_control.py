@@ -80,6 +80,8 @@ RETRY = {
     "lost sandbox, retries left": ("SandboxLost", 1, 2, True),
     "lost sandbox, last allowed attempt": ("SandboxLost", 3, 2, False),
     "agent deleted mid-run": ("AgentGone", 1, 1, True),
+    "resident process took no query": ("ServerUnreachable", 1, 1, True),
+    "resident process died answering": ("ServerLost", 1, 1, True),
     "no retries asked": ("SandboxLost", 1, 0, False),
     "the command's own failure": ("ExitCode", 1, 5, False),
     "a timeout is the command's": ("DeadlineExceeded", 1, 5, False),

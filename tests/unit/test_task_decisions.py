@@ -57,6 +57,16 @@ def test_verdicts():
     assert decide.judge(124, 60, overdue=False).reason == "QueryFailed"  # a command's own 124 is no timeout
 
 
+@pytest.mark.parametrize("code, resident, reason", [
+    (75, True, "ServerUnreachable"),  # the resident client found no process to ask
+    (76, True, "ServerLost"),  # its answer stream (or the relay) ended before the answer
+    (1, True, "QueryFailed"),  # the process's own error event
+    (75, False, "QueryFailed"), (76, False, "QueryFailed"),  # another command's codes are its own
+])
+def test_a_resident_runs_own_codes_say_the_process_failed_it(code, resident, reason):
+    assert decide.judge(code, 60, overdue=False, resident=resident).reason == reason
+
+
 def test_an_overdue_run_gets_sigterm_then_sigkill_after_the_grace():
     deadline = 1000.0
     assert decide.deadline_signal(999.9, deadline, None) is None

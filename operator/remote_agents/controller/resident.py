@@ -5,7 +5,7 @@ Both talk to the process through one small Python client run inside the sandbox 
 E2B's base image); its source travels in an environment variable, so nothing is written into the
 sandbox first. For a task it posts the query and turns the answer stream into an ordinary run:
 progress lines on stderr, the answer on stdout, exit 0 (1 on an error event, UNREACHABLE_EXIT
-when nothing listens). It does so in the relay (`relay PORT TOKENS`), started with the resident
+when nothing listens, SERVER_LOST_EXIT when the connection ends before the answer). It does so in the relay (`relay PORT TOKENS`), started with the resident
 process and living as long as it, to which the task's shell hands its run with builtins alone,
 so that a task starts no process of its own; or, when no relay answers, as the task's command.
 As a probe (`health SECONDS`) it prints the process's pid once GET /healthz answers 200, or
@@ -23,6 +23,7 @@ SERVER_LOG = "/home/user/.remote-agents/server.log"
 # sandbox's user only, so only the sandbox's own runs can hand over, and only to its own relay.
 RELAY_TOKENS = "/home/user/.remote-agents/relay.tokens"
 UNREACHABLE_EXIT = 75  # EX_TEMPFAIL: the task's client found no resident process to ask
+SERVER_LOST_EXIT = 76  # EX_PROTOCOL: the answer stream (or the relay) ended before the answer
 CLIENT = r'''
 import io, os, sys, time
 # The C halves of json and socket, not the modules: importing json (re, enum) and socket (enum,
@@ -49,7 +50,7 @@ from _socket import AF_INET, SOCK_STREAM, socket
 def dumps(fields):  # an object of strings (or None)
     return "{" + ", ".join(f"{quote(k)}: {'null' if v is None else quote(v)}" for k, v in fields.items()) + "}"
 port = int(os.environ["AGENT_SERVER_PORT"])
-def ask(method, path, body=b"", opened=None):
+def send(method, path, body=b"", opened=None):
     # Plain sockets, not http.client: its import (ssl, email) was most of this client's start-up.
     s = socket(AF_INET, SOCK_STREAM)
     if opened is not None:  # (the relay shuts it when the task's shell goes away)
@@ -57,13 +58,15 @@ def ask(method, path, body=b"", opened=None):
     s.connect(("127.0.0.1", port))
     s.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+    return s
+def receive(s):
     f = io.open(os.dup(s.fileno()), "rb")  # (the socket stays open too: the relay may shut it)
     status = int(f.readline().split()[1])
     headers = {}
     while (line := f.readline()).strip():
         name, _, value = line.decode("latin-1").partition(":")
         headers[name.strip().lower()] = value.strip()
-    return status, headers, f, s
+    return status, headers, f
 def lines(headers, f):
     # The body's lines as they arrive: chunked, sized, or up to the close.
     if "chunked" in headers.get("transfer-encoding", "").lower():
@@ -85,7 +88,8 @@ def health(seconds):
     deadline = time.monotonic() + seconds
     while True:
         try:
-            status, headers, f, s = ask("GET", "/healthz")
+            s = send("GET", "/healthz")
+            status, headers, f = receive(s)
             try:
                 if status == 200:
                     pid = int(loads(b"".join(lines(headers, f)))["pid"])
@@ -105,9 +109,14 @@ def answer(env, out, err, copy=None, opened=None):
     request = dumps({"task": env["AGENT_TASK"], "session": env.get("AGENT_SESSION") or None,
                      "query": env["AGENT_QUERY"]}).encode()
     try:
-        status, headers, f, s = ask("POST", "/query", request, opened)
-    except (OSError, ValueError, IndexError) as error:
-        put(err, f"the resident server does not answer on port {port}: {error}\n"); return 75
+        s = send("POST", "/query", request, opened)
+    except OSError as error:
+        put(err, f"the resident server does not answer on port {port}: {error}\n"); return UNREACHABLE_EXIT
+    try:
+        status, headers, f = receive(s)
+    except (OSError, ValueError, IndexError) as error:  # (it has the query: it may be working on it)
+        put(err, f"the resident server took the query but did not answer: {error!r}\n"); s.close()
+        return SERVER_LOST_EXIT
     try:
         if status != 200:
             put(err, f"the resident server answered {status}: {b''.join(lines(headers, f))[:2000]!r}\n")
@@ -137,17 +146,18 @@ def answer(env, out, err, copy=None, opened=None):
                 elif event == "error":
                     put(err, line.get("message", "the resident server reported an error") + "\n"); return 1
         except (OSError, ValueError) as error:
-            put(err, f"the connection to the resident server broke: {error}\n"); return 1
-        put(err, "the resident server ended the stream without an answer or an error\n"); return 1
+            put(err, f"the connection to the resident server broke: {error}\n"); return SERVER_LOST_EXIT
+        put(err, "the resident server ended the stream without an answer or an error\n"); return SERVER_LOST_EXIT
     finally:
         f.close(); s.close()
 def relay(relay_port, tokens_path):
     """Takes tasks' queries from their runs' shells, so that a task starts no process of its own:
     a shell proves it is of this sandbox (the IN token), hears back that this is its relay (OUT),
-    and waits for the exit code; its pid gives the query (its environment) and the run's stdout
-    and stderr (its fds 1 and 2). The copy for the runner's stream goes to $RUN_FILES.copy, for
-    the shell to pass on: the stream is a pipe of envd's (root's), which no other process of the
-    sandbox's user may open. The relay lives as long as its parent, the resident process."""
+    and waits for the exit code; its pid gives its environment: the query, and the run's files
+    (opened by name: while the shell writes to the relay, its own fds 1 and 2 are not the run's).
+    The copy for the runner's stream goes to $RUN_FILES.copy, for the shell to pass on: the stream
+    is a pipe of envd's (root's), which no other process of the sandbox's user may open. The
+    relay lives as long as its parent, the resident process."""
     import hmac, socket, threading
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -181,8 +191,8 @@ def relay(relay_port, tokens_path):
                     raise ValueError("not this sandbox's token")
                 with open(f"/proc/{int(pid)}/environ", "rb") as f:
                     env = dict(os.fsdecode(item).partition("=")[::2] for item in f.read().split(b"\0") if item)
-                fds += [os.open(f"/proc/{int(pid)}/fd/{n}", os.O_WRONLY | os.O_APPEND) for n in (1, 2)]
-            except (OSError, ValueError) as error:
+                fds += [os.open(env["RUN_FILES"] + name, os.O_WRONLY | os.O_APPEND) for name in (".stdout", ".stderr")]
+            except (OSError, ValueError, KeyError) as error:
                 try:
                     conn.sendall(b"refused\n")  # (the shell starts its own client)
                 except OSError:
@@ -204,8 +214,7 @@ def relay(relay_port, tokens_path):
                             pass
                 threading.Thread(target=abandon, daemon=True).start()
                 copies = []
-                wanted = env.get("AGENT_ANSWER_FD") and env.get("RUN_FILES")
-                code = answer(env, fds[0], fds[1], copies.append if wanted else None, opened)
+                code = answer(env, fds[0], fds[1], copies.append if env.get("AGENT_ANSWER_FD") else None, opened)
                 while fds:
                     os.close(fds.pop())
                 if copies:
@@ -243,7 +252,8 @@ sys.exit(answer(os.environ, 1, 2, stream if os.environ.get("AGENT_ANSWER_FD") el
 # A short answer's copy on the runner's stream: the line before the exit line, after this mark.
 STREAMED_MARK = "\x1eremote-agents-answer "
 STREAMED_LIMIT = 65536  # characters of its JSON; a longer answer is read from the files
-CLIENT = CLIENT.replace("MARK", repr(STREAMED_MARK.encode())).replace("STREAMED_LIMIT", str(STREAMED_LIMIT))
+CLIENT = CLIENT.replace("MARK", repr(STREAMED_MARK.encode())).replace("STREAMED_LIMIT", str(STREAMED_LIMIT)) \
+    .replace("UNREACHABLE_EXIT", str(UNREACHABLE_EXIT)).replace("SERVER_LOST_EXIT", str(SERVER_LOST_EXIT))
 # The task's command (the runner evals it in the run's subshell, whose pid is $BASHPID): it hands
 # the run to the relay, builtins only, passes on the copy for the runner's stream the relay left
 # in $RUN_FILES.copy, and exits with the code the relay gives back; without a
@@ -253,12 +263,13 @@ CLIENT_COMMAND = r"""trap '' PIPE
 if { exec 4<>"/dev/tcp/127.0.0.1/$AGENT_RELAY_PORT"; } 2>/dev/null \
    && read -r token_in token_out 2>/dev/null < "$AGENT_RELAY_TOKENS" \
    && printf '%s %s\n' "$token_in" "$BASHPID" >&4 2>/dev/null && read -r -t 10 said <&4 && [ "$said" = "$token_out" ]; then
-  read -r code copied <&4 || { echo "the resident relay ended before the answer" >&2; exit 1; }
+  read -r code copied <&4 || { echo "the resident relay ended before the answer" >&2; exit SERVER_LOST_EXIT; }
   [ -z "$copied" ] || { IFS= read -r -d '' copy < "$RUN_FILES.copy"; printf '%s' "$copy" >&3; }
   exit "$code"
 fi
 exec 4>&- python3 -I -S -c "$AGENT_RESIDENT_CLIENT"
 """
+CLIENT_COMMAND = CLIENT_COMMAND.replace("SERVER_LOST_EXIT", str(SERVER_LOST_EXIT))
 PYTHON_CLIENT = 'python3 -I -S -c "$AGENT_RESIDENT_CLIENT"'  # -I -S: the standard library only, no site start-up
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from remote_agents.controller.resident import SERVER_LOST_EXIT, UNREACHABLE_EXIT
+
 OUTPUT_STATUS_LIMIT = 4096  # bytes of stdout kept in status.output; the ConfigMap has the rest
 OUTPUT_CONFIGMAP_LIMIT = 900 * 1024  # under the 1 MiB object limit, with room for stderr and metadata
 STDERR_CONFIGMAP_LIMIT = 64 * 1024
@@ -76,12 +78,20 @@ class Verdict:
     message: str
 
 
-def judge(exit_code: int, timeout_seconds: int, overdue: bool) -> Verdict:
-    """A run that ended; `overdue`: it was seen ending past its deadline (when the operator kills it)."""
+def judge(exit_code: int, timeout_seconds: int, overdue: bool, resident: bool = False) -> Verdict:
+    """A run that ended; `overdue`: it was seen ending past its deadline (when the operator kills it);
+    `resident`: the run was the resident client, whose exit codes 75 and 76 say the process failed
+    it (controller/resident.py), not the query."""
     if exit_code == 0:
         return Verdict(True, "Succeeded", "the query command exited 0")
     if overdue and exit_code in (SIGTERM_EXIT_CODE, SIGKILL_EXIT_CODE):
         return Verdict(False, "DeadlineExceeded", f"the query ran longer than {timeout_seconds}s and was killed")
+    if resident and exit_code == UNREACHABLE_EXIT:
+        return Verdict(False, "ServerUnreachable", "the agent's resident process did not take the query "
+                                                   "(the agent's reconcile starts it again)")
+    if resident and exit_code == SERVER_LOST_EXIT:
+        return Verdict(False, "ServerLost", "the agent's resident process ended the answer before it was done "
+                                            "(it died or closed the connection: see the agent's Events)")
     return Verdict(False, "QueryFailed", f"the query command exited {exit_code}")
 
 

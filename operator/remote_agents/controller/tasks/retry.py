@@ -1,7 +1,7 @@
 """When a failed run is tried again (spec.retries, like a Job's backoffLimit), and after how long. Pure.
 
-Only failures that are not the command's own are retried: its sandbox was lost, or its agent was
-deleted mid-run. A non-zero exit or a timeout is the command's answer and is final. A new attempt
+Only failures that are not the command's own are retried: its sandbox was lost, its agent was
+deleted mid-run, or its agent's resident process did not take the query or died answering it. A non-zero exit or a timeout is the command's answer and is final. A new attempt
 starts only once the old one is known dead (the sandbox is gone, or the run's process group was
 killed), and the decision is written to status (phase Pending, attempts, nextAttemptTime) in one
 write: an operator restart finds it there.
@@ -9,7 +9,8 @@ write: an operator restart finds it there.
 
 from __future__ import annotations
 
-RETRYABLE_REASONS = frozenset({"SandboxLost", "AgentGone"})
+# Failures that are not the query's: the sandbox, the agent or its resident process went away.
+RETRYABLE_REASONS = frozenset({"SandboxLost", "AgentGone", "ServerUnreachable", "ServerLost"})
 BACKOFF_BASE_SECONDS = 2.0  # the wait before the second attempt; doubled for each further one
 BACKOFF_CAP_SECONDS = 300.0
 

@@ -197,7 +197,8 @@ class Runs:
                 self.gateway.read_file(sandbox, runner.run_file(status, "stdout")),
                 self.gateway.read_file(sandbox, runner.run_file(status, "stderr")) if ended[2] else _no_file())
             code = int(ended[1])
-            verdict = decide.judge(code, spec.timeout_seconds, overdue=time.time() >= self.deadline(task))
+            verdict = decide.judge(code, spec.timeout_seconds, overdue=time.time() >= self.deadline(task),
+                                   resident=bool(view.spec and view.spec.server))
             await self.finish(task, verdict, code, stdout or "", stderr or "")
         except SandboxGone:
             await self.finish(task, decide.Verdict(False, "SandboxLost", "the agent's sandbox was lost mid-run"),
@@ -279,7 +280,10 @@ class Runs:
         usage = self._account(task, duration)
         attempts = status.get("attempts") or 1
         if retry.should_retry(verdict.reason, attempts, spec.retries):
+            agent = status.get("agent")
             await self._retry(task, verdict, attempts, usage)
+            if agent:
+                await self._check_server(meta["namespace"], agent, exit_code)
             return
         final_progress = None
         if stdout or stderr:
@@ -312,7 +316,7 @@ class Runs:
         """A resident agent's reconcile looks at its process after a run that found none, and
         upgrades one left on older code once its tasks are done."""
         view = self.fleet.find(namespace, agent)
-        if view and view.spec and view.spec.server and (exit_code == resident.UNREACHABLE_EXIT or view.server_outdated):
+        if view and view.spec and view.spec.server and (exit_code in (resident.UNREACHABLE_EXIT, resident.SERVER_LOST_EXIT) or view.server_outdated):
             await self.kube.request_reconcile(AGENTS, namespace, agent)
 
     def _account(self, task: Task, duration: float) -> dict[str, float]:
